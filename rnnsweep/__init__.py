@@ -1,0 +1,30 @@
+"""rnnsweep: vectorised hyperparameter sweeps for recurrent sequence models.
+
+Many same-shaped trials train at once inside one jitted, vmapped XLA
+program. Typical use::
+
+    import rnnsweep as rs
+    task = rs.make_task("lm")
+    space = rs.Space({"learning_rate": rs.LogUniform(1e-3, 2e-2),
+                      "cell": rs.Choice(["lstm", "gru"])})
+    result = rs.sweep(task, space, num_trials=16, steps=300, eval_every=100)
+    print(result.leaderboard())
+"""
+
+__version__ = "0.1.0"
+
+from rnnsweep.groups import Group, StaticConfig, plan_groups
+from rnnsweep.runner import SweepResult, execute, run_trials, sweep, task_space
+from rnnsweep.samplers import TrialSpec, grid, make_trials, random
+from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
+                            LogUniform, PARAMS, Space, Uniform, load_space)
+from rnnsweep.store import Store, TrialResult
+from rnnsweep.tasks import Adding, CharLM, Task, make_task
+
+__all__ = [
+    "Adding", "CharLM", "Choice", "Fixed", "Group", "IntLogUniform",
+    "IntUniform", "LogUniform", "PARAMS", "Space", "StaticConfig", "Store",
+    "SweepResult", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
+    "grid", "load_space", "make_task", "make_trials", "plan_groups", "random",
+    "run_trials", "sweep", "task_space",
+]

@@ -1,0 +1,378 @@
+"""The vectorised trial engine: the ONE module that calls ``jit`` and ``vmap``.
+
+Everything below :class:`Program` is written for one trial; the trial axis
+appears only where :func:`jax.vmap` is applied in ``Program._segment`` and
+``Program._evaluate``. A :class:`Program` is built once per
+(:class:`~rnnsweep.groups.StaticConfig`, task) and cached, so every group of
+the same shapes reuses its compiled executables.
+
+Training is truncated BPTT. Each update consumes one window of
+``truncation`` steps from a batch of sequences; the recurrent carry passes to
+the next window through ``lax.stop_gradient`` and is reset to zero when a new
+batch of sequences starts. Windows whose targets all have weight zero (the
+early windows of a sequence -> value task) advance the carry without an
+update. Steps are counted in windows.
+
+RNG: a trial's key is ``PRNGKey(seed)``; its init key is ``fold_in(key, 0)``
+and its dropout masks for sequence batch ``b`` use
+``fold_in(fold_in(key, 1), b)``: one mask per sequence, constant across that
+sequence's windows. Data batches come from a data key shared by the whole
+sweep (common random numbers): batch ``b`` uses ``fold_in(data_key, b)``.
+Nothing depends on K or on group-mates ("vmap invariance").
+
+Divergence: a trial whose loss or updated parameters are non-finite is
+marked diverged and frozen (parameters and optimizer state stop changing);
+``jnp.where`` keeps its NaNs out of everyone else's numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from typing import Any, Mapping, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnsweep import models
+from rnnsweep import space as space_lib
+from rnnsweep.groups import StaticConfig
+from rnnsweep.tasks.base import Batch, Task, TaskData
+
+Array = jax.Array
+
+_INIT_STREAM = 0
+_DROPOUT_STREAM = 1
+
+# Incremented from inside traced functions, so it counts traces: each trace
+# of a jitted function is followed by exactly one XLA compile.
+_TRACES: collections.Counter = collections.Counter()
+_LOCK = threading.Lock()
+
+
+def trace_counts() -> dict[str, int]:
+  """How many times each engine function has been traced (= compiled)."""
+  return dict(_TRACES)
+
+
+def _count_trace(name: str) -> None:
+  with _LOCK:
+    _TRACES[name] += 1
+
+
+# --------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------
+
+
+class TrialState(flax.struct.PyTreeNode):
+  """One trial's training state (under vmap every leaf gains a K axis).
+
+  Attributes:
+    params: model parameters.
+    opt_state: optimizer state.
+    carry: recurrent state per layer, each ``[B, H]``.
+    key: the trial's PRNG key (``uint32[2]``).
+    diverged: bool, frozen once set.
+    diverged_step: int32, the step that diverged, -1 if none.
+  """
+
+  params: Any
+  opt_state: Any
+  carry: Any
+  key: Array
+  diverged: Array
+  diverged_step: Array
+
+
+class GroupState(flax.struct.PyTreeNode):
+  """K trials that train in lockstep.
+
+  Attributes:
+    trials: a :class:`TrialState` whose leaves have a leading ``[K]`` axis.
+    step: int32 scalar, updates (windows) done so far, shared by the group.
+  """
+
+  trials: TrialState
+  step: Array
+
+
+class SegmentMetrics(flax.struct.PyTreeNode):
+  """What one segment reports.
+
+  Attributes:
+    train_loss: ``[K]`` mean loss over the segment's windows with targets
+      (NaN once a trial has diverged).
+    windows_with_targets: scalar, how many windows produced an update.
+  """
+
+  train_loss: Array
+  windows_with_targets: Array
+
+
+# --------------------------------------------------------------------------
+# Optimizer with traced per-trial values
+# --------------------------------------------------------------------------
+
+
+def clip_by_global_norm(max_norm: Array) -> optax.GradientTransformation:
+  """Like ``optax.clip_by_global_norm`` but ``max_norm <= 0`` disables it, so
+  clipping can be switched per trial by a traced value."""
+
+  def update(updates, state, params=None):
+    del params
+    norm = optax.global_norm(updates)
+    scale = jnp.where((max_norm > 0) & (norm > max_norm),
+                      max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
+    return jax.tree_util.tree_map(lambda g: g * scale, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(name: str, hp: Mapping[str, Array]
+                   ) -> optax.GradientTransformation:
+  """The optimizer family ``name`` built from one trial's traced values.
+
+  Weight decay is coupled (L2 added to the gradient) for adam, rmsprop and
+  sgd, and decoupled for adamw. ``momentum`` applies to sgd and rmsprop.
+  """
+  clip = clip_by_global_norm(hp["grad_clip"])
+  decay = optax.add_decayed_weights(hp["weight_decay"])
+  descend = optax.scale(-hp["learning_rate"])
+  if name == "adam":
+    return optax.chain(clip, decay,
+                       optax.scale_by_adam(hp["beta1"], hp["beta2"]), descend)
+  if name == "adamw":
+    return optax.chain(clip, optax.scale_by_adam(hp["beta1"], hp["beta2"]),
+                       decay, descend)
+  if name == "rmsprop":
+    return optax.chain(clip, decay, optax.scale_by_rms(decay=0.9, eps=1e-8),
+                       optax.trace(decay=hp["momentum"]), descend)
+  if name == "sgd":
+    return optax.chain(clip, decay, optax.trace(decay=hp["momentum"]),
+                       descend)
+  raise ValueError(f"optimizer must be one of {space_lib.OPTIMIZERS}, "
+                   f"got {name!r}")
+
+
+def _all_finite(tree) -> Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _select(pred: Array, on_true, on_false):
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true,
+                                on_false)
+
+
+def carry_handoff(carry, reset: Array):
+  """The carry entering a window: the last window's state with no gradient
+  path back into it, or zeros at the start of a new sequence."""
+  return jax.tree_util.tree_map(
+      lambda c: jnp.where(reset, jnp.zeros_like(c), jax.lax.stop_gradient(c)),
+      carry)
+
+
+# --------------------------------------------------------------------------
+# Program: one compiled family per (static config, task)
+# --------------------------------------------------------------------------
+
+
+class Program:
+  """Init, train and evaluate functions for one static configuration.
+
+  Args:
+    static: shapes and structure shared by every trial.
+    task: the task (its data arrays are passed in at call time, not baked
+      into the program).
+  """
+
+  def __init__(self, static: StaticConfig, task: Task):
+    self.static = static
+    self.task = task
+    self.model = models.RecurrentModel(
+        cell=static.cell, hidden_size=static.hidden_size,
+        num_layers=static.num_layers, output_size=task.output_size,
+        vocab_size=task.vocab_size, embed_size=static.embed_size)
+    self.input_size = (static.embed_size if task.vocab_size is not None
+                       else task.input_size)
+    self.windows_per_sequence = math.ceil(task.seq_len / static.truncation)
+    self.init = jax.jit(self._init_group)
+    self.segment = jax.jit(self._segment, static_argnames=("num_steps",))
+    self.evaluate = jax.jit(self._evaluate)
+
+  # -- one trial ----------------------------------------------------------------
+
+  def zero_carry(self, batch_size: int):
+    return models.zero_carry(self.static.cell, self.static.num_layers,
+                             batch_size, self.static.hidden_size)
+
+  def init_trial(self, seed: Array, hp: Mapping[str, Array]) -> TrialState:
+    """Fresh parameters and optimizer state for one trial."""
+    key = jax.random.PRNGKey(seed)
+    b = 1
+    dummy = (jnp.zeros((b, 1), jnp.int32) if self.task.vocab_size is not None
+             else jnp.zeros((b, 1, self.task.input_size), jnp.float32))
+    masks = models.no_dropout(batch_size=b, input_size=self.input_size,
+                              hidden_size=self.static.hidden_size,
+                              num_layers=self.static.num_layers)
+    params = self.model.init(jax.random.fold_in(key, _INIT_STREAM),
+                             self.zero_carry(b), dummy, masks)["params"]
+    opt_state = make_optimizer(self.static.optimizer, hp).init(params)
+    return TrialState(params=params, opt_state=opt_state,
+                      carry=self.zero_carry(self.static.batch_size), key=key,
+                      diverged=jnp.asarray(False),
+                      diverged_step=jnp.asarray(-1, jnp.int32))
+
+  def masks(self, key: Array, hp: Mapping[str, Array], sequence_batch: Array
+            ) -> models.DropoutMasks:
+    """One trial's dropout masks for one batch of sequences."""
+    k = jax.random.fold_in(jax.random.fold_in(key, _DROPOUT_STREAM),
+                           sequence_batch)
+    return models.dropout_masks(
+        k, batch_size=self.static.batch_size, input_size=self.input_size,
+        hidden_size=self.static.hidden_size,
+        num_layers=self.static.num_layers, input_rate=hp["input_dropout"],
+        recurrent_rate=hp["recurrent_dropout"],
+        output_rate=hp["output_dropout"])
+
+  def window_loss(self, params, carry, window: Batch,
+                  masks: models.DropoutMasks):
+    """Weighted mean loss of one window; returns ``(loss, new_carry)``."""
+    new_carry, outputs = self.model.apply({"params": params}, carry,
+                                          window.inputs, masks)
+    per_step = self.task.loss(outputs, window.targets)
+    total = jnp.sum(window.weights)
+    loss = jnp.sum(per_step * window.weights) / jnp.maximum(total, 1e-12)
+    return loss, new_carry
+
+  def train_window(self, data_train: Any, data_key: Array, step: Array
+                   ) -> tuple[Batch, Array, Array]:
+    """The window trained at ``step`` (shared by every trial).
+
+    Returns:
+      ``(window, sequence_batch, is_first_window)``.
+    """
+    w = self.static.truncation
+    seq_batch, idx = jnp.divmod(step, self.windows_per_sequence)
+    full = self.task.train_batch(data_train, jax.random.fold_in(data_key,
+                                                                seq_batch),
+                                 self.static.batch_size)
+    pad = self.windows_per_sequence * w - self.task.seq_len
+    if pad:
+      # Padded steps carry weight 0: they never enter the loss.
+      full = jax.tree_util.tree_map(
+          lambda a: jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)),
+          full)
+    window = jax.tree_util.tree_map(
+        lambda a: jax.lax.dynamic_slice_in_dim(a, idx * w, w, axis=1), full)
+    return window, seq_batch, idx == 0
+
+  def train_step(self, state: TrialState, hp: Mapping[str, Array],
+                 window: Batch, seq_batch: Array, first: Array, step: Array
+                 ) -> tuple[TrialState, Array]:
+    """One TBPTT update of one trial; returns ``(state, loss)``."""
+    carry = carry_handoff(state.carry, first)
+    masks = self.masks(state.key, hp, seq_batch)
+    (loss, new_carry), grads = jax.value_and_grad(
+        self.window_loss, has_aux=True)(state.params, carry, window, masks)
+    tx = make_optimizer(self.static.optimizer, hp)
+    updates, new_opt = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    has_targets = jnp.sum(window.weights) > 0
+    bad = has_targets & ~(jnp.isfinite(loss) & _all_finite(new_params))
+    newly = bad & ~state.diverged
+    diverged = state.diverged | bad
+    take = has_targets & ~diverged
+    reported = jnp.where(state.diverged, jnp.nan, loss)
+    return TrialState(
+        params=_select(take, new_params, state.params),
+        opt_state=_select(take, new_opt, state.opt_state),
+        carry=_select(diverged, self.zero_carry(self.static.batch_size),
+                      new_carry),
+        key=state.key, diverged=diverged,
+        diverged_step=jnp.where(newly, step, state.diverged_step),
+    ), reported
+
+  def eval_trial(self, params, val: Batch) -> dict[str, Array]:
+    """Weighted metric sums over the validation set, plus ``"_weight"``."""
+    be = val.inputs.shape[1]
+    masks = models.no_dropout(batch_size=be, input_size=self.input_size,
+                              hidden_size=self.static.hidden_size,
+                              num_layers=self.static.num_layers)
+
+    def one_batch(batch: Batch):
+      _, outputs = self.model.apply({"params": params}, self.zero_carry(be),
+                                    batch.inputs, masks)
+      per_step = self.task.step_metrics(outputs, batch.targets)
+      sums = {k: jnp.sum(v * batch.weights) for k, v in per_step.items()}
+      sums["_weight"] = jnp.sum(batch.weights)
+      return sums
+
+    sums = jax.lax.map(one_batch, val)
+    return jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=0), sums)
+
+  # -- K trials (the only vmap) ---------------------------------------------------
+
+  def _init_group(self, seeds: Array, hp: Mapping[str, Array]) -> GroupState:
+    _count_trace("init")
+    # lax.map, not vmap: batched QR in the orthogonal initialiser deadlocks
+    # jaxlib 0.10.2's CPU backend.
+    trials = jax.lax.map(lambda a: self.init_trial(*a), (seeds, hp))
+    return GroupState(trials=trials, step=jnp.asarray(0, jnp.int32))
+
+  def _segment(self, state: GroupState, hp: Mapping[str, Array],
+               data_train: Any, data_key: Array, *, num_steps: int
+               ) -> tuple[GroupState, SegmentMetrics]:
+    _count_trace("segment")
+    step_all = jax.vmap(self.train_step, in_axes=(0, 0, None, None, None, None))
+
+    def body(carry, _):
+      trials, step = carry
+      window, seq_batch, first = self.train_window(data_train, data_key, step)
+      trials, loss = step_all(trials, hp, window, seq_batch, first, step)
+      has_targets = jnp.sum(window.weights) > 0
+      return (trials, step + 1), (jnp.where(has_targets, loss, 0.0),
+                                  has_targets)
+
+    (trials, step), (losses, has_targets) = jax.lax.scan(
+        body, (state.trials, state.step), None, length=num_steps)
+    count = jnp.sum(has_targets)
+    mean = jnp.sum(losses, axis=0) / jnp.maximum(count, 1)
+    mean = jnp.where(count > 0, mean, jnp.nan)
+    return GroupState(trials=trials, step=step), SegmentMetrics(mean, count)
+
+  def _evaluate(self, state: GroupState, val: Batch) -> dict[str, Array]:
+    _count_trace("evaluate")
+    sums = jax.vmap(self.eval_trial, in_axes=(0, None))(state.trials.params,
+                                                          val)
+    weight = sums.pop("_weight")
+    return {k: v / jnp.maximum(weight, 1e-12) for k, v in sums.items()}
+
+
+_PROGRAMS: dict[tuple, Program] = {}
+
+
+def get_program(static: StaticConfig, task: Task) -> Program:
+  """The cached :class:`Program` for this static config and task config."""
+  key = (static, task.cache_key())
+  with _LOCK:
+    if key not in _PROGRAMS:
+      _PROGRAMS[key] = Program(static, task)
+    return _PROGRAMS[key]
+
+
+def hparam_arrays(params_list: Sequence[Mapping[str, Any]]
+                  ) -> dict[str, np.ndarray]:
+  """Per-trial vectorised values as ``{name: float32[K]}``."""
+  return {n: np.asarray([p[n] for p in params_list], np.float32)
+          for n in space_lib.VECTOR_NAMES}
+
+
+def seed_array(seeds: Sequence[int]) -> np.ndarray:
+  """Trial seeds as ``int32[K]`` (seeds lie in ``[0, 2**31)``)."""
+  return np.asarray(seeds, np.int32)

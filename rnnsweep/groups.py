@@ -1,0 +1,99 @@
+"""Bucketing trials into groups that share one compiled program.
+
+Trials whose static hyperparameters agree share a :class:`StaticConfig`.
+Each bucket is split into groups of at most ``max_group_size`` trials, as
+evenly as possible, and every group of a bucket is padded to the same size
+K, so one bucket compiles exactly one program however many groups it has.
+Padding slots repeat a real trial's values; their results are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+from rnnsweep import space as space_lib
+from rnnsweep.samplers import TrialSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticConfig:
+  """Everything that changes shapes or program structure (hashable)."""
+
+  cell: str
+  hidden_size: int
+  num_layers: int
+  batch_size: int
+  truncation: int
+  embed_size: int
+  optimizer: str
+
+  @classmethod
+  def from_params(cls, params: Mapping[str, Any]) -> "StaticConfig":
+    return cls(**{n: params[n] for n in space_lib.STATIC_NAMES})
+
+  def label(self) -> str:
+    return (f"{self.cell}(h={self.hidden_size}x{self.num_layers}) "
+            f"b={self.batch_size} w={self.truncation} e={self.embed_size} "
+            f"{self.optimizer}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """Trials that run together in one program.
+
+  Attributes:
+    group_id: position in the plan.
+    static: the configuration every trial here shares.
+    trials: the real trials, in id order.
+    size: K, the program's trial axis (``>= len(trials)``; the rest is
+      padding).
+  """
+
+  group_id: int
+  static: StaticConfig
+  trials: tuple[TrialSpec, ...]
+  size: int
+
+  @property
+  def num_padding(self) -> int:
+    return self.size - len(self.trials)
+
+  def padded_trials(self) -> list[TrialSpec]:
+    """``size`` trials: the real ones, then copies of the first as padding."""
+    return list(self.trials) + [self.trials[0]] * self.num_padding
+
+
+def plan_groups(trials: Sequence[TrialSpec],
+                max_group_size: int) -> list[Group]:
+  """Buckets trials by static config and splits buckets into groups.
+
+  Args:
+    trials: trials with unique ids.
+    max_group_size: the largest K a group may have (``1`` runs every trial
+      alone).
+
+  Returns:
+    Groups ordered by first appearance of their static config, each bucket's
+    groups of equal padded size ``ceil(n / ceil(n / max_group_size))``.
+  """
+  if isinstance(max_group_size, bool) or not isinstance(
+      max_group_size, int) or max_group_size < 1:
+    raise ValueError(
+        f"max_group_size must be a positive integer, got {max_group_size!r}")
+  ids = [t.trial_id for t in trials]
+  if len(set(ids)) != len(ids):
+    raise ValueError("trial ids must be unique")
+  buckets: dict[StaticConfig, list[TrialSpec]] = {}
+  for t in trials:
+    buckets.setdefault(StaticConfig.from_params(t.params), []).append(t)
+  groups = []
+  for static, members in buckets.items():
+    members = sorted(members, key=lambda t: t.trial_id)
+    n_groups = math.ceil(len(members) / max_group_size)
+    size = math.ceil(len(members) / n_groups)
+    for start in range(0, len(members), size):
+      chunk = tuple(members[start:start + size])
+      groups.append(Group(len(groups), static, chunk, size))
+  return groups

@@ -1,0 +1,11 @@
+"""Recurrent models (one trial each; the engine adds the trial axis)."""
+
+from rnnsweep.models.rnn import (Carry, DropoutMasks, MaskedCell,
+                                 RecurrentModel, carry_hidden, dropout_masks,
+                                 make_cell, no_dropout, step_by_step,
+                                 zero_carry)
+
+__all__ = [
+    "Carry", "DropoutMasks", "MaskedCell", "RecurrentModel", "carry_hidden",
+    "dropout_masks", "make_cell", "no_dropout", "step_by_step", "zero_carry",
+]

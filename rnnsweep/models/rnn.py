@@ -1,0 +1,184 @@
+"""Stacked recurrent models for ONE trial, with variational dropout.
+
+The trial axis never appears here: the engine vmaps these functions. Dropout
+rates are traced per-trial values, so masks are sampled by
+:func:`dropout_masks` (not ``flax.linen.Dropout``, which branches on the rate
+in Python) and passed in. Following Gal & Ghahramani (2016), one mask is drawn
+per sequence and reused at every time step, on the first layer's inputs, on
+each layer's recurrent state and on each layer's outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+#: One entry per layer: ``(c, h)`` for an LSTM, ``h`` for GRU / simple.
+Carry = tuple
+
+
+class DropoutMasks(NamedTuple):
+  """Pre-scaled keep masks (0 or ``1 / (1 - rate)``), constant over time.
+
+  Attributes:
+    inputs: ``[B, D]`` on the first layer's inputs (D: embedding or features).
+    recurrent: per layer ``[B, H]``, on the state fed back into the cell.
+    outputs: per layer ``[B, H]``, on what the layer passes upward / to the
+      head.
+  """
+
+  inputs: Array
+  recurrent: tuple[Array, ...]
+  outputs: tuple[Array, ...]
+
+
+def _mask(key: Array, rate: Array, shape: Sequence[int]) -> Array:
+  keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+  # At rate 0 every unit is kept and the scale is exactly 1: no dropout.
+  return jnp.where(keep, 1.0 / (1.0 - rate), 0.0).astype(jnp.float32)
+
+
+def dropout_masks(key: Array, *, batch_size: int, input_size: int,
+                  hidden_size: int, num_layers: int, input_rate: Array,
+                  recurrent_rate: Array, output_rate: Array) -> DropoutMasks:
+  """Samples one trial's masks for one batch of sequences."""
+  keys = jax.random.split(key, 1 + 2 * num_layers)
+  h_shape = (batch_size, hidden_size)
+  return DropoutMasks(
+      inputs=_mask(keys[0], input_rate, (batch_size, input_size)),
+      recurrent=tuple(_mask(keys[1 + l], recurrent_rate, h_shape)
+                      for l in range(num_layers)),
+      outputs=tuple(_mask(keys[1 + num_layers + l], output_rate, h_shape)
+                    for l in range(num_layers)),
+  )
+
+
+def no_dropout(*, batch_size: int, input_size: int, hidden_size: int,
+               num_layers: int) -> DropoutMasks:
+  """All-ones masks (evaluation)."""
+  ones_h = jnp.ones((batch_size, hidden_size), jnp.float32)
+  return DropoutMasks(jnp.ones((batch_size, input_size), jnp.float32),
+                      (ones_h,) * num_layers, (ones_h,) * num_layers)
+
+
+def make_cell(cell: str, features: int, name: str | None = None) -> nn.Module:
+  if cell == "lstm":
+    # Fused gate matmuls: one [D, 4H] input and one [H, 4H] recurrent kernel.
+    return nn.OptimizedLSTMCell(features, name=name)
+  if cell == "gru":
+    return nn.GRUCell(features, name=name)
+  if cell == "simple":
+    return nn.SimpleCell(features, name=name)
+  raise ValueError(f"cell must be one of simple, lstm, gru; got {cell!r}")
+
+
+def zero_carry(cell: str, num_layers: int, batch_size: int,
+               hidden_size: int) -> Carry:
+  z = jnp.zeros((batch_size, hidden_size), jnp.float32)
+  return tuple(((z, z) if cell == "lstm" else z) for _ in range(num_layers))
+
+
+def carry_hidden(cell: str, layer_carry: Any) -> Array:
+  """The hidden state ``h`` of one layer's carry."""
+  return layer_carry[1] if cell == "lstm" else layer_carry
+
+
+class MaskedCell(nn.Module):
+  """One time step of one layer: the cell, with its state masked first."""
+
+  cell: str
+  features: int
+
+  @nn.compact
+  def __call__(self, carry, x, recurrent_mask):
+    if self.cell == "lstm":
+      c, h = carry
+      carry = (c, h * recurrent_mask)
+    else:
+      carry = carry * recurrent_mask
+    return make_cell(self.cell, self.features, name="cell")(carry, x)
+
+
+class RecurrentModel(nn.Module):
+  """Embedding or features -> ``num_layers`` recurrent layers -> dense head.
+
+  The head is applied at every time step; a task that predicts one value or
+  label per sequence puts its target weight on the last step only.
+
+  Attributes:
+    cell: ``simple`` | ``lstm`` | ``gru``.
+    hidden_size: units per layer.
+    num_layers: stacked layers.
+    output_size: head width (classes, vocabulary, or regression values).
+    vocab_size: token vocabulary for token inputs; ``None`` for float
+      features.
+    embed_size: embedding width (token inputs only).
+  """
+
+  cell: str
+  hidden_size: int
+  num_layers: int
+  output_size: int
+  vocab_size: int | None = None
+  embed_size: int = 64
+
+  @nn.compact
+  def __call__(self, carry: Carry, inputs: Array,
+               masks: DropoutMasks) -> tuple[Carry, Array]:
+    """Runs a window of time steps.
+
+    Args:
+      carry: per layer state, each ``[B, H]``.
+      inputs: ``[B, T]`` int tokens or ``[B, T, F]`` float features.
+      masks: this sequence batch's dropout masks.
+
+    Returns:
+      ``(new_carry, outputs)`` with outputs ``[B, T, output_size]``.
+    """
+    if self.vocab_size is not None:
+      x = nn.Embed(self.vocab_size, self.embed_size, name="embed")(inputs)
+    else:
+      x = inputs.astype(jnp.float32)
+    x = x * masks.inputs[:, None, :]
+    layer = nn.scan(MaskedCell, variable_broadcast="params",
+                    split_rngs={"params": False}, in_axes=(1, nn.broadcast),
+                    out_axes=1)
+    new_carry = []
+    for l in range(self.num_layers):
+      c, ys = layer(self.cell, self.hidden_size, name=f"layer_{l}")(
+          carry[l], x, masks.recurrent[l])
+      new_carry.append(c)
+      x = ys * masks.outputs[l][:, None, :]
+    return tuple(new_carry), nn.Dense(self.output_size, name="head")(x)
+
+
+def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
+                 inputs: Array, masks: DropoutMasks) -> tuple[Carry, Array]:
+  """The same computation as ``model.apply`` with a Python loop over time.
+
+  Slow; it exists so tests can check the scanned model against the plain
+  definition of the recurrence.
+  """
+  if model.vocab_size is not None:
+    x = nn.Embed(model.vocab_size, model.embed_size).apply(
+        {"params": params["embed"]}, inputs)
+  else:
+    x = inputs.astype(jnp.float32)
+  x = x * masks.inputs[:, None, :]
+  new_carry = []
+  for l in range(model.num_layers):
+    cell = MaskedCell(model.cell, model.hidden_size)
+    c = carry[l]
+    ys = []
+    for t in range(x.shape[1]):
+      c, y = cell.apply({"params": params[f"layer_{l}"]}, c, x[:, t],
+                        masks.recurrent[l])
+      ys.append(y)
+    new_carry.append(c)
+    x = jnp.stack(ys, axis=1) * masks.outputs[l][:, None, :]
+  out = nn.Dense(model.output_size).apply({"params": params["head"]}, x)
+  return tuple(new_carry), out

@@ -1,0 +1,504 @@
+"""Search spaces: named hyperparameters, each drawn from a distribution.
+
+A :class:`Space` names only what it tunes; every other hyperparameter takes
+its default from :data:`PARAMS`. Each known name is either *static* (it
+changes shapes or program structure, so trials that differ in it cannot share
+one compiled program) or *vectorised* (a traced per-trial float: a new value
+never recompiles). Validation happens when the space is built, so a bad space
+fails before anything runs or is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+CELLS = ("simple", "lstm", "gru")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+
+
+# --------------------------------------------------------------------------
+# Distributions
+# --------------------------------------------------------------------------
+
+
+class Distribution:
+  """Base class: something a sampler can draw values from."""
+
+  #: True when values are spread evenly in log space (plots use log axes).
+  log_scale: bool = False
+
+  def sample(self, rng: np.random.Generator) -> Any:
+    raise NotImplementedError
+
+  def grid_values(self, name: str) -> list[Any]:
+    """The values a grid search enumerates for this parameter."""
+    raise NotImplementedError
+
+  def candidate_values(self) -> list[Any]:
+    """Values to check against a parameter's rule (bounds are enough)."""
+    raise NotImplementedError
+
+  def to_json(self) -> Any:
+    raise NotImplementedError
+
+
+def _check_bounds(lo, hi, what: str) -> None:
+  for v in (lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+      raise ValueError(f"{what}: bounds must be numbers, got {v!r}")
+    if not math.isfinite(float(v)):
+      raise ValueError(f"{what}: bounds must be finite, got {v!r}")
+  if not lo < hi:
+    raise ValueError(f"{what}: needs lo < hi, got lo={lo!r}, hi={hi!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform(Distribution):
+  """Continuous, uniform on ``[lo, hi)``."""
+
+  lo: float
+  hi: float
+
+  def __post_init__(self):
+    _check_bounds(self.lo, self.hi, "Uniform")
+
+  def sample(self, rng):
+    return float(rng.uniform(self.lo, self.hi))
+
+  def grid_values(self, name):
+    raise ValueError(
+        f"parameter {name!r}: grid search cannot enumerate continuous "
+        f"{self!r}; give explicit values with Choice([...])")
+
+  def candidate_values(self):
+    return [self.lo, self.hi]
+
+  def to_json(self):
+    return {"uniform": [self.lo, self.hi]}
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniform(Distribution):
+  """Continuous, uniform in ``log`` on ``[lo, hi)``; needs ``lo > 0``."""
+
+  lo: float
+  hi: float
+  log_scale = True
+
+  def __post_init__(self):
+    _check_bounds(self.lo, self.hi, "LogUniform")
+    if self.lo <= 0:
+      raise ValueError(f"LogUniform: needs lo > 0, got lo={self.lo!r}")
+
+  def sample(self, rng):
+    return float(math.exp(rng.uniform(math.log(self.lo), math.log(self.hi))))
+
+  def grid_values(self, name):
+    raise ValueError(
+        f"parameter {name!r}: grid search cannot enumerate continuous "
+        f"{self!r}; give explicit values with Choice([...])")
+
+  def candidate_values(self):
+    return [self.lo, self.hi]
+
+  def to_json(self):
+    return {"log_uniform": [self.lo, self.hi]}
+
+
+@dataclasses.dataclass(frozen=True)
+class IntUniform(Distribution):
+  """Integers in ``[lo, hi]`` (both ends included); ``log=True`` spreads
+  them evenly in log space (needs ``lo >= 1``)."""
+
+  lo: int
+  hi: int
+  log: bool = False
+
+  def __post_init__(self):
+    for v in (self.lo, self.hi):
+      if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"IntUniform: bounds must be integers, got {v!r}")
+    _check_bounds(self.lo, self.hi, "IntUniform")
+    if self.log and self.lo < 1:
+      raise ValueError(
+          f"IntUniform(log=True): needs lo >= 1, got lo={self.lo!r}")
+
+  @property
+  def log_scale(self):  # type: ignore[override]
+    return self.log
+
+  def sample(self, rng):
+    if self.log:
+      # Uniform in log over [lo - 0.5, hi + 0.5) then round: every integer
+      # in range is reachable, ends included.
+      u = rng.uniform(math.log(self.lo - 0.5 if self.lo > 1 else self.lo),
+                      math.log(self.hi + 0.5))
+      return int(min(self.hi, max(self.lo, round(math.exp(u)))))
+    return int(rng.integers(self.lo, self.hi + 1))
+
+  def grid_values(self, name):
+    return list(range(int(self.lo), int(self.hi) + 1))
+
+  def candidate_values(self):
+    return [int(self.lo), int(self.hi)]
+
+  def to_json(self):
+    return {"int_uniform": [int(self.lo), int(self.hi)], "log": self.log}
+
+
+def IntLogUniform(lo: int, hi: int) -> IntUniform:  # pylint: disable=invalid-name
+  """Integers in ``[lo, hi]`` spread evenly in log space."""
+  return IntUniform(lo, hi, log=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice(Distribution):
+  """One of an explicit list of values (any type a parameter accepts)."""
+
+  values: tuple
+
+  def __init__(self, values: Sequence[Any]):
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+      raise ValueError(f"Choice: needs a list of values, got {values!r}")
+    if len(values) == 0:
+      raise ValueError("Choice: needs at least one value, got an empty list")
+    object.__setattr__(self, "values", tuple(values))
+
+  @property
+  def log_scale(self):  # type: ignore[override]
+    nums = [v for v in self.values
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(nums) != len(self.values) or min(nums) <= 0:
+      return False
+    return max(nums) / min(nums) >= 100
+
+  def sample(self, rng):
+    return self.values[int(rng.integers(len(self.values)))]
+
+  def grid_values(self, name):
+    return list(self.values)
+
+  def candidate_values(self):
+    return list(self.values)
+
+  def to_json(self):
+    return list(self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixed(Distribution):
+  """A single value."""
+
+  value: Any
+
+  def sample(self, rng):
+    return self.value
+
+  def grid_values(self, name):
+    return [self.value]
+
+  def candidate_values(self):
+    return [self.value]
+
+  def to_json(self):
+    return self.value
+
+
+# --------------------------------------------------------------------------
+# Known parameters
+# --------------------------------------------------------------------------
+
+
+def _int_rule(minimum: int) -> Callable[[Any], str | None]:
+  def rule(v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+      if isinstance(v, float) and v.is_integer():
+        return None
+      return f"must be an integer, got {v!r}"
+    if v < minimum:
+      return f"must be an integer >= {minimum}, got {v!r}"
+    return None
+  return rule
+
+
+def _seed_rule(v):
+  problem = _int_rule(0)(v)
+  if problem is None and v >= 2**31:
+    problem = f"must be an integer in [0, 2**31), got {v!r}"
+  return problem
+
+
+def _one_of(options: Sequence[str]) -> Callable[[Any], str | None]:
+  def rule(v):
+    if v not in options:
+      return f"must be one of {list(options)}, got {v!r}"
+    return None
+  return rule
+
+
+def _float_rule(lo: float, hi: float, *, lo_open: bool = False,
+                hi_open: bool = False, text: str) -> Callable[[Any], str | None]:
+  def rule(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+      return f"must be a number {text}, got {v!r}"
+    v = float(v)
+    bad = (not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo)
+           or (hi_open and v == hi))
+    return f"must be {text}, got {v!r}" if bad else None
+  return rule
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+  """What rnnsweep knows about one hyperparameter name."""
+
+  name: str
+  static: bool
+  default: Any
+  rule: Callable[[Any], str | None]
+  help: str
+  # Cast applied to a sampled value before it is used (ints for shapes).
+  cast: Callable[[Any], Any] = lambda v: v
+
+
+def _as_int(v):
+  return int(v)
+
+
+def _as_float(v):
+  return float(v)
+
+
+_SPECS = [
+    # Static: each distinct combination is its own compiled program.
+    ParamSpec("cell", True, "lstm", _one_of(CELLS),
+              "recurrent cell: simple | lstm | gru"),
+    ParamSpec("hidden_size", True, 128, _int_rule(1), "units per layer",
+              _as_int),
+    ParamSpec("num_layers", True, 1, _int_rule(1), "stacked layers", _as_int),
+    ParamSpec("batch_size", True, 32, _int_rule(1), "sequences per update",
+              _as_int),
+    ParamSpec("truncation", True, 32, _int_rule(1),
+              "TBPTT window: time steps per update", _as_int),
+    ParamSpec("embed_size", True, 64, _int_rule(1),
+              "token embedding width (token inputs only)", _as_int),
+    ParamSpec("optimizer", True, "adam", _one_of(OPTIMIZERS),
+              "adam | adamw | rmsprop | sgd"),
+    # Vectorised: a [K] array of traced floats per group.
+    ParamSpec("learning_rate", False, 1e-3,
+              _float_rule(0, math.inf, lo_open=True, text="> 0"),
+              "peak learning rate", _as_float),
+    ParamSpec("weight_decay", False, 0.0,
+              _float_rule(0, math.inf, text=">= 0"),
+              "L2 (adam, rmsprop, sgd) or decoupled (adamw) weight decay",
+              _as_float),
+    ParamSpec("input_dropout", False, 0.0,
+              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+              "variational dropout on the first layer's inputs", _as_float),
+    ParamSpec("recurrent_dropout", False, 0.0,
+              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+              "variational dropout on each layer's recurrent state",
+              _as_float),
+    ParamSpec("output_dropout", False, 0.0,
+              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+              "variational dropout on each layer's outputs", _as_float),
+    ParamSpec("grad_clip", False, 1.0,
+              _float_rule(0, math.inf, text=">= 0 (0 disables clipping)"),
+              "clip gradients to this global norm (0: off)", _as_float),
+    ParamSpec("beta1", False, 0.9,
+              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+              "Adam first-moment decay", _as_float),
+    ParamSpec("beta2", False, 0.999,
+              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+              "Adam second-moment / RMSProp decay", _as_float),
+    ParamSpec("momentum", False, 0.0,
+              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+              "SGD momentum", _as_float),
+    ParamSpec("seed", False, None, _seed_rule,
+              "trial seed (default: derived from the sweep seed and trial id)",
+              _as_int),
+]
+
+PARAMS: dict[str, ParamSpec] = {s.name: s for s in _SPECS}
+STATIC_NAMES: tuple[str, ...] = tuple(s.name for s in _SPECS if s.static)
+#: Vectorised floats the engine receives as ``[K]`` arrays (``seed`` is
+#: vectorised too but reaches the engine as a PRNG key, not a float).
+VECTOR_NAMES: tuple[str, ...] = tuple(
+    s.name for s in _SPECS if not s.static and s.name != "seed")
+
+
+def _unknown_name_error(name: str) -> ValueError:
+  return ValueError(
+      f"unknown parameter {name!r}; known parameters: {sorted(PARAMS)}")
+
+
+def validate_value(name: str, value: Any) -> Any:
+  """Checks one concrete value against its parameter's rule; returns it cast."""
+  if name not in PARAMS:
+    raise _unknown_name_error(name)
+  spec = PARAMS[name]
+  problem = spec.rule(value)
+  if problem:
+    raise ValueError(f"parameter {name!r} {problem}")
+  return spec.cast(value)
+
+
+def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
+  """Fills defaults into one trial's params and validates every value.
+
+  Args:
+    params: a (possibly partial) name -> value mapping.
+
+  Returns:
+    A dict with every known parameter except ``seed`` (kept only if given).
+  """
+  out = {}
+  for name in params:
+    if name not in PARAMS:
+      raise _unknown_name_error(name)
+  for name, spec in PARAMS.items():
+    if name in params:
+      out[name] = validate_value(name, params[name])
+    elif spec.default is not None:
+      out[name] = spec.default
+  return out
+
+
+# --------------------------------------------------------------------------
+# Space
+# --------------------------------------------------------------------------
+
+
+class Space:
+  """A named collection of distributions over known hyperparameters.
+
+  Example::
+
+      space = Space({
+          "learning_rate": LogUniform(1e-4, 1e-2),
+          "cell": Choice(["lstm", "gru"]),
+          "hidden_size": 128,            # a bare value means Fixed(128)
+      })
+  """
+
+  def __init__(self, params: Mapping[str, Any] | None = None):
+    self._params: dict[str, Distribution] = {}
+    for name, dist in (params or {}).items():
+      if name not in PARAMS:
+        raise _unknown_name_error(name)
+      if not isinstance(dist, Distribution):
+        dist = Fixed(dist)
+      spec = PARAMS[name]
+      if spec.cast is _as_int and isinstance(dist, (Uniform, LogUniform)):
+        raise ValueError(
+            f"parameter {name!r} is an integer; use IntUniform, Choice or a "
+            f"fixed value, not {type(dist).__name__}")
+      for v in dist.candidate_values():
+        problem = spec.rule(v)
+        if problem:
+          raise ValueError(f"parameter {name!r} {problem}")
+      self._params[name] = dist
+
+  @property
+  def params(self) -> dict[str, Distribution]:
+    """The distributions this space names (defaults not included)."""
+    return dict(self._params)
+
+  def names(self) -> list[str]:
+    return list(self._params)
+
+  def tuned_names(self) -> list[str]:
+    """Names whose distribution has more than one possible value."""
+    return [n for n, d in self._params.items()
+            if not isinstance(d, Fixed) and not (
+                isinstance(d, Choice) and len(d.values) == 1)]
+
+  def updated(self, other: "Space | Mapping[str, Any]") -> "Space":
+    """A new space: this one with ``other``'s entries replacing its own."""
+    other_params = other.params if isinstance(other, Space) else other
+    merged = dict(self._params)
+    merged.update(Space(other_params).params)
+    return Space(merged)
+
+  def to_json(self) -> dict[str, Any]:
+    return {n: d.to_json() for n, d in self._params.items()}
+
+  def __repr__(self):
+    return f"Space({self._params!r})"
+
+  def __eq__(self, other):
+    return isinstance(other, Space) and self._params == other._params
+
+
+def distribution_from_json(name: str, spec: Any) -> Distribution:
+  """Parses one JSON entry: a bare value, a list (Choice) or a one-key dict.
+
+  Dict forms: ``{"uniform": [lo, hi]}``, ``{"log_uniform": [lo, hi]}``,
+  ``{"int_uniform": [lo, hi], "log": false}``, ``{"choice": [...]}``,
+  ``{"fixed": v}``.
+  """
+  if isinstance(spec, list):
+    return Choice(spec)
+  if not isinstance(spec, dict):
+    return Fixed(spec)
+  kinds = {"uniform", "log_uniform", "int_uniform", "choice", "fixed"}
+  keys = set(spec) - {"log"}
+  if len(keys) != 1 or not keys <= kinds:
+    raise ValueError(
+        f"parameter {name!r}: expected one of {sorted(kinds)} as the key, "
+        f"got {sorted(spec)}")
+  (kind,) = keys
+  if "log" in spec and kind != "int_uniform":
+    raise ValueError(f"parameter {name!r}: 'log' only goes with int_uniform")
+  arg = spec[kind]
+  try:
+    if kind == "choice":
+      return Choice(arg)
+    if kind == "fixed":
+      return Fixed(arg)
+    if not isinstance(arg, list) or len(arg) != 2:
+      raise ValueError(f"{kind} needs [lo, hi], got {arg!r}")
+    if kind == "uniform":
+      return Uniform(*arg)
+    if kind == "log_uniform":
+      return LogUniform(*arg)
+    return IntUniform(*arg, log=bool(spec.get("log", False)))
+  except ValueError as e:
+    raise ValueError(f"parameter {name!r}: {e}") from None
+
+
+def space_from_json(obj: Any) -> Space:
+  """Builds a :class:`Space` from a parsed JSON object (name -> entry)."""
+  if not isinstance(obj, dict):
+    raise ValueError(
+        f"search space JSON must be an object of name -> entry, got "
+        f"{type(obj).__name__}")
+  return Space({n: distribution_from_json(n, s) for n, s in obj.items()})
+
+
+def load_space(text_or_path: str) -> Space:
+  """Parses a space from a JSON string or from the path of a JSON file."""
+  text = text_or_path
+  source = "search space JSON"
+  if not text.lstrip().startswith("{"):
+    if not os.path.exists(text):
+      raise ValueError(
+          f"search space {text!r} is neither a JSON object nor an existing "
+          f"file")
+    source = f"search space file {text!r}"
+    with open(text, encoding="utf-8") as f:
+      text = f.read()
+  try:
+    obj = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{source} is not valid JSON: {e}") from None
+  try:
+    return space_from_json(obj)
+  except ValueError as e:
+    raise ValueError(f"{source}: {e}") from None

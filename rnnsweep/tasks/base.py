@@ -1,0 +1,143 @@
+"""The task interface: data, loss and metrics for ONE trial.
+
+A task hands the engine fixed-length sequences. Every sequence carries a
+per-step target and a per-step weight; the loss and every metric are
+weighted means over steps. A next-token task weights every step; a
+sequence -> value or sequence -> label task weights only the step where the
+answer is due. So the engine has one code path for all tasks, and adding a
+task is one small file that subclasses :class:`Task`.
+
+All methods that take arrays are pure JAX functions traced inside the
+engine's jit; data lives on the device and batches are cut inside jit.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnsweep import space as space_lib
+
+Array = jax.Array
+
+
+class Batch(NamedTuple):
+  """Sequences with per-step targets and weights.
+
+  Attributes:
+    inputs: ``[B, L]`` int tokens or ``[B, L, F]`` float features.
+    targets: ``[B, L]`` int labels or ``[B, L, O]`` float values.
+    weights: ``[B, L]`` float; 0 where no loss is taken.
+  """
+
+  inputs: Array
+  targets: Array
+  weights: Array
+
+
+class TaskData(NamedTuple):
+  """What a task keeps on the device.
+
+  Attributes:
+    train: any pytree of arrays :meth:`Task.train_batch` cuts batches from.
+    val: the validation set as a :class:`Batch` of shape ``[NB, BE, L, ...]``
+      (NB eval batches of BE sequences; padding sequences have weight 0).
+  """
+
+  train: Any
+  val: Batch
+
+
+def eval_batches(inputs: np.ndarray, targets: np.ndarray,
+                 weights: np.ndarray, max_batch: int = 256) -> Batch:
+  """Splits N evaluation sequences into ``[NB, BE, ...]`` with zero-weight
+  padding, NB = ceil(N / max_batch), BE = ceil(N / NB)."""
+  n = inputs.shape[0]
+  nb = math.ceil(n / max_batch)
+  be = math.ceil(n / nb)
+  pad = nb * be - n
+
+  def shape(a):
+    a = np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
+    return jnp.asarray(a.reshape((nb, be) + a.shape[1:]))
+
+  return Batch(shape(inputs), shape(targets), shape(weights))
+
+
+class Task(abc.ABC):
+  """Base class of every task.
+
+  Subclasses set the attributes below in ``__init__`` and implement the
+  abstract methods.
+
+  Attributes:
+    name: registry name, e.g. ``"lm"``.
+    seq_len: L, time steps per sequence.
+    vocab_size: token vocabulary for token inputs, else ``None``.
+    input_size: F for float-feature inputs, else ``None``.
+    output_size: head width.
+    selection_metric: validation metric that ranks trials.
+    selection_mode: ``"min"`` or ``"max"``.
+  """
+
+  name: str
+  seq_len: int
+  vocab_size: int | None = None
+  input_size: int | None = None
+  output_size: int
+  selection_metric: str
+  selection_mode: str = "min"
+
+  # -- data -----------------------------------------------------------------
+
+  @abc.abstractmethod
+  def data(self) -> TaskData:
+    """Device arrays (built once per task object)."""
+
+  @abc.abstractmethod
+  def train_batch(self, train: Any, key: Array, batch_size: int) -> Batch:
+    """Cuts (or generates) one training batch of ``[B, L, ...]`` sequences.
+
+    Called inside jit with the sweep's shared data key, so every trial of a
+    sweep sees the same batches (common random numbers).
+    """
+
+  # -- loss and metrics (per step, unweighted) -------------------------------
+
+  @abc.abstractmethod
+  def loss(self, outputs: Array, targets: Array) -> Array:
+    """Per-step training loss ``[B, T]`` from head outputs ``[B, T, O]``."""
+
+  @abc.abstractmethod
+  def step_metrics(self, outputs: Array, targets: Array) -> dict[str, Array]:
+    """Per-step metrics, each ``[B, T]``; the engine takes weighted means."""
+
+  def derived_metrics(self, means: Mapping[str, float]) -> dict[str, float]:
+    """Metrics computed from the weighted means (e.g. perplexity)."""
+    return {}
+
+  # -- description --------------------------------------------------------------
+
+  def base_params(self) -> dict[str, Any]:
+    """Hyperparameter defaults this task overrides (a space may override
+    them again)."""
+    return {}
+
+  @abc.abstractmethod
+  def default_space(self) -> space_lib.Space:
+    """A search space that makes sense for this task."""
+
+  @abc.abstractmethod
+  def config(self) -> dict[str, Any]:
+    """The task's own settings (JSON-able); equal configs share programs."""
+
+  def cache_key(self) -> tuple:
+    return (type(self).__name__,) + tuple(sorted(self.config().items()))
+
+  def describe(self) -> str:
+    return f"{self.name} {self.config()}"

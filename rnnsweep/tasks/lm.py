@@ -1,0 +1,127 @@
+"""Character-level language modelling on real text that ships with Python.
+
+The default corpus is the standard library's ``pydoc_data.topics``: the
+prose of Python's own reference documentation (about 465k characters, 103
+distinct), present on every CPython install, so nothing is downloaded. The
+text is split by position, not shuffled: the first 90% trains, the next 5%
+validates and the last 5% is held out as test. Training batches are random
+crops of the training text (shared by every trial of a sweep); validation is
+the whole validation text cut into consecutive sequences.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnsweep import space as space_lib
+from rnnsweep.tasks.base import Batch, Task, TaskData, eval_batches
+
+LN2 = math.log(2.0)
+SPLITS = (0.90, 0.05, 0.05)
+
+
+def pydoc_topics_text() -> str:
+  """The stdlib's documentation prose, topics concatenated in name order."""
+  from pydoc_data import topics  # pylint: disable=import-outside-toplevel
+  return "".join(topics.topics[k] for k in sorted(topics.topics))
+
+
+def split_text(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Contiguous 90/5/5 train/validation/test split by position."""
+  n = len(ids)
+  a = int(n * SPLITS[0])
+  b = a + int(n * SPLITS[1])
+  return ids[:a], ids[a:b], ids[b:]
+
+
+class CharLM(Task):
+  """Next-character prediction; metrics cross-entropy (nats) and bits/char.
+
+  Args:
+    seq_len: characters per training / validation sequence.
+    text: the corpus; default :func:`pydoc_topics_text`.
+  """
+
+  name = "lm"
+  selection_metric = "bits_per_char"
+  selection_mode = "min"
+
+  def __init__(self, seq_len: int = 128, text: str | None = None):
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+      raise ValueError(f"seq_len must be an integer >= 2, got {seq_len!r}")
+    self.seq_len = seq_len
+    self._custom_text = text is not None
+    self.text = pydoc_topics_text() if text is None else text
+    chars = sorted(set(self.text))
+    if len(chars) < 2:
+      raise ValueError("LM text needs at least two distinct characters")
+    self.chars = "".join(chars)
+    self.vocab_size = len(chars)
+    self.output_size = len(chars)
+    lookup = {c: i for i, c in enumerate(chars)}
+    self.ids = np.fromiter((lookup[c] for c in self.text), np.int32,
+                           len(self.text))
+    self.train_ids, self.val_ids, self.test_ids = split_text(self.ids)
+    for split, arr in (("training", self.train_ids),
+                       ("validation", self.val_ids)):
+      if len(arr) < seq_len + 1:
+        raise ValueError(
+            f"LM text too short: its {split} split has {len(arr)} characters, "
+            f"fewer than seq_len + 1 = {seq_len + 1}")
+
+  @functools.cached_property
+  def _data(self) -> TaskData:
+    n = (len(self.val_ids) - 1) // self.seq_len
+    idx = np.arange(n)[:, None] * self.seq_len + np.arange(self.seq_len)
+    val = eval_batches(self.val_ids[idx], self.val_ids[idx + 1],
+                       np.ones(idx.shape, np.float32))
+    return TaskData(train=jnp.asarray(self.train_ids), val=val)
+
+  def data(self) -> TaskData:
+    return self._data
+
+  def train_batch(self, train, key, batch_size):
+    # Random crops anywhere in the training text.
+    starts = jax.random.randint(key, (batch_size,), 0,
+                                train.shape[0] - self.seq_len)
+    idx = starts[:, None] + jnp.arange(self.seq_len)
+    return Batch(train[idx], train[idx + 1],
+                 jnp.ones((batch_size, self.seq_len), jnp.float32))
+
+  def loss(self, outputs, targets):
+    logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+  def step_metrics(self, outputs, targets):
+    ce = self.loss(outputs, targets)
+    return {"cross_entropy": ce, "bits_per_char": ce / LN2}
+
+  def derived_metrics(self, means):
+    ce = means.get("cross_entropy", math.nan)
+    return {"perplexity": math.exp(ce) if ce < 700 else math.inf}
+
+  def base_params(self):
+    return {}
+
+  def default_space(self):
+    return space_lib.Space({
+        "cell": space_lib.Choice(["lstm", "gru"]),
+        "hidden_size": 128,
+        "learning_rate": space_lib.LogUniform(1e-3, 2e-2),
+        "output_dropout": space_lib.Uniform(0.0, 0.3),
+        "recurrent_dropout": space_lib.Uniform(0.0, 0.2),
+    })
+
+  def config(self) -> dict[str, Any]:
+    cfg = {"seq_len": self.seq_len, "vocab_size": self.vocab_size,
+           "chars": len(self.text)}
+    cfg["corpus"] = ("crc32:%08x" % zlib.crc32(self.text.encode("utf-8"))
+                     if self._custom_text else "pydoc_data.topics")
+    return cfg
