@@ -28,9 +28,10 @@ marked diverged and frozen (parameters and optimizer state stop changing);
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import flax.struct
 import jax
@@ -62,6 +63,39 @@ def trace_counts() -> dict[str, int]:
 def _count_trace(name: str) -> None:
   with _LOCK:
     _TRACES[name] += 1
+
+
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileLog:
+  """XLA compiles seen while a :func:`count_compiles` block was open.
+
+  Attributes:
+    count: how many programs XLA compiled.
+    seconds: their total compile time.
+  """
+
+  def __init__(self):
+    self.count = 0
+    self.seconds = 0.0
+
+  def _listen(self, event: str, duration: float, **_) -> None:
+    if event == _BACKEND_COMPILE_EVENT:
+      self.count += 1
+      self.seconds += duration
+
+
+@contextlib.contextmanager
+def count_compiles() -> Iterator[CompileLog]:
+  """Counts every XLA backend compile in the block (any jitted function,
+  not only the engine's), via ``jax.monitoring``."""
+  log = CompileLog()
+  jax.monitoring.register_event_duration_secs_listener(log._listen)
+  try:
+    yield log
+  finally:
+    jax.monitoring.unregister_event_duration_listener(log._listen)
 
 
 # --------------------------------------------------------------------------

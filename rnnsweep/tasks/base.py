@@ -132,6 +132,20 @@ class Task(abc.ABC):
   def default_space(self) -> space_lib.Space:
     """A search space that makes sense for this task."""
 
+  def presets(self) -> dict[str, space_lib.Space]:
+    """Named search spaces for this task; ``"default"`` is always there."""
+    return {"default": self.default_space(), "cells": space_lib.Space({
+        "cell": space_lib.Choice(["simple", "lstm", "gru"]),
+        "learning_rate": space_lib.Choice([1e-3, 3e-3, 1e-2]),
+    })}
+
+  def preset(self, name: str) -> space_lib.Space:
+    presets = self.presets()
+    if name not in presets:
+      raise ValueError(f"task {self.name!r} has no preset {name!r}; its "
+                       f"presets: {sorted(presets)}")
+    return presets[name]
+
   @abc.abstractmethod
   def config(self) -> dict[str, Any]:
     """The task's own settings (JSON-able); equal configs share programs."""

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny tasks, so tests share compiled programs."""
+
+import pytest
+
+import rnnsweep as rs
+from rnnsweep.tasks.lm import pydoc_topics_text
+
+# Tiny shapes shared by the engine tests: equal static configs hit the same
+# cached program, so most tests compile nothing new.
+TINY = {"hidden_size": 16, "embed_size": 8, "batch_size": 4, "truncation": 8}
+
+
+@pytest.fixture(scope="session")
+def small_text():
+  return pydoc_topics_text()[:40_000]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(small_text):
+  return rs.CharLM(seq_len=16, text=small_text)
+
+
+@pytest.fixture(scope="session")
+def tiny_adding():
+  return rs.Adding(seq_len=12, num_val=64)
