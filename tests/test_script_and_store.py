@@ -1,0 +1,147 @@
+"""The sweep script end to end, its errors, and what lands in the workdir."""
+
+import csv
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+import rnnsweep as rs
+from conftest import TINY
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "experiments", "sweep.py")
+TINY_SPACE = json.dumps({"hidden_size": 8, "batch_size": 4, "embed_size": 4})
+
+
+def run_script(*args, cwd=None):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
+             os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+def test_script_runs_end_to_end(tmp_path):
+  workdir = tmp_path / "run"
+  out = run_script("--task=adding", "--seq_len=8", "--num_trials=3",
+                   "--steps=4", "--eval_every=2", "--max_group_size=2",
+                   f"--space={TINY_SPACE}", f"--workdir={workdir}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "val mse" in out.stdout and "best: trial" in out.stdout
+  with open(workdir / "results.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["trial_id"]) for r in rows] == [0, 1, 2]
+  assert all(r["status"] == "completed" for r in rows)
+  assert all(float(r["best_val_mse"]) > 0 for r in rows)
+  assert {r["hidden_size"] for r in rows} == {"8"}
+  assert len({r["learning_rate"] for r in rows}) == 3
+  with sqlite3.connect(workdir / "results.db") as conn:
+    n, = conn.execute("SELECT COUNT(*) FROM trials WHERE status = "
+                      "'completed'").fetchone()
+    settings = dict(conn.execute("SELECT key, value FROM sweep"))
+  assert n == 3
+  assert json.loads(settings["task"]) == "adding"
+  assert json.loads(settings["space"])["hidden_size"] == 8
+  assert json.loads(settings["space"])["truncation"] == 8  # task default
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--space={\"learning_rat\": 0.1}"], ["unknown parameter",
+                                           "'learning_rat'"]),
+    (["--space={\"learning_rate\": {\"log_uniform\": [0, 1]}}"],
+     ["'learning_rate'", "lo > 0"]),
+    (["--space={\"input_dropout\": 1.5}"], ["'input_dropout'", "[0, 1)"]),
+    (["--space={\"hidden_size\": 10.5}"], ["'hidden_size'", "integer"]),
+    (["--space={\"cell\": []}"], ["Choice", "at least one"]),
+    (["--space={bad json"], ["not valid JSON"]),
+    (["--space=missing.json"], ["'missing.json'", "neither"]),
+    (["--preset=nope"], ["preset 'nope'"]),
+    (["--sampler=grid"], ["grid search", "Choice"]),
+    (["--sampler=grid", "--preset=cells", "--num_trials=3"],
+     ["--num_trials", "grid"]),
+    (["--task=nope"], ["--task"]),
+    (["--steps=0"], ["--steps"]),
+    (["--sampler=bayes"], ["--sampler"]),
+    (["stray"], ["unexpected arguments"]),
+])
+def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
+  workdir = tmp_path / "run"
+  out = run_script(*args, f"--workdir={workdir}", cwd=tmp_path)
+  assert out.returncode != 0
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert "Traceback" not in out.stderr
+  assert 1 <= len(lines) <= 2, out.stderr  # absl adds a "--helpshort" hint
+  for w in words:
+    assert w in lines[0]
+  assert not workdir.exists()  # nothing written half-way
+
+
+def test_script_refuses_a_used_workdir(tmp_path):
+  workdir = tmp_path / "run"
+  args = ["--task=adding", "--seq_len=8", "--num_trials=1", "--steps=2",
+          "--eval_every=2", f"--space={TINY_SPACE}", f"--workdir={workdir}"]
+  assert run_script(*args).returncode == 0
+  before = (workdir / "results.db").read_bytes()
+  out = run_script(*args)
+  assert out.returncode != 0 and "already holds a sweep" in out.stderr
+  assert (workdir / "results.db").read_bytes() == before
+
+
+def test_store_holds_what_the_api_returns(tmp_path, tiny_adding):
+  configs = [dict(TINY, cell="gru", learning_rate=lr)
+             for lr in (1e-3, 3e-3, 1e-2)]
+  configs.append(dict(TINY, cell="gru", learning_rate=1e35, grad_clip=0.0))
+  result = rs.run_trials(tiny_adding, configs, steps=16, eval_every=8,
+                         max_group_size=4, workdir=str(tmp_path))
+  stored = rs.Store(str(tmp_path)).results()
+  assert len(stored) == len(result.trials) == 4
+  for a, b in zip(result.trials, stored):
+    assert a.trial_id == b.trial_id and a.status == b.status
+    assert a.params == b.params and a.seed == b.seed
+    assert a.best_value == b.best_value and a.best_step == b.best_step
+    for k in a.curves:
+      assert len(a.curves[k]) == len(b.curves[k])
+      for x, y in zip(a.curves[k], b.curves[k]):
+        assert (math.isnan(x) and math.isnan(y)) or x == y
+  assert rs.Store(str(tmp_path)).status_counts() == {"completed": 3,
+                                                     "diverged": 1}
+  assert result.best.trial_id in (0, 1, 2)
+  board = result.leaderboard()
+  assert "3 completed" in board and "1 diverged" in board
+  with open(tmp_path / "results.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["status"] for r in rows] == ["completed"] * 3 + ["diverged"]
+  assert rows[3]["diverged_step"] != ""
+  with pytest.raises(ValueError, match="already holds a sweep"):
+    rs.run_trials(tiny_adding, configs, steps=16, eval_every=8,
+                  workdir=str(tmp_path))
+
+
+def test_bad_run_settings_write_nothing(tmp_path, tiny_adding):
+  for kwargs, word in [(dict(steps=0), "steps"), (dict(eval_every=-1),
+                                                  "eval_every"),
+                       (dict(max_group_size=0), "max_group_size")]:
+    args = dict(dict(steps=4, eval_every=2), **kwargs)
+    with pytest.raises(ValueError, match=word):
+      rs.run_trials(tiny_adding, [TINY], workdir=str(tmp_path / "w"), **args)
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_short_lm_sweep_learns():
+  """The real corpus: the best trial ends far below the uniform baseline."""
+  task = rs.make_task("lm", seq_len=64)
+  space = rs.Space({"hidden_size": 64, "cell": rs.Choice(["lstm", "gru"]),
+                    "learning_rate": rs.Choice([1e-2])})
+  result = rs.sweep(task, space, sampler="grid", steps=150, eval_every=75)
+  uniform_bits = math.log2(task.vocab_size)  # ~6.7 bits for 103 characters
+  assert result.best is not None
+  assert result.best.best_value < uniform_bits - 2.5
+  for t in result.trials:  # and every trial improved with training
+    curve = t.curves["val/bits_per_char"]
+    assert curve[-1] < curve[0] < uniform_bits

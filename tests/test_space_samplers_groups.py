@@ -1,0 +1,238 @@
+"""Search spaces, samplers and grouping (no training here)."""
+
+import collections
+import json
+import math
+
+import numpy as np
+import pytest
+
+import rnnsweep as rs
+from rnnsweep import samplers
+from rnnsweep import space as space_lib
+from rnnsweep.groups import StaticConfig
+
+
+# ---------------------------------------------------------------------------
+# Space validation
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build, words", [
+    (lambda: rs.Uniform(0.5, 0.5), ["Uniform", "lo < hi"]),
+    (lambda: rs.Uniform(1.0, 0.1), ["lo < hi"]),
+    (lambda: rs.LogUniform(0.0, 1.0), ["LogUniform", "lo > 0"]),
+    (lambda: rs.LogUniform(-1.0, 1.0), ["lo > 0"]),
+    (lambda: rs.IntUniform(4, 4), ["lo < hi"]),
+    (lambda: rs.IntUniform(1.5, 4), ["integers"]),
+    (lambda: rs.IntUniform(0, 8, log=True), ["lo >= 1"]),
+    (lambda: rs.Choice([]), ["Choice", "at least one"]),
+    (lambda: rs.Space({"learning_rat": 1e-3}), ["unknown parameter",
+                                                "'learning_rat'"]),
+    (lambda: rs.Space({"input_dropout": 1.0}), ["'input_dropout'", "[0, 1)"]),
+    (lambda: rs.Space({"output_dropout": rs.Uniform(-0.1, 0.5)}),
+     ["'output_dropout'", "[0, 1)"]),
+    (lambda: rs.Space({"recurrent_dropout": rs.Choice([0.1, 1.2])}),
+     ["'recurrent_dropout'"]),
+    (lambda: rs.Space({"hidden_size": 100.5}), ["'hidden_size'", "integer"]),
+    (lambda: rs.Space({"hidden_size": rs.Uniform(32, 128)}),
+     ["'hidden_size'", "integer", "IntUniform"]),
+    (lambda: rs.Space({"num_layers": 0}), ["'num_layers'", ">= 1"]),
+    (lambda: rs.Space({"cell": "transformer"}), ["'cell'", "lstm"]),
+    (lambda: rs.Space({"optimizer": rs.Choice(["adam", "lion"])}),
+     ["'optimizer'", "lion"]),
+    (lambda: rs.Space({"learning_rate": 0.0}), ["'learning_rate'", "> 0"]),
+    (lambda: rs.Space({"seed": -1}), ["'seed'"]),
+])
+def test_invalid_space_raises_naming_the_rule(build, words):
+  with pytest.raises(ValueError) as e:
+    build()
+  message = str(e.value)
+  assert "\n" not in message
+  for w in words:
+    assert w in message
+
+
+def test_defaults_fill_unnamed_parameters():
+  params = space_lib.resolve_params({"learning_rate": 0.01})
+  assert params["learning_rate"] == 0.01
+  assert params["cell"] == "lstm" and params["hidden_size"] == 128
+  assert set(params) == set(rs.PARAMS) - {"seed"}
+  assert set(space_lib.STATIC_NAMES) == {
+      "cell", "hidden_size", "num_layers", "batch_size", "truncation",
+      "embed_size", "optimizer"}
+  for name in ("learning_rate", "weight_decay", "input_dropout",
+               "recurrent_dropout", "output_dropout", "grad_clip"):
+    assert name in space_lib.VECTOR_NAMES
+
+
+def test_space_json_forms_and_round_trip(tmp_path):
+  text = json.dumps({
+      "learning_rate": {"log_uniform": [1e-4, 1e-2]},
+      "output_dropout": {"uniform": [0.0, 0.5]},
+      "hidden_size": {"int_uniform": [16, 256], "log": True},
+      "cell": ["lstm", "gru"],
+      "num_layers": 2,
+  })
+  space = rs.load_space(text)
+  assert space.params["learning_rate"] == rs.LogUniform(1e-4, 1e-2)
+  assert space.params["hidden_size"] == rs.IntUniform(16, 256, log=True)
+  assert space.params["cell"] == rs.Choice(["lstm", "gru"])
+  assert space.params["num_layers"] == rs.Fixed(2)
+  path = tmp_path / "space.json"
+  path.write_text(json.dumps(space.to_json()))
+  assert rs.load_space(str(path)) == space
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", ["not valid JSON"]),
+    ("[1, 2]", ["neither a JSON object nor an existing file"]),
+    ('{"learning_rate": {"gaussian": [0, 1]}}', ["'learning_rate'",
+                                                 "log_uniform"]),
+    ('{"learning_rate": {"log_uniform": [0, 1]}}', ["'learning_rate'",
+                                                    "lo > 0"]),
+    ('{"learning_rate": {"uniform": [1]}}', ["'learning_rate'", "[lo, hi]"]),
+    ("no_such_file.json", ["neither a JSON object nor an existing file"]),
+])
+def test_bad_space_json(text, words):
+  with pytest.raises(ValueError) as e:
+    rs.load_space(text)
+  for w in words:
+    assert w in str(e.value)
+
+
+def test_updated_replaces_entries():
+  a = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-2), "cell": "gru"})
+  b = a.updated({"cell": rs.Choice(["lstm", "simple"])})
+  assert b.params["cell"] == rs.Choice(["lstm", "simple"])
+  assert b.params["learning_rate"] == a.params["learning_rate"]
+  assert a.params["cell"] == rs.Fixed("gru")  # a is unchanged
+  with pytest.raises(ValueError, match="unknown parameter"):
+    a.updated({"dropout": 0.1})
+
+
+# ---------------------------------------------------------------------------
+# Samplers
+# ---------------------------------------------------------------------------
+
+
+def test_grid_is_full_product():
+  space = rs.Space({"cell": rs.Choice(["simple", "lstm", "gru"]),
+                    "learning_rate": rs.Choice([1e-3, 1e-2]),
+                    "num_layers": rs.IntUniform(1, 4),
+                    "hidden_size": 64})
+  trials = rs.grid(space)
+  assert len(trials) == 3 * 2 * 4 == samplers.grid_size(space)
+  combos = {(t.params["cell"], t.params["learning_rate"],
+             t.params["num_layers"]) for t in trials}
+  assert len(combos) == 24
+  assert all(t.params["hidden_size"] == 64 for t in trials)
+  assert [t.trial_id for t in trials] == list(range(24))
+  assert len({t.seed for t in trials}) == 24
+
+
+def test_grid_rejects_continuous_parameters():
+  space = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-2)})
+  with pytest.raises(ValueError, match="'learning_rate'.*Choice"):
+    rs.grid(space)
+
+
+def test_random_is_reproducible_and_in_bounds():
+  space = rs.Space({
+      "learning_rate": rs.LogUniform(1e-5, 1e-1),
+      "output_dropout": rs.Uniform(0.1, 0.4),
+      "hidden_size": rs.IntUniform(16, 64),
+      "num_layers": rs.IntLogUniform(1, 8),
+      "cell": rs.Choice(["lstm", "gru"]),
+  })
+  a = rs.random(space, 400, seed=3)
+  b = rs.random(space, 400, seed=3)
+  c = rs.random(space, 400, seed=4)
+  assert [t.params for t in a] == [t.params for t in b]
+  assert [t.params for t in a] != [t.params for t in c]
+  for t in a:
+    p = t.params
+    assert 1e-5 <= p["learning_rate"] < 1e-1
+    assert 0.1 <= p["output_dropout"] < 0.4
+    assert 16 <= p["hidden_size"] <= 64 and isinstance(p["hidden_size"], int)
+    assert 1 <= p["num_layers"] <= 8
+    assert p["cell"] in ("lstm", "gru")
+  # Every integer of the range is reachable, both ends included.
+  assert {t.params["hidden_size"] for t in a} >= {16, 64}
+  assert {t.params["num_layers"] for t in a} == set(range(1, 9))
+  # Extending a sweep keeps the trials already drawn.
+  assert [t.params for t in rs.random(space, 10, seed=3)] == [
+      t.params for t in a[:10]]
+
+
+def test_log_uniform_spreads_over_decades():
+  space = rs.Space({"learning_rate": rs.LogUniform(1e-5, 1e-1)})
+  values = np.array([t.params["learning_rate"]
+                     for t in rs.random(space, 2000, seed=0)])
+  decades = collections.Counter(np.floor(np.log10(values)).astype(int))
+  assert set(decades) == {-5, -4, -3, -2}
+  for d in decades.values():  # 500 expected per decade
+    assert 400 < d < 600
+  # A plain Uniform over the same range puts ~90% in the top decade.
+  uni = rs.Space({"learning_rate": rs.Uniform(1e-5, 1e-1)})
+  top = np.mean([t.params["learning_rate"] >= 1e-2
+                 for t in rs.random(uni, 2000, seed=0)])
+  assert top > 0.85
+
+
+def test_seeds_depend_on_sweep_seed_and_id_only():
+  trials = rs.make_trials([{}, {"learning_rate": 0.1}, {"seed": 42}], seed=5)
+  assert trials[0].seed == samplers.derive_seed(5, 0)
+  assert trials[1].seed == samplers.derive_seed(5, 1)
+  assert trials[2].seed == 42 == trials[2].params["seed"]
+  assert samplers.derive_seed(5, 0) != samplers.derive_seed(6, 0)
+  assert 0 <= samplers.derive_seed(123, 456) < 2**31
+
+
+def test_random_rejects_bad_num_trials():
+  with pytest.raises(ValueError, match="num_trials"):
+    rs.random(rs.Space(), 0)
+
+
+# ---------------------------------------------------------------------------
+# Groups
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_group_size", [1, 3, 4, 7, 100])
+def test_every_trial_in_exactly_one_group(max_group_size):
+  space = rs.Space({"cell": rs.Choice(["simple", "lstm", "gru"]),
+                    "hidden_size": rs.Choice([16, 32]),
+                    "learning_rate": rs.LogUniform(1e-4, 1e-2)})
+  trials = rs.random(space, 37, seed=1)
+  groups = rs.plan_groups(trials, max_group_size)
+  seen = [t.trial_id for g in groups for t in g.trials]
+  assert sorted(seen) == list(range(37))
+  sizes_by_static = collections.defaultdict(set)
+  for g in groups:
+    assert 1 <= len(g.trials) <= g.size <= max_group_size
+    assert {StaticConfig.from_params(t.params) for t in g.trials} == {g.static}
+    assert len(g.padded_trials()) == g.size
+    sizes_by_static[g.static].add(g.size)
+  # One K per static config: one compiled program per bucket.
+  assert all(len(s) == 1 for s in sizes_by_static.values())
+  assert len(sizes_by_static) == len({StaticConfig.from_params(t.params)
+                                      for t in trials})
+
+
+def test_groups_split_evenly():
+  trials = rs.make_trials([{"learning_rate": 1e-3 * (i + 1)}
+                           for i in range(10)])
+  groups = rs.plan_groups(trials, 8)
+  assert [len(g.trials) for g in groups] == [5, 5]
+  groups = rs.plan_groups(trials, 4)
+  assert [len(g.trials) for g in groups] == [4, 4, 2]
+  assert [g.size for g in groups] == [4, 4, 4]
+  assert groups[2].num_padding == 2
+  assert all(math.isclose(p.params["learning_rate"], 9e-3)
+             for p in groups[2].padded_trials()[2:])
+
+
+def test_bad_max_group_size():
+  with pytest.raises(ValueError, match="max_group_size"):
+    rs.plan_groups(rs.make_trials([{}]), 0)
