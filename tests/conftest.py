@@ -1,8 +1,15 @@
 """Shared fixtures: tiny tasks, so tests share compiled programs."""
 
+import jax
 import pytest
 
 import rnnsweep as rs
+
+# Equivalence tests compare two computations of the same math. On GPUs the
+# default float32 matmul precision is TF32 (about 3 decimal digits), which
+# would hide real differences under rounding noise; ask for full float32.
+# On CPU this changes nothing.
+jax.config.update("jax_default_matmul_precision", "highest")
 from rnnsweep.tasks.lm import pydoc_topics_text
 
 # Tiny shapes shared by the engine tests: equal static configs hit the same
