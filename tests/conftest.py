@@ -10,7 +10,7 @@ import rnnsweep as rs
 # would hide real differences under rounding noise; ask for full float32.
 # On CPU this changes nothing.
 jax.config.update("jax_default_matmul_precision", "highest")
-from rnnsweep.tasks.lm import pydoc_topics_text
+from rnnsweep.tasks.lm import python_docs_text
 
 # Tiny shapes shared by the engine tests: equal static configs hit the same
 # cached program, so most tests compile nothing new.
@@ -19,7 +19,7 @@ TINY = {"hidden_size": 16, "embed_size": 8, "batch_size": 4, "truncation": 8}
 
 @pytest.fixture(scope="session")
 def small_text():
-  return pydoc_topics_text()[:40_000]
+  return python_docs_text()[:40_000]
 
 
 @pytest.fixture(scope="session")

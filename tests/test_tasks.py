@@ -1,6 +1,8 @@
 """The built-in tasks' data, loss and metrics."""
 
 import math
+import sys
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +14,15 @@ from rnnsweep.tasks import adding as adding_lib
 from rnnsweep.tasks import lm as lm_lib
 
 
-def test_pydoc_corpus_is_offline_and_sized():
-  text = lm_lib.pydoc_topics_text()
-  assert len(text) > 400_000
+def test_shipped_corpus_is_the_documented_snapshot():
+  text = lm_lib.python_docs_text()
+  # The README states these numbers; a changed snapshot must change them.
+  assert len(text) == 464_970 and len(set(text)) == 103
+  assert zlib.crc32(text.encode("utf-8")) == 0xC66386E4
+  assert "Assert statements are a convenient way" in text
+  from pydoc_data import topics  # the source, where this Python has it
+  if sys.version_info[:3] == (3, 11, 7):
+    assert text == "".join(topics.topics[k] for k in sorted(topics.topics))
   task = rs.CharLM()
   assert task.vocab_size == len(set(text)) > 90
   n = len(task.ids)
