@@ -11,7 +11,8 @@ a 2-core CPU, and prints the leaderboard. Examples::
   python experiments/sweep.py --space=my_space.json --workdir=runs/mine
 """
 
-import datetime
+import hashlib
+import json
 import os
 import sys
 
@@ -41,8 +42,17 @@ _MAX_GROUP_SIZE = flags.DEFINE_integer(
 _SEED = flags.DEFINE_integer("seed", 0, "Sweep seed: sampling, trial seeds "
                              "and the shared data stream.", lower_bound=0)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Where results go; must not hold a sweep already "
-    "(default: runs/<task>-<date>-<time>).")
+    "workdir", None, "Where results and checkpoints go. Running the same "
+    "command on the same workdir continues an interrupted sweep (default: "
+    "runs/<task>-<sampler>-<hash of the settings>, so re-running a command "
+    "resumes it).")
+_EXTEND = flags.DEFINE_bool(
+    "extend", False, "Continuing a workdir, allow a larger --num_trials: the "
+    "new trials are added to the sweep.")
+_CHECKPOINT_SECONDS = flags.DEFINE_float(
+    "checkpoint_seconds", rs.runner.DEFAULT_CHECKPOINT_SECONDS,
+    "Least time between two checkpoints of a running group (0: after every "
+    "evaluation).", lower_bound=0.0)
 _PRESET = flags.DEFINE_string(
     "preset", "default", "Named search space of the task (default, cells).")
 _SPACE = flags.DEFINE_string(
@@ -66,6 +76,17 @@ def build_space(task: rs.Task) -> rs.Space:
   return space
 
 
+def default_workdir(task: rs.Task, space: rs.Space) -> str:
+  """runs/<task>-<sampler>-<hash>: the same settings, the same folder."""
+  settings = [task.config(), _SAMPLER.value, space.to_json(),
+              _NUM_TRIALS.value if _SAMPLER.value == "random" else None,
+              _STEPS.value, _EVAL_EVERY.value, _MAX_GROUP_SIZE.value,
+              _SEED.value]
+  digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+  return os.path.join("runs", f"{task.name}-{_SAMPLER.value}-"
+                      f"{digest.hexdigest()[:8]}")
+
+
 def main(argv):
   # JAX logs backend probing (e.g. "Unable to initialize backend 'tpu'") at
   # INFO; keep the terminal for results unless asked with --verbosity.
@@ -76,16 +97,18 @@ def main(argv):
   if _SAMPLER.value == "grid" and flags.FLAGS["num_trials"].present:
     fail("--num_trials does not apply to --sampler=grid (the grid's size is "
          "the product of its axes)")
-  workdir = _WORKDIR.value or os.path.join(
-      "runs", f"{_TASK.value}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
   try:
     options = {} if _SEQ_LEN.value is None else {"seq_len": _SEQ_LEN.value}
     task = rs.make_task(_TASK.value, **options)
-    result = rs.sweep(task, build_space(task), sampler=_SAMPLER.value,
+    space = build_space(task)
+    workdir = _WORKDIR.value or default_workdir(task, space)
+    result = rs.sweep(task, space, sampler=_SAMPLER.value,
                       num_trials=_NUM_TRIALS.value, steps=_STEPS.value,
                       eval_every=_EVAL_EVERY.value,
                       max_group_size=_MAX_GROUP_SIZE.value, seed=_SEED.value,
-                      workdir=workdir, verbose=not _QUIET.value)
+                      workdir=workdir, extend=_EXTEND.value,
+                      checkpoint_seconds=_CHECKPOINT_SECONDS.value,
+                      verbose=not _QUIET.value)
   except ValueError as e:
     fail(str(e))
   print(result.leaderboard(_TOP.value))
@@ -96,6 +119,10 @@ def main(argv):
           f"step {b.best_step}; {tuned}")
   print(f"results: {os.path.join(workdir, rs.store.DB_NAME)} and "
         f"{os.path.join(workdir, rs.store.CSV_NAME)}")
+  if result.failed:
+    fail(f"{len(result.failed)} trials failed (first: "
+         f"{next(iter(result.failed.values()))}); run the same command again "
+         f"to retry them")
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def clip_by_global_norm(max_norm: Array) -> optax.GradientTransformation:
 
   def update(updates, state, params=None):
     del params
-    norm = optax.global_norm(updates)
+    norm = optax.tree.norm(updates)
     scale = jnp.where((max_norm > 0) & (norm > max_norm),
                       max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
     return jax.tree_util.tree_map(lambda g: g * scale, updates), state

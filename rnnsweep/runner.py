@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -18,7 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from rnnsweep import checkpoint
 from rnnsweep import engine
+from rnnsweep import faults
 from rnnsweep import report
 from rnnsweep import samplers
 from rnnsweep import space as space_lib
@@ -27,6 +30,8 @@ from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks.base import Task
 
 DEFAULT_MAX_GROUP_SIZE = 32
+DEFAULT_CHECKPOINT_SECONDS = 60.0
+CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +46,8 @@ class SweepResult:
     mode: ``min`` or ``max``.
     tuned: names of the parameters the space varied (for tables).
     workdir: where results were written, or ``None``.
+    failed: trial id -> error, for trials whose group raised (they stay
+      ``failed`` in the store and run again when the sweep is resumed).
   """
 
   trials: list[TrialResult]
@@ -49,6 +56,7 @@ class SweepResult:
   mode: str
   tuned: list[str]
   workdir: str | None = None
+  failed: Mapping[int, str] = dataclasses.field(default_factory=dict)
 
   def ranked(self) -> list[TrialResult]:
     return report.rank(self.trials, self.mode)
@@ -71,40 +79,83 @@ def _stderr(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
 
 
+def _empty_progress() -> dict:
+  return {"eval_steps": [], "train_loss": [], "val": {}, "wall_s": 0.0}
+
+
 def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
-              data_seed: int) -> list[TrialResult]:
-  """Trains one group to ``steps`` and returns its real trials' results."""
+              data_seed: int, checkpoint_dir: str | None = None,
+              checkpoint_seconds: float = 0.0,
+              on_segment: Callable[[int], None] | None = None
+              ) -> list[TrialResult]:
+  """Trains one group to ``steps`` and returns its real trials' results.
+
+  Args:
+    task, group: what to train.
+    steps, eval_every: length and validation interval, in updates.
+    data_seed: seed of the data stream every trial shares.
+    checkpoint_dir: if given, the group resumes from its newest usable
+      checkpoint there, and saves one after a segment whenever
+      ``checkpoint_seconds`` have passed since the last (0: every segment).
+    on_segment: called with the trial-steps each finished segment trained.
+  """
   prog = engine.get_program(group.static, task)
   padded = group.padded_trials()
   hp = engine.hparam_arrays([t.params for t in padded])
   seeds = engine.seed_array([t.seed for t in padded])
   data = task.data()
   data_key = jax.random.PRNGKey(data_seed)
+  state, progress = None, _empty_progress()
+  if checkpoint_dir is not None:
+    restored = checkpoint.load_latest(checkpoint_dir, group.group_id,
+                                      jax.eval_shape(prog.init, seeds, hp))
+    if restored is not None:
+      state, progress = restored
   start = time.perf_counter()
-  state = prog.init(seeds, hp)
-  eval_steps, train_loss, val = [], [], {}
-  done = 0
+  wall_before = progress["wall_s"]
+  if state is None:
+    state = prog.init(seeds, hp)
+  done = progress["eval_steps"][-1] if progress["eval_steps"] else 0
+  last_save = time.monotonic()
   while done < steps:
+    faults.point("segment_start")
     n = min(eval_every, steps - done)
     state, seg = prog.segment(state, hp, data.train, data_key, num_steps=n)
     metrics = prog.evaluate(state, data.val)
     done += n
-    eval_steps.append(done)
-    train_loss.append(np.asarray(seg.train_loss, np.float64))
+    progress["eval_steps"].append(done)
+    # Python floats of float32 values: exact through the JSON checkpoint.
+    progress["train_loss"].append(
+        np.asarray(seg.train_loss, np.float64).tolist())
     for k, v in metrics.items():
-      val.setdefault(k, []).append(np.asarray(v, np.float64))
-  diverged = np.asarray(state.trials.diverged)
-  diverged_step = np.asarray(state.trials.diverged_step)
-  wall = time.perf_counter() - start
+      progress["val"].setdefault(k, []).append(
+          np.asarray(v, np.float64).tolist())
+    faults.point("segment_done")
+    if on_segment is not None:
+      on_segment(n * len(group.trials))
+    if (checkpoint_dir is not None and done < steps and
+        time.monotonic() - last_save >= checkpoint_seconds):
+      progress["wall_s"] = wall_before + time.perf_counter() - start
+      checkpoint.save(checkpoint_dir, group.group_id, done, state, progress)
+      last_save = time.monotonic()
+  wall = wall_before + time.perf_counter() - start
+  return _trial_results(task, group, progress,
+                        np.asarray(state.trials.diverged),
+                        np.asarray(state.trials.diverged_step), wall)
 
+
+def _trial_results(task: Task, group: Group, progress: dict,
+                   diverged: np.ndarray, diverged_step: np.ndarray,
+                   wall: float) -> list[TrialResult]:
+  eval_steps = progress["eval_steps"]
   results = []
   for i, trial in enumerate(group.trials):
     # An evaluation after the diverging update saw frozen parameters: drop it.
-    alive = np.array([not diverged[i] or s <= diverged_step[i]
-                      for s in eval_steps])
-    curves: dict[str, list] = {"step": list(eval_steps),
-                               "train_loss": [float(x[i]) for x in train_loss]}
-    for k, series in val.items():
+    alive = [not diverged[i] or s <= diverged_step[i] for s in eval_steps]
+    curves: dict[str, list] = {
+        "step": list(eval_steps),
+        "train_loss": [float(x[i]) for x in progress["train_loss"]]}
+    for k, series in progress["val"].items():
       curves[f"val/{k}"] = [float(x[i]) if a else math.nan
                             for x, a in zip(series, alive)]
     sel = np.array(curves[f"val/{task.selection_metric}"])
@@ -117,7 +168,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
               else np.argmax(pick))
       best_value, best_step = float(sel[j]), int(eval_steps[j])
     final = {k: float(series[-1][i]) if alive[-1] else math.nan
-             for k, series in val.items()}
+             for k, series in progress["val"].items()}
     if alive[-1]:
       final.update(task.derived_metrics(final))
     status = "diverged" if diverged[i] or not finite[-1] else "completed"
@@ -135,68 +186,103 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
             eval_every: int, max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
             seed: int = 0, workdir: str | None = None,
             settings: Mapping[str, Any] | None = None,
-            tuned: Sequence[str] = (),
+            tuned: Sequence[str] = (), extend: bool = False,
+            checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
             log: Callable[[str], None] | None = None) -> SweepResult:
   """Trains the given trials in groups and records them.
 
+  With a ``workdir`` that already holds this sweep (same settings), the
+  run continues it: finished groups are skipped, interrupted ones resume
+  from their last checkpoint, and the result holds every trial.
+
   Args:
     task: the task.
-    trials: fully resolved trials with unique ids.
+    trials: fully resolved trials with ids ``0..n-1``.
     steps: updates (TBPTT windows) per trial.
     eval_every: validation interval in steps (the last segment may be
       shorter).
     max_group_size: largest K; ``1`` runs every trial alone.
     seed: sweep seed; also seeds the data stream shared by all trials.
-    workdir: where to write ``results.db`` / ``results.csv`` (``None``:
-      nothing is written).
-    settings: extra settings to record in the database.
+    workdir: where ``results.db``, ``results.csv`` and checkpoints go
+      (``None``: nothing is written).
+    settings: extra settings to record (and compare when continuing).
     tuned: parameter names to show in the leaderboard.
+    extend: continuing a workdir, allow more trials than it holds.
+    checkpoint_seconds: least time between two checkpoints of a group
+      (0: after every segment).
     log: receives one line per group; ``None`` is silent.
   """
   _check_positive_int("steps", steps)
   _check_positive_int("eval_every", eval_every)
   if not trials:
     raise ValueError("no trials to run")
+  if checkpoint_seconds < 0:
+    raise ValueError(f"checkpoint_seconds must be >= 0, got "
+                     f"{checkpoint_seconds!r}")
   log = log or _quiet
-  groups = plan_groups(trials, max_group_size)
   task.data()  # build (and so validate) the data before writing anything
-  store = None
+  store = ckpt_dir = None
   if workdir is not None:
-    Store.check_fresh(workdir)
     store = Store(workdir)
-    store.create(dict(settings or {}, task=task.name,
-                      task_config=task.config(), steps=steps,
-                      eval_every=eval_every, max_group_size=max_group_size,
-                      seed=seed, num_trials=len(trials),
-                      versions=_versions(), created=time.time()),
-                 trials, task.selection_metric)
-    store.write_csv()
-  log(f"{len(trials)} trials in {len(groups)} groups on "
+    full_settings = dict(settings or {}, task=task.name,
+                         task_config=task.config(), steps=steps,
+                         eval_every=eval_every, max_group_size=max_group_size,
+                         seed=seed, num_trials=len(trials),
+                         versions=_versions(), created=time.time())
+    resuming = store.exists()
+    groups = store.prepare(full_settings, trials, max_group_size, extend)
+    ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+    if resuming:
+      log(f"continuing the sweep in {workdir}: {len(groups)} groups to go")
+  else:
+    groups = plan_groups(trials, max_group_size)
+  log(f"{len(trials)} trials, {len(groups)} groups to run on "
       f"{jax.devices()[0].platform}; {steps} steps each, evaluating every "
       f"{eval_every}")
   results: list[TrialResult] = []
+  failed: dict[int, str] = {}
   for group in groups:
+    if store is not None:
+      store.mark_running(group)
     before = sum(engine.trace_counts().values())
-    group_results = run_group(task, group, steps=steps, eval_every=eval_every,
-                              data_seed=seed)
+    try:
+      group_results = run_group(task, group, steps=steps,
+                                eval_every=eval_every, data_seed=seed,
+                                checkpoint_dir=ckpt_dir,
+                                checkpoint_seconds=checkpoint_seconds)
+    except Exception as e:  # pylint: disable=broad-except
+      # One broken group must not lose the others: record and go on.
+      error = f"{type(e).__name__}: {e}".splitlines()[0]
+      failed.update({t.trial_id: error for t in group.trials})
+      if store is None:
+        raise
+      store.mark_failed(group, error)
+      log(f"group {group.group_id} failed ({error}); its trials are marked "
+          f"failed and will be retried when the sweep is resumed")
+      continue
     compiled = sum(engine.trace_counts().values()) - before
     if store is not None:
-      store.record(group_results)
-      store.write_csv()
+      store.record(group, group_results)
+      checkpoint.remove(ckpt_dir, group.group_id)
+      store.write_csv(task.selection_metric)
+      faults.point("group_recorded")
     results.extend(group_results)
     so_far = report.best(results, task.selection_mode)
     best_text = (f"best {task.selection_metric} so far {so_far.best_value:.4g}"
                  f" (trial {so_far.trial_id})" if so_far
                  else "no completed trial yet")
-    log(f"group {group.group_id + 1}/{len(groups)} {group.static.label()} "
+    log(f"group {group.group_id + 1} {group.static.label()} "
         f"K={group.size} ({len(group.trials)} trials): "
         f"{group_results[0].wall_time_s:.1f}s"
         f"{' incl. compile' if compiled else ''}; {best_text}")
+  if store is not None:
+    store.write_csv(task.selection_metric)
+    results = store.results()  # every finished trial, earlier runs included
   results.sort(key=lambda r: r.trial_id)
   return SweepResult(trials=results,
                      best=report.best(results, task.selection_mode),
                      metric=task.selection_metric, mode=task.selection_mode,
-                     tuned=list(tuned), workdir=workdir)
+                     tuned=list(tuned), workdir=workdir, failed=failed)
 
 
 def _versions() -> dict[str, str]:
@@ -219,7 +305,9 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
           sampler: str = "random", num_trials: int | None = 16,
           steps: int = 300, eval_every: int = 100,
           max_group_size: int = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
-          workdir: str | None = None, verbose: bool = False) -> SweepResult:
+          workdir: str | None = None, extend: bool = False,
+          checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+          verbose: bool = False) -> SweepResult:
   """Samples a space and trains every trial.
 
   Args:
@@ -229,7 +317,9 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
       problem) apply to names the space leaves out.
     sampler: ``random`` or ``grid``.
     num_trials: trials for ``random`` (ignored by ``grid``).
-    steps, eval_every, max_group_size, seed, workdir: see :func:`execute`.
+    steps, eval_every, max_group_size, seed, workdir, extend,
+      checkpoint_seconds: see :func:`execute`. Running again with the same
+      arguments and workdir continues an interrupted sweep.
     verbose: print one line per group to stderr.
 
   Returns:
@@ -240,13 +330,16 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
   return execute(task, trials, steps=steps, eval_every=eval_every,
                  max_group_size=max_group_size, seed=seed, workdir=workdir,
                  settings={"sampler": sampler, "space": full.to_json()},
-                 tuned=full.tuned_names(), log=_stderr if verbose else None)
+                 tuned=full.tuned_names(), extend=extend,
+                 checkpoint_seconds=checkpoint_seconds,
+                 log=_stderr if verbose else None)
 
 
 def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                steps: int, eval_every: int,
                max_group_size: int = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
-               workdir: str | None = None,
+               workdir: str | None = None, extend: bool = False,
+               checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
                verbose: bool = False) -> SweepResult:
   """Trains an explicit list of configurations.
 
@@ -262,4 +355,5 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
   return execute(task, trials, steps=steps, eval_every=eval_every,
                  max_group_size=max_group_size, seed=seed, workdir=workdir,
                  settings={"sampler": "explicit"}, tuned=tuned,
+                 extend=extend, checkpoint_seconds=checkpoint_seconds,
                  log=_stderr if verbose else None)

@@ -59,17 +59,16 @@ def _check_bounds(lo, hi, what: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Uniform(Distribution):
-  """Continuous, uniform on ``[lo, hi)``."""
+class _Continuous(Distribution):
+  """A real interval ``[lo, hi)``; grids cannot enumerate it."""
 
   lo: float
   hi: float
 
-  def __post_init__(self):
-    _check_bounds(self.lo, self.hi, "Uniform")
+  _json_key = ""
 
-  def sample(self, rng):
-    return float(rng.uniform(self.lo, self.hi))
+  def __post_init__(self):
+    _check_bounds(self.lo, self.hi, type(self).__name__)
 
   def grid_values(self, name):
     raise ValueError(
@@ -80,35 +79,33 @@ class Uniform(Distribution):
     return [self.lo, self.hi]
 
   def to_json(self):
-    return {"uniform": [self.lo, self.hi]}
+    return {self._json_key: [self.lo, self.hi]}
 
 
 @dataclasses.dataclass(frozen=True)
-class LogUniform(Distribution):
+class Uniform(_Continuous):
+  """Continuous, uniform on ``[lo, hi)``."""
+
+  _json_key = "uniform"
+
+  def sample(self, rng):
+    return float(rng.uniform(self.lo, self.hi))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniform(_Continuous):
   """Continuous, uniform in ``log`` on ``[lo, hi)``; needs ``lo > 0``."""
 
-  lo: float
-  hi: float
   log_scale = True
+  _json_key = "log_uniform"
 
   def __post_init__(self):
-    _check_bounds(self.lo, self.hi, "LogUniform")
+    super().__post_init__()
     if self.lo <= 0:
       raise ValueError(f"LogUniform: needs lo > 0, got lo={self.lo!r}")
 
   def sample(self, rng):
     return float(math.exp(rng.uniform(math.log(self.lo), math.log(self.hi))))
-
-  def grid_values(self, name):
-    raise ValueError(
-        f"parameter {name!r}: grid search cannot enumerate continuous "
-        f"{self!r}; give explicit values with Choice([...])")
-
-  def candidate_values(self):
-    return [self.lo, self.hi]
-
-  def to_json(self):
-    return {"log_uniform": [self.lo, self.hi]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +272,8 @@ def _as_float(v):
   return float(v)
 
 
+_IN_UNIT_INTERVAL = _float_rule(0, 1, hi_open=True, text="in [0, 1)")
+
 _SPECS = [
     # Static: each distinct combination is its own compiled program.
     ParamSpec("cell", True, "lstm", _one_of(CELLS),
@@ -298,28 +297,20 @@ _SPECS = [
               _float_rule(0, math.inf, text=">= 0"),
               "L2 (adam, rmsprop, sgd) or decoupled (adamw) weight decay",
               _as_float),
-    ParamSpec("input_dropout", False, 0.0,
-              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
-              "variational dropout on the first layer's inputs", _as_float),
-    ParamSpec("recurrent_dropout", False, 0.0,
-              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
-              "variational dropout on each layer's recurrent state",
-              _as_float),
-    ParamSpec("output_dropout", False, 0.0,
-              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
-              "variational dropout on each layer's outputs", _as_float),
+    *(ParamSpec(f"{part}_dropout", False, 0.0, _IN_UNIT_INTERVAL,
+                f"variational dropout on {where}", _as_float)
+      for part, where in (("input", "the first layer's inputs"),
+                          ("recurrent", "each layer's recurrent state"),
+                          ("output", "each layer's outputs"))),
     ParamSpec("grad_clip", False, 1.0,
               _float_rule(0, math.inf, text=">= 0 (0 disables clipping)"),
               "clip gradients to this global norm (0: off)", _as_float),
-    ParamSpec("beta1", False, 0.9,
-              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+    ParamSpec("beta1", False, 0.9, _IN_UNIT_INTERVAL,
               "Adam first-moment decay", _as_float),
-    ParamSpec("beta2", False, 0.999,
-              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
-              "Adam second-moment / RMSProp decay", _as_float),
-    ParamSpec("momentum", False, 0.0,
-              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
-              "SGD momentum", _as_float),
+    ParamSpec("beta2", False, 0.999, _IN_UNIT_INTERVAL,
+              "Adam second-moment decay", _as_float),
+    ParamSpec("momentum", False, 0.0, _IN_UNIT_INTERVAL,
+              "SGD and RMSProp momentum", _as_float),
     ParamSpec("seed", False, None, _seed_rule,
               "trial seed (default: derived from the sweep seed and trial id)",
               _as_int),
@@ -395,7 +386,7 @@ class Space:
       if not isinstance(dist, Distribution):
         dist = Fixed(dist)
       spec = PARAMS[name]
-      if spec.cast is _as_int and isinstance(dist, (Uniform, LogUniform)):
+      if spec.cast is _as_int and isinstance(dist, _Continuous):
         raise ValueError(
             f"parameter {name!r} is an integer; use IntUniform, Choice or a "
             f"fixed value, not {type(dist).__name__}")

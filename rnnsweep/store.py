@@ -1,10 +1,16 @@
 """Results on disk: an SQLite file is the source of truth, plus a CSV view.
 
-``results.db`` holds a ``sweep`` table (settings, search space, versions)
-and a ``trials`` table with one row per trial: params, seed, group, status,
-best validation metric, curves. Every write is one transaction, so a reader
-never sees half a group. ``results.csv`` is regenerated from the database
-after each group, written to a temporary file and renamed into place.
+``results.db`` holds a ``sweep`` table (settings, search space, versions),
+a ``groups`` table (the plan: which trials train together, and whether the
+group is pending, running, done or failed) and a ``trials`` table with one
+row per trial: params, seed, group, status (pending / running / completed /
+diverged / pruned / failed), best validation metric, curves, wall time.
+
+The database is created complete in a temporary file and renamed into place,
+so a workdir either has a whole plan or none. Every later write is one
+transaction (WAL journal: a report reading a running sweep never sees half a
+group). ``results.csv`` is regenerated after each group, written to a
+temporary file and renamed into place.
 """
 
 from __future__ import annotations
@@ -19,17 +25,32 @@ import sqlite3
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
+from rnnsweep import faults
 from rnnsweep import space as space_lib
+from rnnsweep.groups import Group, StaticConfig, plan_groups
 
 DB_NAME = "results.db"
 CSV_NAME = "results.csv"
 
+#: Settings that must match to continue a sweep in the same workdir.
+COMPARED_SETTINGS = ("task", "task_config", "sampler", "space", "steps",
+                     "eval_every", "max_group_size", "seed", "num_trials")
+FINISHED = ("completed", "diverged", "pruned")
+
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS sweep (
+CREATE TABLE sweep (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS trials (
+CREATE TABLE groups (
+  group_id INTEGER PRIMARY KEY,
+  static TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  trial_ids TEXT NOT NULL,
+  status TEXT NOT NULL,
+  error TEXT
+);
+CREATE TABLE trials (
   trial_id INTEGER PRIMARY KEY,
   params TEXT NOT NULL,
   seed INTEGER NOT NULL,
@@ -104,8 +125,7 @@ class Store:
   """The workdir's SQLite database.
 
   Args:
-    workdir: folder holding ``results.db`` and ``results.csv``; created if
-      missing.
+    workdir: folder holding ``results.db`` and ``results.csv``.
   """
 
   def __init__(self, workdir: str):
@@ -113,55 +133,159 @@ class Store:
     self.db_path = os.path.join(workdir, DB_NAME)
     self.csv_path = os.path.join(workdir, CSV_NAME)
 
-  @staticmethod
-  def check_fresh(workdir: str) -> None:
-    """Raises ``ValueError`` if ``workdir`` already holds a sweep's results
-    (never overwrite finished trials)."""
-    path = os.path.join(workdir, DB_NAME)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-      raise ValueError(f"workdir {workdir!r} exists and is not a directory")
-    if os.path.exists(path):
-      raise ValueError(
-          f"workdir {workdir!r} already holds a sweep ({path}); choose a new "
-          f"or empty workdir so no finished results are overwritten")
+  def exists(self) -> bool:
+    return os.path.exists(self.db_path)
 
   @contextlib.contextmanager
   def _connect(self) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(self.db_path, timeout=30.0)
+    try:
+      conn = sqlite3.connect(self.db_path, timeout=60.0)
+    except sqlite3.Error as e:
+      raise self._unreadable(e) from None
     try:
       with conn:  # one transaction: commit on success, roll back on error
         yield conn
+    except sqlite3.DatabaseError as e:
+      raise self._unreadable(e) from None
     finally:
       conn.close()
 
-  def create(self, settings: Mapping[str, Any], trials: Sequence[Any],
-             metric: str) -> None:
-    """Writes the sweep's settings and every trial as ``pending``."""
-    os.makedirs(self.workdir, exist_ok=True)
-    now = time.time()
-    with self._connect() as conn:
-      conn.executescript(_SCHEMA)
-      conn.executemany("INSERT INTO sweep VALUES (?, ?)",
-                       [(k, json.dumps(_clean(v))) for k, v in
-                        settings.items()])
-      conn.executemany(
-          "INSERT INTO trials (trial_id, params, seed, status, metric, "
-          "updated_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-          [(t.trial_id, json.dumps(dict(t.params)), t.seed, metric, now)
-           for t in trials])
+  def _unreadable(self, e: Exception) -> ValueError:
+    return ValueError(
+        f"{self.db_path} cannot be read as an rnnsweep database ({e}); "
+        f"nothing was changed: move it aside to start over, or restore it "
+        f"from a copy")
 
-  def record(self, results: Sequence[TrialResult]) -> None:
-    """Writes one group's finished trials in one transaction."""
+  # -- creating and continuing ----------------------------------------------
+
+  def prepare(self, settings: Mapping[str, Any], trials: Sequence[Any],
+              max_group_size: int, extend: bool = False) -> list[Group]:
+    """Creates the sweep, or checks a stored one against ``settings``.
+
+    Args:
+      settings: the run's settings; the keys in :data:`COMPARED_SETTINGS`
+        must equal the stored ones to continue.
+      trials: every trial of the sweep, ids ``0..n-1``.
+      max_group_size: largest K for planning new groups.
+      extend: allow ``trials`` to hold more trials than the stored sweep;
+        the new ones are planned into new groups.
+
+    Returns:
+      The groups that still need to run, in plan order.
+    """
+    if not self.exists():
+      plan = plan_groups(trials, max_group_size)
+      self._create(settings, trials, plan)
+      return plan
+    stored = self.settings()
+    if "num_trials" not in stored:
+      raise self._unreadable("no sweep settings in it")
+    diffs = [k for k in COMPARED_SETTINGS
+             if json.dumps(_clean(stored.get(k)), sort_keys=True) !=
+             json.dumps(_clean(settings.get(k)), sort_keys=True)]
+    n_old = stored["num_trials"]
+    growing = extend and len(trials) > n_old
+    if diffs and not (growing and diffs == ["num_trials"]):
+      shown = "; ".join(f"{k}: stored {_short(stored.get(k))}, now "
+                        f"{_short(settings.get(k))}" for k in diffs)
+      hint = (" (pass extend / --extend to add trials)"
+              if diffs == ["num_trials"] and len(trials) > n_old else "")
+      raise ValueError(f"workdir {self.workdir!r} holds a sweep with other "
+                       f"settings: {shown}; use another workdir{hint}")
+    by_id = {t.trial_id: t for t in trials}
+    with self._connect() as conn:
+      for tid, params, seed in conn.execute(
+          "SELECT trial_id, params, seed FROM trials ORDER BY trial_id"):
+        t = by_id.get(tid)
+        if t is None or json.loads(params) != _clean(dict(t.params)) or (
+            seed != t.seed):
+          raise ValueError(
+              f"workdir {self.workdir!r}: stored trial {tid} differs from "
+              f"the trial the sampler gives now; use another workdir")
+      rows = conn.execute("SELECT group_id, static, size, trial_ids, status "
+                          "FROM groups ORDER BY group_id").fetchall()
+    plan = [Group(gid, StaticConfig(**json.loads(static)),
+                  tuple(by_id[i] for i in json.loads(ids)), size)
+            for gid, static, size, ids, _ in rows]
+    todo = [g for g, row in zip(plan, rows) if row[4] != "done"]
+    if growing:
+      new = plan_groups(trials[n_old:], max_group_size)
+      new = [dataclasses.replace(g, group_id=len(plan) + i)
+             for i, g in enumerate(new)]
+      with self._connect() as conn:
+        self._insert_plan(conn, trials[n_old:], new)
+        conn.execute("UPDATE sweep SET value=? WHERE key='num_trials'",
+                     (json.dumps(len(trials)),))
+      todo += new
+    return todo
+
+  def _create(self, settings, trials, plan) -> None:
+    os.makedirs(self.workdir, exist_ok=True)
+    tmp = f"{self.db_path}.tmp{os.getpid()}"
+    for leftover in (tmp, tmp + "-journal"):
+      if os.path.exists(leftover):
+        os.remove(leftover)
+    conn = sqlite3.connect(tmp)
+    try:
+      conn.executescript(_SCHEMA)
+      with conn:
+        conn.executemany("INSERT INTO sweep VALUES (?, ?)",
+                         [(k, json.dumps(_clean(v))) for k, v in
+                          settings.items()])
+        self._insert_plan(conn, trials, plan)
+      conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+      conn.close()
+    os.replace(tmp, self.db_path)
+
+  @staticmethod
+  def _insert_plan(conn, trials, plan) -> None:
+    group_of = {t.trial_id: g.group_id for g in plan for t in g.trials}
+    now = time.time()
+    conn.executemany(
+        "INSERT INTO groups VALUES (?, ?, ?, ?, 'pending', NULL)",
+        [(g.group_id, json.dumps(dataclasses.asdict(g.static)), g.size,
+          json.dumps([t.trial_id for t in g.trials])) for g in plan])
+    conn.executemany(
+        "INSERT INTO trials (trial_id, params, seed, group_id, status, metric,"
+        " updated_at) VALUES (?, ?, ?, ?, 'pending', '', ?)",
+        [(t.trial_id, json.dumps(_clean(dict(t.params))), t.seed,
+          group_of[t.trial_id], now) for t in trials])
+
+  # -- progress of groups -----------------------------------------------------
+
+  def mark_running(self, group: Group) -> None:
+    with self._connect() as conn:
+      conn.execute("UPDATE groups SET status='running' WHERE group_id=?",
+                   (group.group_id,))
+      conn.execute("UPDATE trials SET status='running', updated_at=? "
+                   "WHERE group_id=?", (time.time(), group.group_id))
+
+  def mark_failed(self, group: Group, error: str) -> None:
+    """A group that raised: its trials are ``failed`` (retried on resume)."""
+    with self._connect() as conn:
+      conn.execute("UPDATE groups SET status='failed', error=? "
+                   "WHERE group_id=?", (error, group.group_id))
+      conn.execute("UPDATE trials SET status='failed', updated_at=? "
+                   "WHERE group_id=?", (time.time(), group.group_id))
+
+  def record(self, group: Group, results: Sequence[TrialResult]) -> None:
+    """Writes one group's finished trials and marks it done, atomically."""
     now = time.time()
     with self._connect() as conn:
       conn.executemany(
-          "UPDATE trials SET group_id=?, status=?, best_value=?, best_step=?, "
+          "UPDATE trials SET status=?, metric=?, best_value=?, best_step=?, "
           "final_metrics=?, curves=?, diverged_step=?, wall_time_s=?, "
           "updated_at=? WHERE trial_id=?",
-          [(r.group_id, r.status, _json_float(r.best_value), r.best_step,
+          [(r.status, r.metric, _json_float(r.best_value), r.best_step,
             json.dumps(_clean(dict(r.final_metrics))),
             json.dumps(_clean(dict(r.curves))), r.diverged_step,
             r.wall_time_s, now, r.trial_id) for r in results])
+      conn.execute("UPDATE groups SET status='done', error=NULL "
+                   "WHERE group_id=?", (group.group_id,))
+      faults.point("store_write")
+
+  # -- reading ------------------------------------------------------------------
 
   def settings(self) -> dict[str, Any]:
     with self._connect() as conn:
@@ -174,13 +298,13 @@ class Store:
           "SELECT status, COUNT(*) FROM trials GROUP BY status"))
 
   def results(self) -> list[TrialResult]:
-    """Every finished trial (pending ones are left out), in id order."""
+    """Every finished trial, in id order."""
     with self._connect() as conn:
       rows = conn.execute(
           "SELECT trial_id, params, seed, status, group_id, metric, "
           "best_value, best_step, final_metrics, curves, diverged_step, "
-          "wall_time_s FROM trials WHERE status != 'pending' "
-          "ORDER BY trial_id").fetchall()
+          "wall_time_s FROM trials WHERE status IN ('completed', 'diverged', "
+          "'pruned') ORDER BY trial_id").fetchall()
     out = []
     for (tid, params, seed, status, gid, metric, best, best_step, final,
          curves, dstep, wall) in rows:
@@ -192,22 +316,21 @@ class Store:
                              wall))
     return out
 
-  def write_csv(self) -> None:
+  def write_csv(self, metric: str) -> None:
     """Regenerates ``results.csv`` (one row per trial) atomically."""
     with self._connect() as conn:
       rows = conn.execute(
-          "SELECT trial_id, status, metric, best_value, best_step, params, "
-          "seed, group_id, diverged_step, wall_time_s FROM trials "
+          "SELECT trial_id, status, best_value, best_step, params, seed, "
+          "group_id, diverged_step, wall_time_s FROM trials "
           "ORDER BY trial_id").fetchall()
-    metric = rows[0][2] if rows else "metric"
     names = [n for n in space_lib.PARAMS if n != "seed"]
     header = (["trial_id", "status", f"best_val_{metric}", "best_step"] +
               names + ["seed", "group_id", "diverged_step", "wall_time_s"])
-    tmp = self.csv_path + ".tmp"
+    tmp = self.csv_path + f".tmp{os.getpid()}"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
       w = csv.writer(f)
       w.writerow(header)
-      for (tid, status, _, best, best_step, params, seed, gid, dstep,
+      for (tid, status, best, best_step, params, seed, gid, dstep,
            wall) in rows:
         p = json.loads(params)
         w.writerow([tid, status, "" if best is None else repr(best),
@@ -219,3 +342,8 @@ class Store:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, self.csv_path)
+
+
+def _short(v: Any) -> str:
+  text = json.dumps(_clean(v), sort_keys=True)
+  return text if len(text) <= 80 else text[:77] + "..."

@@ -81,15 +81,34 @@ def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
   assert not workdir.exists()  # nothing written half-way
 
 
-def test_script_refuses_a_used_workdir(tmp_path):
+def test_script_rerun_continues_and_other_settings_are_refused(tmp_path):
   workdir = tmp_path / "run"
-  args = ["--task=adding", "--seq_len=8", "--num_trials=1", "--steps=2",
+  args = ["--task=adding", "--seq_len=8", "--num_trials=2", "--steps=2",
           "--eval_every=2", f"--space={TINY_SPACE}", f"--workdir={workdir}"]
-  assert run_script(*args).returncode == 0
-  before = (workdir / "results.db").read_bytes()
-  out = run_script(*args)
-  assert out.returncode != 0 and "already holds a sweep" in out.stderr
-  assert (workdir / "results.db").read_bytes() == before
+  first = run_script(*args)
+  assert first.returncode == 0, first.stderr[-2000:]
+  before = (workdir / "results.csv").read_text()
+  again = run_script(*args)  # the same command: nothing left to run
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "0 groups to run" in again.stderr
+  assert (workdir / "results.csv").read_text() == before
+  board = lambda out: out.stdout[:out.stdout.index("results:")]
+  assert board(again) == board(first)
+  other = run_script(*args[:-2], "--steps=4", args[-2], args[-1])
+  assert other.returncode != 0
+  assert "other settings: steps: stored 2, now 4" in other.stderr
+  more = run_script(*[a for a in args if "num_trials" not in a],
+                    "--num_trials=3")
+  assert more.returncode != 0 and "--extend" in more.stderr
+  extended = run_script(*[a for a in args if "num_trials" not in a],
+                        "--num_trials=3", "--extend")
+  assert extended.returncode == 0, extended.stderr[-2000:]
+  with open(workdir / "results.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["trial_id"] for r in rows] == ["0", "1", "2"]
+  assert all(r["status"] == "completed" for r in rows)
+  # The first two trials were not run again.
+  assert [r for r in rows[:2]] == list(csv.DictReader(before.splitlines()))
 
 
 def test_store_holds_what_the_api_returns(tmp_path, tiny_adding):
@@ -117,9 +136,16 @@ def test_store_holds_what_the_api_returns(tmp_path, tiny_adding):
     rows = list(csv.DictReader(f))
   assert [r["status"] for r in rows] == ["completed"] * 3 + ["diverged"]
   assert rows[3]["diverged_step"] != ""
-  with pytest.raises(ValueError, match="already holds a sweep"):
-    rs.run_trials(tiny_adding, configs, steps=16, eval_every=8,
-                  workdir=str(tmp_path))
+  # Running it again continues a finished sweep: nothing to train.
+  with rs.engine.count_compiles() as compiles:
+    again = rs.run_trials(tiny_adding, configs, steps=16, eval_every=8,
+                          max_group_size=4, workdir=str(tmp_path))
+  assert compiles.count == 0
+  assert [r.curves["train_loss"][:1] for r in again.trials[:3]] == [
+      r.curves["train_loss"][:1] for r in result.trials[:3]]
+  with pytest.raises(ValueError, match="other settings: steps"):
+    rs.run_trials(tiny_adding, configs, steps=24, eval_every=8,
+                  max_group_size=4, workdir=str(tmp_path))
 
 
 def test_bad_run_settings_write_nothing(tmp_path, tiny_adding):

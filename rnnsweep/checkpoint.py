@@ -1,0 +1,122 @@
+"""Atomic checkpoints of a running group.
+
+A checkpoint is one ``.npz`` file holding every leaf of the group's
+:class:`~rnnsweep.engine.GroupState` (parameters, optimizer state, carries,
+PRNG keys, divergence flags, the shared step, which fixes the data position)
+plus a JSON record of the curves so far. It is written to a temporary file,
+flushed and fsynced, then renamed over the final name, so a kill at any
+instant leaves either the previous checkpoint or the new one, never half a
+file. The last two are kept: if the newest cannot be read or does not match
+the program's state structure, the one before it is used, and if neither
+can, the group restarts from its first step (its trials are never dropped).
+
+Why not orbax (which flax already pulls in): a group's state is a few
+arrays on one host, a single file with write-then-rename is the whole
+atomicity story, and zip's per-member CRC detects a corrupt file on read.
+Sharded multi-device state may warrant orbax later.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import zipfile
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from rnnsweep import faults
+
+_NAME = "group{group:05d}-step{step:09d}.npz"
+_PATTERN = re.compile(r"group(\d{5})-step(\d{9})\.npz$")
+KEEP = 2
+
+
+class Restored(NamedTuple):
+  """A loaded checkpoint: the state and the host-side progress record."""
+
+  state: Any
+  progress: dict
+
+
+def _fsync_dir(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def checkpoints(directory: str, group_id: int) -> list[tuple[int, str]]:
+  """``(step, path)`` of a group's checkpoints, newest first."""
+  found = []
+  for path in glob.glob(os.path.join(directory, f"group{group_id:05d}-*.npz")):
+    m = _PATTERN.search(os.path.basename(path))
+    if m:
+      found.append((int(m.group(2)), path))
+  return sorted(found, reverse=True)
+
+
+def save(directory: str, group_id: int, step: int, state: Any,
+         progress: dict) -> str:
+  """Writes one checkpoint atomically and prunes older ones."""
+  os.makedirs(directory, exist_ok=True)
+  leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+  arrays = {f"leaf{i:05d}": a for i, a in enumerate(leaves)}
+  arrays["progress"] = np.frombuffer(json.dumps(progress).encode("utf-8"),
+                                     np.uint8)
+  final = os.path.join(directory, _NAME.format(group=group_id, step=step))
+  tmp = final + f".tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+    f.flush()
+    faults.point("checkpoint_written")  # tmp complete, not yet renamed
+    os.fsync(f.fileno())
+  os.replace(tmp, final)
+  _fsync_dir(directory)
+  for _, old in checkpoints(directory, group_id)[KEEP:]:
+    os.remove(old)
+  return final
+
+
+def _read(path: str, template: Any) -> Restored:
+  leaves_t, treedef = jax.tree_util.tree_flatten(template)
+  with np.load(path) as z:
+    names = sorted(n for n in z.files if n.startswith("leaf"))
+    if len(names) != len(leaves_t):
+      raise ValueError(f"{len(names)} arrays, the program has "
+                       f"{len(leaves_t)}")
+    leaves = []
+    for name, t in zip(names, leaves_t):
+      a = z[name]
+      if a.shape != tuple(t.shape) or a.dtype != t.dtype:
+        raise ValueError(f"{name} is {a.dtype}{list(a.shape)}, the program "
+                         f"expects {t.dtype}{list(t.shape)}")
+      leaves.append(a)
+    progress = json.loads(z["progress"].tobytes().decode("utf-8"))
+  return Restored(jax.tree_util.tree_unflatten(treedef, leaves), progress)
+
+
+def load_latest(directory: str, group_id: int, template: Any
+                ) -> Restored | None:
+  """The newest readable checkpoint of a group that fits ``template``
+  (a pytree of ``jax.ShapeDtypeStruct``), or ``None``."""
+  for step, path in checkpoints(directory, group_id):
+    try:
+      return _read(path, template)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile,
+            json.JSONDecodeError) as e:
+      logging.getLogger("rnnsweep").warning(
+          "checkpoint %s (step %d) is unusable (%s); trying an older one",
+          path, step, e)
+  return None
+
+
+def remove(directory: str, group_id: int) -> None:
+  """Deletes a finished group's checkpoints (and stray temporary files)."""
+  for path in glob.glob(os.path.join(directory, f"group{group_id:05d}-*")):
+    os.remove(path)
