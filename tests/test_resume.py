@@ -1,0 +1,172 @@
+"""Kill a sweep with SIGKILL at chosen instants, resume it, and compare with
+an uninterrupted run: same trials, same numbers, nothing twice, nothing
+left pending."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+import rnnsweep as rs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Five trials of one static config in groups of two: three groups (the last
+# padded), three segments each, a checkpoint after every segment.
+DRIVER = """
+import sys
+import rnnsweep as rs
+space = rs.Space({"hidden_size": 8, "batch_size": 4, "learning_rate":
+                  rs.LogUniform(1e-3, 3e-2), "output_dropout":
+                  rs.Uniform(0.0, 0.3)})
+rs.sweep(rs.Adding(seq_len=8, num_val=32), space, num_trials=5, steps=12,
+         eval_every=4, max_group_size=2, seed=3, workdir=sys.argv[1],
+         checkpoint_seconds=0)
+print("finished")
+"""
+
+
+def run_driver(workdir, kill_at=None, kill_after_s=None):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
+             os.environ.get("PYTHONPATH", ""))
+  env.pop("RNNSWEEP_KILL_AT", None)
+  if kill_at:
+    env["RNNSWEEP_KILL_AT"] = kill_at
+  proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
+                          env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    out, err = proc.communicate(timeout=kill_after_s or 300)
+  except subprocess.TimeoutExpired:
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+  return proc.returncode, out, err
+
+
+def snapshot(workdir):
+  """Everything that must match an uninterrupted run."""
+  store = rs.Store(str(workdir))
+  rows = [(r.trial_id, r.status, r.group_id, r.seed, json.dumps(r.params),
+           r.best_value, r.best_step, json.dumps(r.curves),
+           json.dumps(r.final_metrics), r.diverged_step)
+          for r in store.results()]
+  return rows, store.status_counts()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("reference") / "run"
+  code, out, err = run_driver(workdir)
+  assert code == 0 and "finished" in out, err[-2000:]
+  rows, counts = snapshot(workdir)
+  assert len(rows) == 5 and counts == {"completed": 5}
+  return rows
+
+
+def assert_resumes_to(reference, workdir):
+  code, out, err = run_driver(workdir)
+  assert code == 0 and "finished" in out, err[-2000:]
+  rows, counts = snapshot(workdir)
+  assert rows == reference
+  assert set(counts) <= {"completed", "diverged"} and sum(
+      counts.values()) == 5
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == []
+  return err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [
+    "segment_start:1",       # first program compiling, nothing trained
+    "segment_done:2",        # mid-group, one checkpoint on disk
+    "checkpoint_written:2",  # a checkpoint's temporary file complete
+    "group_recorded:1",      # between groups
+    "store_write:2",         # inside the second group's transaction
+    "segment_start:8",       # the last group's start
+])
+def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, reference,
+                                                  kill_at):
+  workdir = tmp_path / "run"
+  code, out, _ = run_driver(workdir, kill_at=kill_at)
+  assert code == -signal.SIGKILL and "finished" not in out
+  assert_resumes_to(reference, workdir)
+
+
+@pytest.mark.slow
+def test_killed_twice_at_arbitrary_times(tmp_path, reference):
+  workdir = tmp_path / "run"
+  for after in (6.0, 9.0):
+    code, out, _ = run_driver(workdir, kill_after_s=after)
+    if code == 0:  # a fast machine may finish first; still must be exact
+      break
+  assert_resumes_to(reference, workdir)
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoints_fall_back(tmp_path, reference):
+  workdir = tmp_path / "run"
+  code, _, _ = run_driver(workdir, kill_at="segment_done:6")
+  assert code == -signal.SIGKILL
+  ckpts = sorted(os.listdir(workdir / "checkpoints"))
+  assert len(ckpts) == 2  # the second group's two checkpoints
+  newest = workdir / "checkpoints" / ckpts[-1]
+  newest.write_bytes(newest.read_bytes()[:100])  # truncated
+  err = assert_resumes_to(reference, workdir)
+  assert err.count("is unusable") == 1 and ckpts[-1] in err
+
+  # Both checkpoints unusable: the group starts over; still exact.
+  workdir = tmp_path / "run2"
+  code, _, _ = run_driver(workdir, kill_at="segment_done:6")
+  for name in os.listdir(workdir / "checkpoints"):
+    (workdir / "checkpoints" / name).write_bytes(b"not a zip file")
+  err = assert_resumes_to(reference, workdir)
+  assert err.count("is unusable") == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate"])
+def test_corrupt_database_is_a_clear_error(tmp_path, damage):
+  task = rs.Adding(seq_len=6, num_val=8)
+  config = {"hidden_size": 4, "batch_size": 2}
+  rs.run_trials(task, [config], steps=2, eval_every=2, workdir=str(tmp_path))
+  db = tmp_path / "results.db"
+  data = db.read_bytes()
+  db.write_bytes(b"x" * 4096 if damage == "garbage" else data[:len(data) // 3])
+  damaged = db.read_bytes()
+  with pytest.raises(ValueError) as e:
+    rs.run_trials(task, [config], steps=2, eval_every=2,
+                  workdir=str(tmp_path))
+  assert "results.db cannot be read" in str(e.value)
+  assert "\n" not in str(e.value)
+  assert db.read_bytes() == damaged  # left as it was
+
+
+def test_reader_sees_whole_groups_while_a_sweep_runs(tmp_path):
+  """A second connection reading mid-sweep sees each group all-or-nothing."""
+  workdir = tmp_path / "run"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
+             os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
+                          env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  seen = set()
+  try:
+    while proc.poll() is None:
+      if (workdir / "results.db").exists():
+        with sqlite3.connect(workdir / "results.db") as conn:
+          rows = conn.execute(
+              "SELECT t.group_id, t.status, g.status FROM trials t JOIN "
+              "groups g USING (group_id)").fetchall()
+        for gid, trial_status, group_status in rows:
+          done = trial_status in ("completed", "diverged")
+          assert done == (group_status == "done"), rows
+          seen.add((gid, group_status))
+      time.sleep(0.05)
+  finally:
+    proc.wait(timeout=300)
+  assert proc.returncode == 0
+  assert any(s == "running" for _, s in seen)
