@@ -1,11 +1,33 @@
-"""Reading results: ranking trials and the printed leaderboard."""
+"""Reading results: ranking, the leaderboard, and the report with figures.
+
+:func:`write_report` works on a finished workdir and on one whose sweep is
+still running (it reads only committed groups). Figures are drawn with
+matplotlib's Agg canvas (no display needed):
+
+- ``points.png``: the sampled points in the plane of two parameters,
+  coloured by the selection metric (the classic grid-versus-random picture);
+- ``curves.png``: validation curves, the top trials bold, all others faint;
+- ``axis_<param>.png``: the metric against each tuned parameter (log axis
+  where the space is log-scaled), with a warning in the report when the best
+  trials sit at the edge of the search range (Google's tuning playbook);
+- ``parallel.png``: parallel coordinates of the top trials.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+import os
+from typing import Any, Sequence
 
-from rnnsweep.store import TrialResult
+import numpy as np
+
+from rnnsweep import space as space_lib
+from rnnsweep.store import Store, TrialResult
+
+#: Share of a parameter's range (in log space where log-scaled) that counts
+#: as its edge for the boundary warning.
+EDGE_FRACTION = 0.1
 
 
 def _key(mode: str):
@@ -40,20 +62,23 @@ def _fmt(v) -> str:
 
 
 def leaderboard(results: Sequence[TrialResult], *, mode: str = "min",
-                columns: Sequence[str] = (), top: int = 10) -> str:
+                columns: Sequence[str] = (), top: int = 10,
+                counts: dict[str, int] | None = None) -> str:
   """A plain-text table of the ``top`` completed trials.
 
   Args:
-    results: every trial.
+    results: every finished trial.
     mode: ``min`` or ``max`` for the selection metric.
     columns: parameter names to show (typically the tuned ones).
     top: rows.
+    counts: status counts to show (default: counted from ``results``).
   """
   ranked = rank(results, mode)[:top]
   metric = results[0].metric if results else "metric"
-  counts: dict[str, int] = {}
-  for r in results:
-    counts[r.status] = counts.get(r.status, 0) + 1
+  if counts is None:
+    counts = {}
+    for r in results:
+      counts[r.status] = counts.get(r.status, 0) + 1
   summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
   header = ["rank", "trial", f"val {metric}", "step"] + list(columns)
   rows = [[str(i + 1), str(r.trial_id), _fmt(r.best_value), str(r.best_step)]
@@ -61,7 +86,7 @@ def leaderboard(results: Sequence[TrialResult], *, mode: str = "min",
           for i, r in enumerate(ranked)]
   widths = [max(len(h), *(len(row[j]) for row in rows)) if rows else len(h)
             for j, h in enumerate(header)]
-  lines = [f"Top {len(ranked)} of {len(results)} trials ({summary}); "
+  lines = [f"Top {len(ranked)} of {sum(counts.values())} trials ({summary}); "
            f"{'lower' if mode == 'min' else 'higher'} is better",
            "  ".join(h.rjust(w) for h, w in zip(header, widths)),
            "  ".join("-" * w for w in widths)]
@@ -69,3 +94,366 @@ def leaderboard(results: Sequence[TrialResult], *, mode: str = "min",
   if not rows:
     lines.append("(no completed trial)")
   return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Parameter axes: how to place a parameter's values on a plot
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+  """How one tuned parameter is drawn.
+
+  Attributes:
+    name: parameter name.
+    log: log-scaled axis.
+    categories: for non-numeric parameters, the values in order; ``None``
+      for numeric ones.
+    bounds: the search range ``(lo, hi)`` for numeric parameters.
+  """
+
+  name: str
+  log: bool
+  categories: tuple | None
+  bounds: tuple[float, float] | None
+
+  def position(self, value: Any) -> float:
+    """A value's coordinate on this axis (category index if categorical)."""
+    if self.categories is not None:
+      return float(self.categories.index(value))
+    return float(value)
+
+  def unit(self, value: Any) -> float:
+    """The value mapped to [0, 1] across the range (log where log)."""
+    if self.categories is not None:
+      n = len(self.categories)
+      return self.categories.index(value) / max(n - 1, 1)
+    lo, hi = self.bounds
+    f = (lambda x: math.log(x)) if self.log else (lambda x: x)
+    return (f(float(value)) - f(lo)) / (f(hi) - f(lo)) if hi > lo else 0.5
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def axes_for(results: Sequence[TrialResult], space_json: dict | None,
+             names: Sequence[str] | None = None) -> list[Axis]:
+  """Axes for the tuned parameters, from the stored space when there is one
+  (ranges and log scales as the user wrote them), else from the values."""
+  space = (space_lib.space_from_json(space_json) if space_json else None)
+  if names is None:
+    if space is not None:
+      names = space.tuned_names()
+    else:
+      names = [n for n in space_lib.PARAMS if n != "seed" and
+               len({repr(r.params.get(n)) for r in results}) > 1]
+  axes = []
+  for name in names:
+    dist = space.params.get(name) if space is not None else None
+    values = [r.params[name] for r in results if name in r.params]
+    if dist is not None:
+      candidates = dist.candidate_values()
+    else:
+      candidates = values
+    if not candidates:
+      continue
+    if all(_is_number(v) for v in candidates):
+      lo, hi = float(min(candidates)), float(max(candidates))
+      log = (dist.log_scale if dist is not None
+             else lo > 0 and hi / lo >= 100)
+      axes.append(Axis(name, bool(log), None, (lo, hi)))
+    else:
+      cats = tuple(dict.fromkeys(list(candidates) + values))
+      axes.append(Axis(name, False, cats, None))
+  return axes
+
+
+def boundary_warnings(results: Sequence[TrialResult], axes: Sequence[Axis],
+                      mode: str) -> list[str]:
+  """Warns where the best trials sit at the edge of a numeric range.
+
+  The top ``max(1, 10%)`` completed trials are looked at; a parameter is
+  flagged when the best trial lies in the outer :data:`EDGE_FRACTION` of
+  its range and so do most of the top trials (the optimum may lie outside
+  the range: widen it).
+  """
+  ranked = rank(results, mode)
+  if len(ranked) < 2:
+    return []
+  top = ranked[:max(1, math.ceil(0.1 * len(ranked)))]
+  out = []
+  for axis in axes:
+    if axis.categories is not None or axis.bounds[0] == axis.bounds[1]:
+      continue
+    for edge, near in (("low", lambda u: u <= EDGE_FRACTION),
+                       ("high", lambda u: u >= 1 - EDGE_FRACTION)):
+      hits = [near(axis.unit(r.params[axis.name])) for r in top]
+      if hits[0] and sum(hits) * 2 > len(hits):
+        lo, hi = axis.bounds
+        out.append(
+            f"warning: {axis.name}: the best trial"
+            f"{'s' if len(top) > 1 else ''} ({sum(hits)} of the top "
+            f"{len(top)}) sit at the {edge} edge of the range "
+            f"[{_fmt(lo)}, {_fmt(hi)}]; the optimum may lie outside it, "
+            f"widen the range")
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+
+
+def _figure(width=6.0, height=4.5):
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  return Figure(figsize=(width, height), dpi=100)
+
+
+def _set_axis(ax, axis: Axis, which: str) -> None:
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+  getattr(ax, f"set_{which}label")(axis.name)
+  if axis.log:
+    getattr(ax, f"set_{which}scale")("log")
+    # Minor-tick labels of a short log range collide; decades are enough.
+    getattr(ax, f"{which}axis").set_minor_formatter(ticker.NullFormatter())
+  if axis.categories is not None:
+    getattr(ax, f"set_{which}ticks")(range(len(axis.categories)))
+    getattr(ax, f"set_{which}ticklabels")([str(c) for c in axis.categories])
+
+
+def _cmap(mode: str) -> str:
+  # Dark = good in both directions.
+  return "viridis_r" if mode == "min" else "viridis"
+
+
+def plot_points(path: str, results, pending_params, x: Axis, y: Axis, metric,
+                mode) -> None:
+  fig = _figure()
+  ax = fig.add_subplot()
+  done = [r for r in results if r.status == "completed"
+          and r.best_value is not None]
+  if done:
+    sc = ax.scatter([x.position(r.params[x.name]) for r in done],
+                    [y.position(r.params[y.name]) for r in done],
+                    c=[r.best_value for r in done], cmap=_cmap(mode), s=40,
+                    edgecolors="k", linewidths=0.3)
+    fig.colorbar(sc, ax=ax, label=f"val {metric}")
+  bad = [r for r in results if r.status != "completed"]
+  if bad:
+    ax.scatter([x.position(r.params[x.name]) for r in bad],
+               [y.position(r.params[y.name]) for r in bad], marker="x",
+               c="red", label="diverged")
+  if pending_params:
+    ax.scatter([x.position(p[x.name]) for p in pending_params],
+               [y.position(p[y.name]) for p in pending_params],
+               facecolors="none", edgecolors="grey", label="not finished")
+  _set_axis(ax, x, "x")
+  _set_axis(ax, y, "y")
+  if bad or pending_params:
+    ax.legend(loc="best", fontsize=8)
+  ax.set_title(f"Sampled points: {x.name} vs {y.name}")
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+def plot_curves(path: str, results, ranked_top, metric) -> None:
+  fig = _figure(7, 4.5)
+  ax = fig.add_subplot()
+  key = f"val/{metric}"
+  top_ids = {r.trial_id for r in ranked_top}
+  for r in results:
+    if r.trial_id not in top_ids and key in r.curves:
+      ax.plot(r.curves["step"], r.curves[key], color="grey", alpha=0.25,
+              linewidth=0.8)
+  for r in ranked_top:
+    ax.plot(r.curves["step"], r.curves[key], linewidth=1.8,
+            label=f"trial {r.trial_id}")
+  ax.set_xlabel("step")
+  ax.set_ylabel(f"val {metric}")
+  if ranked_top:
+    ax.legend(loc="best", fontsize=8)
+  ax.set_title("Validation curves (top trials bold)")
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+def plot_axis(path: str, results, axis: Axis, metric, mode,
+              warning: str | None) -> None:
+  fig = _figure()
+  ax = fig.add_subplot()
+  done = [r for r in results if r.status == "completed"
+          and r.best_value is not None]
+  xs = [axis.position(r.params[axis.name]) for r in done]
+  if axis.categories is not None:  # spread categories a little
+    rng = np.random.default_rng(0)
+    xs = [x + rng.uniform(-0.15, 0.15) for x in xs]
+  ax.scatter(xs, [r.best_value for r in done], s=25, alpha=0.8)
+  top = rank(done, mode)[:max(1, math.ceil(0.1 * len(done)))]
+  if top:
+    ax.scatter([axis.position(r.params[axis.name]) for r in top],
+               [r.best_value for r in top], s=60, facecolors="none",
+               edgecolors="red", label="top 10%")
+    ax.legend(loc="best", fontsize=8)
+  if axis.bounds is not None:
+    for b in axis.bounds:
+      ax.axvline(b, color="grey", linestyle=":", linewidth=1)
+  _set_axis(ax, axis, "x")
+  ax.set_ylabel(f"best val {metric}")
+  ax.set_title(f"{metric} vs {axis.name}" +
+               ("\n" + "best trials at the edge of the range" if warning
+                else ""), fontsize=10, color="red" if warning else "black")
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+def plot_parallel(path: str, ranked_top, axes: Sequence[Axis], metric,
+                  mode) -> None:
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  fig = _figure(max(6.0, 1.3 * (len(axes) + 1)), 4.5)
+  ax = fig.add_subplot()
+  values = [r.best_value for r in ranked_top]
+  lo, hi = (min(values), max(values)) if values else (0, 1)
+  cmap = colormaps[_cmap(mode)]
+  for r in ranked_top:
+    ys = [a.unit(r.params[a.name]) for a in axes]
+    ys.append((r.best_value - lo) / (hi - lo) if hi > lo else 0.5)
+    ax.plot(range(len(ys)), ys, marker="o",
+            color=cmap((r.best_value - lo) / (hi - lo) if hi > lo else 0.5),
+            linewidth=1.2, alpha=0.9)
+  labels = [a.name + (" (log)" if a.log else "") for a in axes]
+  ax.set_xticks(range(len(labels) + 1))
+  ax.set_xticklabels(labels + [f"val {metric}"], rotation=20, fontsize=8)
+  ax.set_yticks([])
+  ends = [((str(a.categories[0]), str(a.categories[-1]))
+           if a.categories is not None else
+           (_fmt(a.bounds[0]), _fmt(a.bounds[1]))) for a in axes]
+  ends.append((_fmt(lo), _fmt(hi)))
+  for i, (low, high) in enumerate(ends):  # each axis' range at its ends
+    ax.axvline(i, color="grey", linewidth=0.6)
+    ax.text(i, -0.06, low, ha="center", va="top", fontsize=7)
+    ax.text(i, 1.06, high, ha="center", va="bottom", fontsize=7)
+  ax.set_ylim(-0.15, 1.15)
+  ax.set_title(f"Parallel coordinates of the top {len(ranked_top)} trials")
+  fig.tight_layout()
+  fig.savefig(path)
+
+
+# ---------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What :func:`write_report` produced.
+
+  Attributes:
+    text: the printable report.
+    figures: paths of the PNG files written.
+    warnings: boundary (and other) warnings, also in ``text``.
+    counts: trials per status.
+  """
+
+  text: str
+  figures: list[str]
+  warnings: list[str]
+  counts: dict[str, int]
+
+
+def write_report(workdir: str, *, top: int = 10,
+                 pair: Sequence[str] | None = None, plots: bool = True,
+                 out_dir: str | None = None) -> Report:
+  """Builds the report of a workdir (finished or still running).
+
+  Args:
+    workdir: a sweep's workdir.
+    top: leaderboard rows and highlighted trials.
+    pair: two parameter names for ``points.png`` (default: the first two
+      numeric tuned parameters).
+    plots: write the PNG figures.
+    out_dir: where figures go (default: the workdir).
+
+  Returns:
+    A :class:`Report`.
+  """
+  store = Store(workdir)
+  if not store.exists():
+    raise ValueError(f"workdir {workdir!r} holds no sweep ({store.db_path} "
+                     f"does not exist)")
+  settings = store.settings()
+  results = store.results()
+  counts = store.status_counts()
+  pending = store.unfinished_params()
+  mode = settings.get("selection_mode", "min")
+  metric = settings.get("selection_metric") or (
+      results[0].metric if results else "metric")
+  all_params = [r.params for r in results] + pending
+  axes = axes_for([_Params(p) for p in all_params], settings.get("space"))
+  if pair is not None:
+    names = [a.name for a in axes]
+    unknown = [p for p in pair if p not in names]
+    if len(pair) != 2 or unknown:
+      raise ValueError(f"pair must name two tuned parameters of this sweep "
+                       f"({names}), got {list(pair)}")
+  ranked = rank(results, mode)
+  warnings = boundary_warnings(results, axes, mode)
+  lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
+           f"{settings.get('sampler')}, {settings.get('steps')} steps, "
+           f"seed {settings.get('seed')}",
+           "Trials by status: " + ", ".join(
+               f"{s} {n}" for s, n in sorted(counts.items())), "",
+           leaderboard(results, mode=mode, columns=[a.name for a in axes],
+                       top=top, counts=counts)]
+  if ranked:
+    b = ranked[0]
+    lines += ["", f"Best: trial {b.trial_id}, val {metric} "
+              f"{_fmt(b.best_value)} at step {b.best_step}",
+              "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items())]
+  if warnings:
+    lines += [""] + warnings
+  figures = []
+  if plots:
+    out_dir = out_dir or workdir
+    os.makedirs(out_dir, exist_ok=True)
+    figures = _write_figures(out_dir, results, pending, axes, ranked[:top],
+                             metric, mode, pair, warnings)
+    lines += ["", "Figures: " + ", ".join(os.path.basename(f)
+                                          for f in figures)]
+  return Report("\n".join(lines), figures, warnings, counts)
+
+
+class _Params:
+  """Adapter: a params dict where :func:`axes_for` expects a result."""
+
+  def __init__(self, params):
+    self.params = params
+
+
+def _write_figures(out_dir, results, pending, axes, ranked_top, metric, mode,
+                   pair, warnings) -> list[str]:
+  figures = []
+
+  def path(name):
+    p = os.path.join(out_dir, name)
+    figures.append(p)
+    return p
+
+  by_name = {a.name: a for a in axes}
+  numeric = [a for a in axes if a.categories is None]
+  chosen = ([by_name[p] for p in pair] if pair else
+            numeric[:2] if len(numeric) >= 2 else axes[:2])
+  if len(chosen) == 2:
+    plot_points(path("points.png"), results, pending, chosen[0], chosen[1],
+                metric, mode)
+  if results:
+    plot_curves(path("curves.png"), results, ranked_top, metric)
+  for axis in axes:
+    warn = next((w for w in warnings if w.startswith(f"warning: {axis.name}:")),
+                None)
+    plot_axis(path(f"axis_{axis.name}.png"), results, axis, metric, mode,
+              warn)
+  if ranked_top and axes:
+    plot_parallel(path("parallel.png"), ranked_top, axes, metric, mode)
+  return figures

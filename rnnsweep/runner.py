@@ -228,6 +228,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
                          task_config=task.config(), steps=steps,
                          eval_every=eval_every, max_group_size=max_group_size,
                          seed=seed, num_trials=len(trials),
+                         selection_metric=task.selection_metric,
+                         selection_mode=task.selection_mode,
                          versions=_versions(), created=time.time())
     resuming = store.exists()
     groups = store.prepare(full_settings, trials, max_group_size, extend)

@@ -1,0 +1,109 @@
+"""Reports and figures, on finished, running and planted sweeps."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import rnnsweep as rs
+from rnnsweep import report
+from rnnsweep.store import TrialResult
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPACE = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-1),
+                  "output_dropout": rs.Uniform(0.0, 0.5),
+                  "cell": rs.Choice(["lstm", "gru"])})
+
+
+def planted_workdir(path, metric_of):
+  """A workdir whose trials were 'trained' by ``metric_of(params)``."""
+  trials = rs.random(SPACE, 40, seed=0)
+  store = rs.Store(str(path))
+  groups = store.prepare({"task": "planted", "sampler": "random",
+                          "space": SPACE.to_json(), "steps": 10,
+                          "num_trials": 40, "selection_mode": "min",
+                          "selection_metric": "loss"}, trials, 64)
+  for g in groups:
+    store.record(g, [TrialResult(
+        t.trial_id, dict(t.params), t.seed, "completed", g.group_id, "loss",
+        metric_of(t.params), 10, {"loss": metric_of(t.params)},
+        {"step": [5, 10], "train_loss": [2.0, 1.0],
+         "val/loss": [metric_of(t.params) + 1, metric_of(t.params)]},
+        None, 1.0) for t in g.trials])
+  return str(path)
+
+
+def test_boundary_warning_fires_on_planted_edge(tmp_path):
+  # Loss falls as the learning rate grows: the best sit at the top edge.
+  wd = planted_workdir(tmp_path / "edge", lambda p: 1.0 / p["learning_rate"])
+  r = report.write_report(wd, plots=False)
+  assert len(r.warnings) == 1
+  assert r.warnings[0].startswith("warning: learning_rate:")
+  assert "high edge" in r.warnings[0] and r.warnings[0] in r.text
+
+
+def test_no_boundary_warning_for_an_interior_optimum(tmp_path):
+  import math
+  wd = planted_workdir(tmp_path / "mid", lambda p: (
+      (math.log10(p["learning_rate"]) + 2.5) ** 2 +
+      (p["output_dropout"] - 0.25) ** 2))
+  r = report.write_report(wd, plots=False)
+  assert r.warnings == []
+
+
+def test_report_figures_on_a_finished_sweep(tmp_path):
+  wd = planted_workdir(tmp_path / "done", lambda p: 1.0 / p["learning_rate"])
+  r = report.write_report(wd, top=5)
+  names = sorted(os.path.basename(f) for f in r.figures)
+  assert names == sorted(["points.png", "curves.png", "parallel.png",
+                          "axis_learning_rate.png",
+                          "axis_output_dropout.png", "axis_cell.png"])
+  for f in r.figures:
+    with open(f, "rb") as fh:
+      assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(f) > 5000
+  assert "Top 5 of 40 trials (40 completed)" in r.text
+  assert r.counts == {"completed": 40}
+
+
+def test_report_script_on_a_running_sweep(tmp_path):
+  """Kill a sweep after its first group; the report reads what is there."""
+  wd = tmp_path / "run"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
+             os.environ.get("PYTHONPATH", ""),
+             RNNSWEEP_KILL_AT="group_recorded:1")
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "sweep.py"),
+       "--task=adding", "--seq_len=6", "--num_trials=6", "--steps=2",
+       "--eval_every=1", "--max_group_size=2",
+       '--space={"hidden_size": 4, "batch_size": 2, "cell": ["lstm", "gru"],'
+       ' "learning_rate": {"log_uniform": [0.001, 0.1]}}',
+       f"--workdir={wd}"], env=env, capture_output=True, text=True,
+      timeout=300, check=False)
+  assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+  env.pop("RNNSWEEP_KILL_AT")
+  rep = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "report.py"),
+       f"--workdir={wd}"], env=env, capture_output=True, text=True,
+      timeout=300, check=False)
+  assert rep.returncode == 0, rep.stderr[-2000:]
+  assert "completed 2" in rep.stdout and "pending" in rep.stdout
+  for name in ("points.png", "curves.png", "axis_learning_rate.png",
+               "axis_cell.png", "parallel.png"):
+    assert (wd / name).stat().st_size > 5000
+
+
+def test_report_errors(tmp_path):
+  with pytest.raises(ValueError, match="holds no sweep"):
+    report.write_report(str(tmp_path / "nothing"))
+  wd = planted_workdir(tmp_path / "p", lambda p: p["output_dropout"])
+  with pytest.raises(ValueError, match="pair must name two tuned"):
+    report.write_report(wd, pair=["learning_rate", "hidden_size"])
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "report.py"),
+       f"--workdir={tmp_path / 'nothing'}"], capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=ROOT), timeout=120, check=False)
+  assert out.returncode != 0 and "holds no sweep" in out.stderr
+  assert "Traceback" not in out.stderr
