@@ -22,6 +22,7 @@ import numpy as np
 from rnnsweep import checkpoint
 from rnnsweep import engine
 from rnnsweep import faults
+from rnnsweep import progress as progress_lib
 from rnnsweep import report
 from rnnsweep import samplers
 from rnnsweep import space as space_lib
@@ -188,7 +189,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
             settings: Mapping[str, Any] | None = None,
             tuned: Sequence[str] = (), extend: bool = False,
             checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
-            log: Callable[[str], None] | None = None) -> SweepResult:
+            log: Callable[[str], None] | None = None,
+            progress: bool = False) -> SweepResult:
   """Trains the given trials in groups and records them.
 
   With a ``workdir`` that already holds this sweep (same settings), the
@@ -211,6 +213,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
     checkpoint_seconds: least time between two checkpoints of a group
       (0: after every segment).
     log: receives one line per group; ``None`` is silent.
+    progress: draw a live progress bar on stderr when it is a terminal.
   """
   _check_positive_int("steps", steps)
   _check_positive_int("eval_every", eval_every)
@@ -243,6 +246,30 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
       f"{eval_every}")
   results: list[TrialResult] = []
   failed: dict[int, str] = {}
+  bar = progress_lib.SweepProgress(
+      total_trial_steps=steps * sum(len(g.trials) for g in groups),
+      total_trials=sum(len(g.trials) for g in groups),
+      total_groups=len(groups), metric=task.selection_metric,
+      enabled=progress)
+  log = bar.wrap_log(log)
+  with bar:
+    _run_groups(task, groups, steps=steps, eval_every=eval_every, seed=seed,
+                store=store, ckpt_dir=ckpt_dir,
+                checkpoint_seconds=checkpoint_seconds, log=log, bar=bar,
+                results=results, failed=failed)
+  if store is not None:
+    store.write_csv(task.selection_metric)
+    results = store.results()  # every finished trial, earlier runs included
+  results.sort(key=lambda r: r.trial_id)
+  return SweepResult(trials=results,
+                     best=report.best(results, task.selection_mode),
+                     metric=task.selection_metric, mode=task.selection_mode,
+                     tuned=list(tuned), workdir=workdir, failed=failed)
+
+
+def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
+                checkpoint_seconds, log, bar, results, failed) -> None:
+  """The loop of :func:`execute`: train, record and report each group."""
   for group in groups:
     if store is not None:
       store.mark_running(group)
@@ -251,7 +278,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
       group_results = run_group(task, group, steps=steps,
                                 eval_every=eval_every, data_seed=seed,
                                 checkpoint_dir=ckpt_dir,
-                                checkpoint_seconds=checkpoint_seconds)
+                                checkpoint_seconds=checkpoint_seconds,
+                                on_segment=bar.advance)
     except Exception as e:  # pylint: disable=broad-except
       # One broken group must not lose the others: record and go on.
       error = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -270,6 +298,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
       faults.point("group_recorded")
     results.extend(group_results)
     so_far = report.best(results, task.selection_mode)
+    bar.group_done(len(group.trials), so_far.best_value if so_far else None)
     best_text = (f"best {task.selection_metric} so far {so_far.best_value:.4g}"
                  f" (trial {so_far.trial_id})" if so_far
                  else "no completed trial yet")
@@ -277,14 +306,6 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
         f"K={group.size} ({len(group.trials)} trials): "
         f"{group_results[0].wall_time_s:.1f}s"
         f"{' incl. compile' if compiled else ''}; {best_text}")
-  if store is not None:
-    store.write_csv(task.selection_metric)
-    results = store.results()  # every finished trial, earlier runs included
-  results.sort(key=lambda r: r.trial_id)
-  return SweepResult(trials=results,
-                     best=report.best(results, task.selection_mode),
-                     metric=task.selection_metric, mode=task.selection_mode,
-                     tuned=list(tuned), workdir=workdir, failed=failed)
 
 
 def _versions() -> dict[str, str]:
@@ -322,7 +343,8 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
     steps, eval_every, max_group_size, seed, workdir, extend,
       checkpoint_seconds: see :func:`execute`. Running again with the same
       arguments and workdir continues an interrupted sweep.
-    verbose: print one line per group to stderr.
+    verbose: print one line per group to stderr, and a live progress bar
+      when stderr is a terminal.
 
   Returns:
     A :class:`SweepResult`.
@@ -334,7 +356,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
                  settings={"sampler": sampler, "space": full.to_json()},
                  tuned=full.tuned_names(), extend=extend,
                  checkpoint_seconds=checkpoint_seconds,
-                 log=_stderr if verbose else None)
+                 log=_stderr if verbose else None, progress=verbose)
 
 
 def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
@@ -358,4 +380,4 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                  max_group_size=max_group_size, seed=seed, workdir=workdir,
                  settings={"sampler": "explicit"}, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
-                 log=_stderr if verbose else None)
+                 log=_stderr if verbose else None, progress=verbose)

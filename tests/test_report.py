@@ -107,3 +107,29 @@ def test_report_errors(tmp_path):
       env=dict(os.environ, PYTHONPATH=ROOT), timeout=120, check=False)
   assert out.returncode != 0 and "holds no sweep" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+  import io
+  from rich.console import Console
+  from rnnsweep.progress import SweepProgress
+  buf = io.StringIO()
+  console = Console(file=buf, force_terminal=True, width=150)
+  with SweepProgress(total_trial_steps=40, total_trials=4, total_groups=2,
+                     metric="mse", console=console) as bar:
+    bar.advance(20)
+    bar.group_done(2, 0.125)
+    bar.wrap_log(print)("group 1 done")
+    bar.advance(20)
+    bar.group_done(2, 0.0625)
+  text = buf.getvalue()
+  assert "trials 4/4 groups 2/2" in text and "best mse 0.0625" in text
+  assert "trial-steps/s" in text and "group 1 done" in text
+  quiet = io.StringIO()
+  plain = Console(file=quiet, force_terminal=False)
+  with SweepProgress(total_trial_steps=40, total_trials=4, total_groups=2,
+                     metric="mse", console=plain) as bar:
+    bar.advance(40)
+    bar.group_done(4, 0.5)
+  assert quiet.getvalue() == ""
+  assert not bar.enabled
