@@ -18,6 +18,7 @@ from rnnsweep.runner import SweepResult, execute, run_trials, sweep, task_space
 from rnnsweep.samplers import TrialSpec, grid, make_trials, random
 from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
                             LogUniform, PARAMS, Space, Uniform, load_space)
+from rnnsweep import interop, report
 from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks import Adding, CharLM, Task, make_task
 

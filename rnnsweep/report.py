@@ -385,7 +385,7 @@ def write_report(workdir: str, *, top: int = 10,
   settings = store.settings()
   results = store.results()
   counts = store.status_counts()
-  pending = store.unfinished_params()
+  pending = [p for _, p, _ in store.unfinished_trials()]
   mode = settings.get("selection_mode", "min")
   metric = settings.get("selection_metric") or (
       results[0].metric if results else "metric")

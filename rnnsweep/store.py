@@ -297,12 +297,13 @@ class Store:
       return dict(conn.execute(
           "SELECT status, COUNT(*) FROM trials GROUP BY status"))
 
-  def unfinished_params(self) -> list[dict[str, Any]]:
-    """Params of trials not finished yet (pending, running or failed)."""
+  def unfinished_trials(self) -> list[tuple[int, dict[str, Any], str]]:
+    """``(trial_id, params, status)`` of trials not finished yet (pending,
+    running or failed)."""
     with self._connect() as conn:
-      return [json.loads(p) for (p,) in conn.execute(
-          "SELECT params FROM trials WHERE status NOT IN ('completed', "
-          "'diverged', 'pruned') ORDER BY trial_id")]
+      return [(tid, json.loads(p), status) for tid, p, status in conn.execute(
+          "SELECT trial_id, params, status FROM trials WHERE status NOT IN "
+          "('completed', 'diverged', 'pruned') ORDER BY trial_id")]
 
   def results(self) -> list[TrialResult]:
     """Every finished trial, in id order."""

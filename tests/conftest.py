@@ -4,6 +4,7 @@ import jax
 import pytest
 
 import rnnsweep as rs
+from rnnsweep.store import TrialResult
 
 # Equivalence tests compare two computations of the same math. On GPUs the
 # default float32 matmul precision is TF32 (about 3 decimal digits), which
@@ -30,3 +31,26 @@ def tiny_lm(small_text):
 @pytest.fixture(scope="session")
 def tiny_adding():
   return rs.Adding(seq_len=12, num_val=64)
+
+
+PLANTED_SPACE = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-1),
+                          "output_dropout": rs.Uniform(0.0, 0.5),
+                          "cell": rs.Choice(["lstm", "gru"])})
+
+
+def planted_workdir(path, metric_of):
+  """A workdir whose trials were 'trained' by ``metric_of(params)``."""
+  trials = rs.random(PLANTED_SPACE, 40, seed=0)
+  store = rs.Store(str(path))
+  groups = store.prepare({"task": "planted", "sampler": "random",
+                          "space": PLANTED_SPACE.to_json(), "steps": 10,
+                          "num_trials": 40, "selection_mode": "min",
+                          "selection_metric": "loss"}, trials, 64)
+  for g in groups:
+    store.record(g, [TrialResult(
+        t.trial_id, dict(t.params), t.seed, "completed", g.group_id, "loss",
+        metric_of(t.params), 10, {"loss": metric_of(t.params)},
+        {"step": [5, 10], "train_loss": [2.0, 1.0],
+         "val/loss": [metric_of(t.params) + 1, metric_of(t.params)]},
+        None, 1.0) for t in g.trials])
+  return str(path)
