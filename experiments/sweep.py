@@ -26,7 +26,15 @@ _TASK = flags.DEFINE_enum("task", "lm", sorted(rs.tasks.TASKS),
                           "Task to train on.")
 _SEQ_LEN = flags.DEFINE_integer(
     "seq_len", None, "Sequence length of the task (default: the task's own: "
-    "128 for lm, 50 for adding).", lower_bound=2)
+    "128 for lm, 50 for adding, 24 for forecast; for copy, the delay, 20).",
+    lower_bound=0)
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "Built-in data set of the task: classify: digits | "
+    "japanese_vowels (default digits); forecast: sunspots.")
+_DATA_PATH = flags.DEFINE_string(
+    "data_path", None, "Your own data instead of the built-in: lm: a UTF-8 "
+    "text file; forecast: .npy/.npz/.csv series; classify: .npz/.csv "
+    "labelled sequences (layouts in the README).")
 _SAMPLER = flags.DEFINE_enum("sampler", "random", list(rs.samplers.SAMPLERS),
                              "How to draw trials from the space.")
 _NUM_TRIALS = flags.DEFINE_integer(
@@ -98,7 +106,10 @@ def main(argv):
     fail("--num_trials does not apply to --sampler=grid (the grid's size is "
          "the product of its axes)")
   try:
-    options = {} if _SEQ_LEN.value is None else {"seq_len": _SEQ_LEN.value}
+    options = {k: v for k, v in (("seq_len", _SEQ_LEN.value),
+                                 ("dataset", _DATASET.value),
+                                 ("data_path", _DATA_PATH.value))
+               if v is not None}
     task = rs.make_task(_TASK.value, **options)
     space = build_space(task)
     workdir = _WORKDIR.value or default_workdir(task, space)
@@ -115,8 +126,10 @@ def main(argv):
   if result.best is not None:
     b = result.best
     tuned = {k: b.params[k] for k in result.tuned}
+    test = ("" if b.test_value is None else
+            f"; test {b.metric} {b.test_value:.4g} (held out)")
     print(f"\nbest: trial {b.trial_id}, val {b.metric} {b.best_value:.4g} at "
-          f"step {b.best_step}; {tuned}")
+          f"step {b.best_step}{test}; {tuned}")
   print(f"results: {os.path.join(workdir, rs.store.DB_NAME)} and "
         f"{os.path.join(workdir, rs.store.CSV_NAME)}")
   if result.failed:

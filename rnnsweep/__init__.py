@@ -20,12 +20,13 @@ from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
                             LogUniform, PARAMS, Space, Uniform, load_space)
 from rnnsweep import interop, report
 from rnnsweep.store import Store, TrialResult
-from rnnsweep.tasks import Adding, CharLM, Task, make_task
+from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
+                            make_task)
 
 __all__ = [
-    "Adding", "CharLM", "Choice", "Fixed", "Group", "IntLogUniform",
+    "Adding", "CharLM", "Choice", "Classify", "Copy", "Forecast", "Fixed", "Group", "IntLogUniform",
     "IntUniform", "LogUniform", "PARAMS", "Space", "StaticConfig", "Store",
     "SweepResult", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
     "grid", "load_space", "make_task", "make_trials", "plan_groups", "random",
-    "run_trials", "sweep", "task_space",
+    "interop", "report", "run_trials", "sweep", "task_space",
 ]

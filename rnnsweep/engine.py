@@ -113,6 +113,10 @@ class TrialState(flax.struct.PyTreeNode):
     key: the trial's PRNG key (``uint32[2]``).
     diverged: bool, frozen once set.
     diverged_step: int32, the step that diverged, -1 if none.
+    best_params: the parameters at the best validation evaluation so far
+      (the held-out test split is evaluated on these).
+    best_value: float32, that evaluation's selection metric (+-inf before
+      the first).
   """
 
   params: Any
@@ -121,6 +125,8 @@ class TrialState(flax.struct.PyTreeNode):
   key: Array
   diverged: Array
   diverged_step: Array
+  best_params: Any
+  best_value: Array
 
 
 class GroupState(flax.struct.PyTreeNode):
@@ -237,7 +243,8 @@ class Program:
     self.windows_per_sequence = math.ceil(task.seq_len / static.truncation)
     self.init = jax.jit(self._init_group)
     self.segment = jax.jit(self._segment, static_argnames=("num_steps",))
-    self.evaluate = jax.jit(self._evaluate)
+    self.evaluate = jax.jit(self._evaluate, static_argnames=("best",))
+    self.keep_best = jax.jit(self._keep_best)
 
   # -- one trial ----------------------------------------------------------------
 
@@ -257,10 +264,13 @@ class Program:
     params = self.model.init(jax.random.fold_in(key, _INIT_STREAM),
                              self.zero_carry(b), dummy, masks)["params"]
     opt_state = make_optimizer(self.static.optimizer, hp).init(params)
+    worst = jnp.inf if self.task.selection_mode == "min" else -jnp.inf
     return TrialState(params=params, opt_state=opt_state,
                       carry=self.zero_carry(self.static.batch_size), key=key,
                       diverged=jnp.asarray(False),
-                      diverged_step=jnp.asarray(-1, jnp.int32))
+                      diverged_step=jnp.asarray(-1, jnp.int32),
+                      best_params=params,
+                      best_value=jnp.asarray(worst, jnp.float32))
 
   def masks(self, key: Array, hp: Mapping[str, Array], sequence_batch: Array
             ) -> models.DropoutMasks:
@@ -323,14 +333,23 @@ class Program:
     diverged = state.diverged | bad
     take = has_targets & ~diverged
     reported = jnp.where(state.diverged, jnp.nan, loss)
-    return TrialState(
+    return state.replace(
         params=_select(take, new_params, state.params),
         opt_state=_select(take, new_opt, state.opt_state),
         carry=_select(diverged, self.zero_carry(self.static.batch_size),
                       new_carry),
-        key=state.key, diverged=diverged,
+        diverged=diverged,
         diverged_step=jnp.where(newly, step, state.diverged_step),
     ), reported
+
+  def keep_best_trial(self, state: TrialState, value: Array) -> TrialState:
+    """Remembers the parameters if ``value`` (validation) beats the best."""
+    better = (value < state.best_value if self.task.selection_mode == "min"
+              else value > state.best_value)
+    take = better & jnp.isfinite(value) & ~state.diverged
+    return state.replace(
+        best_params=_select(take, state.params, state.best_params),
+        best_value=jnp.where(take, value, state.best_value))
 
   def eval_trial(self, params, val: Batch) -> dict[str, Array]:
     """Weighted metric sums over the validation set, plus ``"_weight"``."""
@@ -380,10 +399,18 @@ class Program:
     mean = jnp.where(count > 0, mean, jnp.nan)
     return GroupState(trials=trials, step=step), SegmentMetrics(mean, count)
 
-  def _evaluate(self, state: GroupState, val: Batch) -> dict[str, Array]:
+  def _keep_best(self, state: GroupState, value: Array) -> GroupState:
+    _count_trace("keep_best")
+    return state.replace(trials=jax.vmap(self.keep_best_trial)(state.trials,
+                                                               value))
+
+  def _evaluate(self, state: GroupState, val: Batch, *, best: bool = False
+                ) -> dict[str, Array]:
+    """Weighted mean metrics ``{name: [K]}`` on an evaluation set, of the
+    current parameters or (``best=True``) of each trial's best ones."""
     _count_trace("evaluate")
-    sums = jax.vmap(self.eval_trial, in_axes=(0, None))(state.trials.params,
-                                                          val)
+    params = state.trials.best_params if best else state.trials.params
+    sums = jax.vmap(self.eval_trial, in_axes=(0, None))(params, val)
     weight = sums.pop("_weight")
     return {k: v / jnp.maximum(weight, 1e-12) for k, v in sums.items()}
 

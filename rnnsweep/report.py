@@ -80,8 +80,10 @@ def leaderboard(results: Sequence[TrialResult], *, mode: str = "min",
     for r in results:
       counts[r.status] = counts.get(r.status, 0) + 1
   summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-  header = ["rank", "trial", f"val {metric}", "step"] + list(columns)
-  rows = [[str(i + 1), str(r.trial_id), _fmt(r.best_value), str(r.best_step)]
+  header = ["rank", "trial", f"val {metric}", "step", f"test {metric}"] + list(
+      columns)
+  rows = [[str(i + 1), str(r.trial_id), _fmt(r.best_value), str(r.best_step),
+           "-" if r.test_value is None else _fmt(r.test_value)]
           + [_fmt(r.params.get(c, "")) for c in columns]
           for i, r in enumerate(ranked)]
   widths = [max(len(h), *(len(row[j]) for row in rows)) if rows else len(h)
@@ -408,8 +410,11 @@ def write_report(workdir: str, *, top: int = 10,
                        top=top, counts=counts)]
   if ranked:
     b = ranked[0]
+    test = ("" if b.test_value is None else
+            f"; test {metric} {_fmt(b.test_value)} (held out, not used to "
+            f"select)")
     lines += ["", f"Best: trial {b.trial_id}, val {metric} "
-              f"{_fmt(b.best_value)} at step {b.best_step}",
+              f"{_fmt(b.best_value)} at step {b.best_step}{test}",
               "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items())]
   if warnings:
     lines += [""] + warnings

@@ -123,6 +123,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     n = min(eval_every, steps - done)
     state, seg = prog.segment(state, hp, data.train, data_key, num_steps=n)
     metrics = prog.evaluate(state, data.val)
+    state = prog.keep_best(state, metrics[task.selection_metric])
     done += n
     progress["eval_steps"].append(done)
     # Python floats of float32 values: exact through the JSON checkpoint.
@@ -139,15 +140,19 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
       progress["wall_s"] = wall_before + time.perf_counter() - start
       checkpoint.save(checkpoint_dir, group.group_id, done, state, progress)
       last_save = time.monotonic()
+  # Each trial's best-validation parameters meet the test split once.
+  test = {k: np.asarray(v, np.float64)
+          for k, v in prog.evaluate(state, data.test, best=True).items()}
   wall = wall_before + time.perf_counter() - start
-  return _trial_results(task, group, progress,
+  return _trial_results(task, group, progress, test,
                         np.asarray(state.trials.diverged),
                         np.asarray(state.trials.diverged_step), wall)
 
 
 def _trial_results(task: Task, group: Group, progress: dict,
-                   diverged: np.ndarray, diverged_step: np.ndarray,
-                   wall: float) -> list[TrialResult]:
+                   test: dict[str, np.ndarray], diverged: np.ndarray,
+                   diverged_step: np.ndarray, wall: float
+                   ) -> list[TrialResult]:
   eval_steps = progress["eval_steps"]
   results = []
   for i, trial in enumerate(group.trials):
@@ -172,6 +177,10 @@ def _trial_results(task: Task, group: Group, progress: dict,
              for k, series in progress["val"].items()}
     if alive[-1]:
       final.update(task.derived_metrics(final))
+    test_metrics = {}
+    if best_value is not None:
+      test_metrics = {k: float(v[i]) for k, v in test.items()}
+      test_metrics.update(task.derived_metrics(test_metrics))
     status = "diverged" if diverged[i] or not finite[-1] else "completed"
     results.append(TrialResult(
         trial_id=trial.trial_id, params=dict(trial.params), seed=trial.seed,
@@ -179,7 +188,7 @@ def _trial_results(task: Task, group: Group, progress: dict,
         metric=task.selection_metric, best_value=best_value,
         best_step=best_step, final_metrics=final, curves=curves,
         diverged_step=int(diverged_step[i]) if diverged[i] else None,
-        wall_time_s=wall))
+        wall_time_s=wall, test_metrics=test_metrics))
   return results
 
 
@@ -224,6 +233,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
                      f"{checkpoint_seconds!r}")
   log = log or _quiet
   task.data()  # build (and so validate) the data before writing anything
+  for b in sorted({t.params["batch_size"] for t in trials}):
+    task.check_batch_size(b)
   store = ckpt_dir = None
   if workdir is not None:
     store = Store(workdir)

@@ -63,6 +63,7 @@ CREATE TABLE trials (
   curves TEXT,
   diverged_step INTEGER,
   wall_time_s REAL,
+  test_metrics TEXT,
   updated_at REAL NOT NULL
 );
 """
@@ -86,6 +87,8 @@ class TrialResult:
     curves: ``{"step": [...], "train_loss": [...], "val/<name>": [...]}``.
     diverged_step: the step that went non-finite, or ``None``.
     wall_time_s: wall time of the trial's group, compile included.
+    test_metrics: the held-out test split's metrics of the parameters at
+      ``best_step`` (empty when there is no best). Never used to select.
   """
 
   trial_id: int
@@ -100,6 +103,13 @@ class TrialResult:
   curves: Mapping[str, list]
   diverged_step: int | None
   wall_time_s: float
+  test_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def test_value(self) -> float | None:
+    """The selection metric on the test split, if measured."""
+    v = self.test_metrics.get(self.metric)
+    return None if v is None or not math.isfinite(v) else v
 
 
 def _json_float(x):
@@ -276,11 +286,12 @@ class Store:
       conn.executemany(
           "UPDATE trials SET status=?, metric=?, best_value=?, best_step=?, "
           "final_metrics=?, curves=?, diverged_step=?, wall_time_s=?, "
-          "updated_at=? WHERE trial_id=?",
+          "test_metrics=?, updated_at=? WHERE trial_id=?",
           [(r.status, r.metric, _json_float(r.best_value), r.best_step,
             json.dumps(_clean(dict(r.final_metrics))),
             json.dumps(_clean(dict(r.curves))), r.diverged_step,
-            r.wall_time_s, now, r.trial_id) for r in results])
+            r.wall_time_s, json.dumps(_clean(dict(r.test_metrics))), now,
+            r.trial_id) for r in results])
       conn.execute("UPDATE groups SET status='done', error=NULL "
                    "WHERE group_id=?", (group.group_id,))
       faults.point("store_write")
@@ -311,17 +322,17 @@ class Store:
       rows = conn.execute(
           "SELECT trial_id, params, seed, status, group_id, metric, "
           "best_value, best_step, final_metrics, curves, diverged_step, "
-          "wall_time_s FROM trials WHERE status IN ('completed', 'diverged', "
-          "'pruned') ORDER BY trial_id").fetchall()
+          "wall_time_s, test_metrics FROM trials WHERE status IN "
+          "('completed', 'diverged', 'pruned') ORDER BY trial_id").fetchall()
     out = []
+    nan_for_null = lambda d: {k: (math.nan if v is None else v)
+                              for k, v in json.loads(d or "{}").items()}
     for (tid, params, seed, status, gid, metric, best, best_step, final,
-         curves, dstep, wall) in rows:
+         curves, dstep, wall, test) in rows:
       curves = {k: _unnull(v) for k, v in json.loads(curves).items()}
-      final = {k: (math.nan if v is None else v)
-               for k, v in json.loads(final).items()}
       out.append(TrialResult(tid, json.loads(params), seed, status, gid,
-                             metric, best, best_step, final, curves, dstep,
-                             wall))
+                             metric, best, best_step, nan_for_null(final),
+                             curves, dstep, wall, nan_for_null(test)))
     return out
 
   def write_csv(self, metric: str) -> None:
@@ -329,20 +340,23 @@ class Store:
     with self._connect() as conn:
       rows = conn.execute(
           "SELECT trial_id, status, best_value, best_step, params, seed, "
-          "group_id, diverged_step, wall_time_s FROM trials "
+          "group_id, diverged_step, wall_time_s, test_metrics FROM trials "
           "ORDER BY trial_id").fetchall()
     names = [n for n in space_lib.PARAMS if n != "seed"]
-    header = (["trial_id", "status", f"best_val_{metric}", "best_step"] +
-              names + ["seed", "group_id", "diverged_step", "wall_time_s"])
+    header = (["trial_id", "status", f"best_val_{metric}", "best_step",
+               f"test_{metric}"] + names +
+              ["seed", "group_id", "diverged_step", "wall_time_s"])
     tmp = self.csv_path + f".tmp{os.getpid()}"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
       w = csv.writer(f)
       w.writerow(header)
       for (tid, status, best, best_step, params, seed, gid, dstep,
-           wall) in rows:
+           wall, test) in rows:
         p = json.loads(params)
+        test = json.loads(test or "{}").get(metric)
         w.writerow([tid, status, "" if best is None else repr(best),
-                    "" if best_step is None else best_step] +
+                    "" if best_step is None else best_step,
+                    "" if test is None else repr(test)] +
                    [p.get(n, "") for n in names] +
                    [seed, "" if gid is None else gid,
                     "" if dstep is None else dstep,

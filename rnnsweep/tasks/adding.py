@@ -48,8 +48,8 @@ class Adding(Task):
 
   Args:
     seq_len: sequence length T (the lag to bridge is up to T).
-    num_val: validation sequences.
-    val_seed: seed of the fixed validation set.
+    num_val: validation (and test) sequences.
+    val_seed: seed of the fixed validation and test sets.
   """
 
   name = "adding"
@@ -71,11 +71,13 @@ class Adding(Task):
 
   @functools.cached_property
   def _data(self) -> TaskData:
-    # The validation key is a different stream from any training data key.
-    val = adding_batch(jax.random.fold_in(jax.random.PRNGKey(self.val_seed),
-                                          0x7A1), self.num_val, self.seq_len)
+    # Validation and test come from streams no training data key reaches.
+    root = jax.random.PRNGKey(self.val_seed)
+    val, test = (adding_batch(jax.random.fold_in(root, stream), self.num_val,
+                              self.seq_len) for stream in (0x7A1, 0x7E5))
     return TaskData(train=jnp.zeros((), jnp.float32),
-                    val=eval_batches(*(np.asarray(a) for a in val)))
+                    val=eval_batches(*(np.asarray(a) for a in val)),
+                    test=eval_batches(*(np.asarray(a) for a in test)))
 
   def data(self) -> TaskData:
     return self._data

@@ -14,6 +14,7 @@ engine's jit; data lives on the device and batches are cut inside jit.
 from __future__ import annotations
 
 import abc
+import json
 import math
 from typing import Any, Mapping, NamedTuple
 
@@ -47,10 +48,13 @@ class TaskData(NamedTuple):
     train: any pytree of arrays :meth:`Task.train_batch` cuts batches from.
     val: the validation set as a :class:`Batch` of shape ``[NB, BE, L, ...]``
       (NB eval batches of BE sequences; padding sequences have weight 0).
+    test: the held-out test set, same layout. Selection never reads it:
+      each trial's best-validation parameters are evaluated on it once.
   """
 
   train: Any
   val: Batch
+  test: Batch
 
 
 def eval_batches(inputs: np.ndarray, targets: np.ndarray,
@@ -123,6 +127,9 @@ class Task(abc.ABC):
 
   # -- description --------------------------------------------------------------
 
+  def check_batch_size(self, batch_size: int) -> None:
+    """Raises ``ValueError`` if the training data cannot fill one batch."""
+
   def base_params(self) -> dict[str, Any]:
     """Hyperparameter defaults this task overrides (a space may override
     them again)."""
@@ -151,7 +158,7 @@ class Task(abc.ABC):
     """The task's own settings (JSON-able); equal configs share programs."""
 
   def cache_key(self) -> tuple:
-    return (type(self).__name__,) + tuple(sorted(self.config().items()))
+    return (type(self).__name__, json.dumps(self.config(), sort_keys=True))
 
   def describe(self) -> str:
     return f"{self.name} {self.config()}"

@@ -60,21 +60,30 @@ class CharLM(Task):
   Args:
     seq_len: characters per training / validation sequence.
     text: the corpus; default :func:`python_docs_text`.
+    data_path: a UTF-8 text file to use as the corpus instead.
   """
 
   name = "lm"
   selection_metric = "bits_per_char"
   selection_mode = "min"
 
-  def __init__(self, seq_len: int = 128, text: str | None = None):
+  def __init__(self, seq_len: int = 128, text: str | None = None,
+               data_path: str | None = None):
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
       raise ValueError(f"seq_len must be an integer >= 2, got {seq_len!r}")
     self.seq_len = seq_len
+    self.data_path = data_path
+    if data_path is not None:
+      if text is not None:
+        raise ValueError("give text or data_path, not both")
+      from rnnsweep.tasks import files  # pylint: disable=import-outside-toplevel
+      text = files.load_text(data_path)
     self._custom_text = text is not None
+    source = data_path or "LM text"
     self.text = python_docs_text() if text is None else text
     chars = sorted(set(self.text))
     if len(chars) < 2:
-      raise ValueError("LM text needs at least two distinct characters")
+      raise ValueError(f"{source}: needs at least two distinct characters")
     self.chars = "".join(chars)
     self.vocab_size = len(chars)
     self.output_size = len(chars)
@@ -83,19 +92,24 @@ class CharLM(Task):
                            len(self.text))
     self.train_ids, self.val_ids, self.test_ids = split_text(self.ids)
     for split, arr in (("training", self.train_ids),
-                       ("validation", self.val_ids)):
+                       ("validation", self.val_ids), ("test", self.test_ids)):
       if len(arr) < seq_len + 1:
         raise ValueError(
-            f"LM text too short: its {split} split has {len(arr)} characters, "
-            f"fewer than seq_len + 1 = {seq_len + 1}")
+            f"{source}: too short: its {split} split has {len(arr)} "
+            f"characters, fewer than seq_len + 1 = {seq_len + 1}")
+
+  def _chunks(self, ids: np.ndarray):
+    """A split cut into consecutive sequences (next characters as targets)."""
+    n = (len(ids) - 1) // self.seq_len
+    idx = np.arange(n)[:, None] * self.seq_len + np.arange(self.seq_len)
+    return eval_batches(ids[idx], ids[idx + 1],
+                        np.ones(idx.shape, np.float32))
 
   @functools.cached_property
   def _data(self) -> TaskData:
-    n = (len(self.val_ids) - 1) // self.seq_len
-    idx = np.arange(n)[:, None] * self.seq_len + np.arange(self.seq_len)
-    val = eval_batches(self.val_ids[idx], self.val_ids[idx + 1],
-                       np.ones(idx.shape, np.float32))
-    return TaskData(train=jnp.asarray(self.train_ids), val=val)
+    return TaskData(train=jnp.asarray(self.train_ids),
+                    val=self._chunks(self.val_ids),
+                    test=self._chunks(self.test_ids))
 
   def data(self) -> TaskData:
     return self._data
