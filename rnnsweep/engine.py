@@ -42,7 +42,7 @@ import optax
 from rnnsweep import models
 from rnnsweep import space as space_lib
 from rnnsweep.groups import StaticConfig
-from rnnsweep.tasks.base import Batch, Task, TaskData
+from rnnsweep.tasks.base import Batch, Task
 
 Array = jax.Array
 

@@ -1,5 +1,10 @@
 """Shared fixtures: tiny tasks, so tests share compiled programs."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
 
@@ -12,6 +17,26 @@ from rnnsweep.store import TrialResult
 # On CPU this changes nothing.
 jax.config.update("jax_default_matmul_precision", "highest")
 from rnnsweep.tasks.lm import python_docs_text
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Child processes (scripts, kill -9 drivers) share one persistent XLA cache
+# for the session, so each program compiles once for all of them.
+_XLA_CACHE = tempfile.mkdtemp(prefix="rnnsweep-tests-xla-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+
+
+def subprocess_env(**extra):
+  """Environment for a child Python running this checkout."""
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
+             os.environ.get("PYTHONPATH", ""),
+             JAX_COMPILATION_CACHE_DIR=_XLA_CACHE,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env.pop("RNNSWEEP_KILL_AT", None)
+  env.update(extra)
+  return env
+
 
 # Tiny shapes shared by the engine tests: equal static configs hit the same
 # cached program, so most tests compile nothing new.

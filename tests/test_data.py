@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import ROOT, subprocess_env
 import rnnsweep as rs
 from rnnsweep.tasks import files
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -243,7 +243,7 @@ def test_split_smaller_than_a_batch_is_refused_before_writing(tmp_path):
       [sys.executable, os.path.join(ROOT, "experiments", "sweep.py"),
        "--task=classify", f"--data_path={tmp_path / 'tiny.npz'}",
        f"--workdir={tmp_path / 'w2'}"], capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=ROOT), timeout=300, check=False)
+      env=subprocess_env(), timeout=300, check=False)
   assert out.returncode != 0 and "fewer than one batch" in out.stderr
   assert "Traceback" not in out.stderr and not (tmp_path / "w2").exists()
 

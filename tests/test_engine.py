@@ -16,10 +16,9 @@ import rnnsweep as rs
 from rnnsweep import engine
 from rnnsweep import models
 from rnnsweep.groups import StaticConfig
-from conftest import TINY
+from conftest import TINY, subprocess_env
 
 CELLS = ["simple", "lstm", "gru"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Six trials that differ in every vectorised knob the invariance must hold
 # for: learning rate, all three dropout rates, weight decay, clipping.
@@ -284,8 +283,7 @@ print("ok")
 
 def test_group_init_does_not_hang():
   """Group init of every cell finishes (a batched-QR regression hangs)."""
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
-             os.environ.get("PYTHONPATH", ""))
+  env = subprocess_env()
   out = subprocess.run([sys.executable, "-c", _INIT_SCRIPT], env=env,
                        capture_output=True, text=True, timeout=180, check=False)
   assert out.returncode == 0, out.stderr[-2000:]

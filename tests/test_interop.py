@@ -9,11 +9,10 @@ import sys
 import optuna
 import pytest
 
-from conftest import planted_workdir
+from conftest import ROOT, planted_workdir, subprocess_env
 import rnnsweep as rs
 from rnnsweep import interop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _metric(p):
@@ -111,7 +110,7 @@ def test_report_script_exports(tmp_path):
        f"--workdir={wd}", "--noplots",
        f"--optuna_storage=sqlite:///{tmp_path / 'o.db'}",
        f"--tensorboard={tmp_path / 'tb'}"], capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=ROOT), timeout=300, check=False)
+      env=subprocess_env(), timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "Exported: Optuna study 'rnnsweep-sweep'" in out.stdout
   assert len(os.listdir(tmp_path / "tb")) == 40

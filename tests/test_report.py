@@ -7,10 +7,9 @@ import sys
 
 import pytest
 
-from conftest import planted_workdir
+from conftest import ROOT, planted_workdir, subprocess_env
 from rnnsweep import report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_boundary_warning_fires_on_planted_edge(tmp_path):
@@ -49,9 +48,7 @@ def test_report_figures_on_a_finished_sweep(tmp_path):
 def test_report_script_on_a_running_sweep(tmp_path):
   """Kill a sweep after its first group; the report reads what is there."""
   wd = tmp_path / "run"
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
-             os.environ.get("PYTHONPATH", ""),
-             RNNSWEEP_KILL_AT="group_recorded:1")
+  env = subprocess_env(RNNSWEEP_KILL_AT="group_recorded:1")
   out = subprocess.run(
       [sys.executable, os.path.join(ROOT, "experiments", "sweep.py"),
        "--task=adding", "--seq_len=6", "--num_trials=6", "--steps=2",
@@ -82,7 +79,7 @@ def test_report_errors(tmp_path):
   out = subprocess.run(
       [sys.executable, os.path.join(ROOT, "experiments", "report.py"),
        f"--workdir={tmp_path / 'nothing'}"], capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=ROOT), timeout=120, check=False)
+      env=subprocess_env(), timeout=120, check=False)
   assert out.returncode != 0 and "holds no sweep" in out.stderr
   assert "Traceback" not in out.stderr
 

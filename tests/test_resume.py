@@ -4,7 +4,6 @@ left pending."""
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,9 +12,9 @@ import time
 
 import pytest
 
+from conftest import subprocess_env
 import rnnsweep as rs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Five trials of one static config in groups of two: three groups (the last
 # padded), three segments each, a checkpoint after every segment.
@@ -33,11 +32,7 @@ print("finished")
 
 
 def run_driver(workdir, kill_at=None, kill_after_s=None):
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
-             os.environ.get("PYTHONPATH", ""))
-  env.pop("RNNSWEEP_KILL_AT", None)
-  if kill_at:
-    env["RNNSWEEP_KILL_AT"] = kill_at
+  env = subprocess_env(**({"RNNSWEEP_KILL_AT": kill_at} if kill_at else {}))
   proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
                           env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -148,8 +143,7 @@ def test_corrupt_database_is_a_clear_error(tmp_path, damage):
 def test_reader_sees_whole_groups_while_a_sweep_runs(tmp_path):
   """A second connection reading mid-sweep sees each group all-or-nothing."""
   workdir = tmp_path / "run"
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
-             os.environ.get("PYTHONPATH", ""))
+  env = subprocess_env()
   proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
                           env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)

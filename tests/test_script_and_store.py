@@ -11,16 +11,14 @@ import sys
 import pytest
 
 import rnnsweep as rs
-from conftest import TINY
+from conftest import ROOT, TINY, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "sweep.py")
 TINY_SPACE = json.dumps({"hidden_size": 8, "batch_size": 4, "embed_size": 4})
 
 
 def run_script(*args, cwd=None):
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
-             os.environ.get("PYTHONPATH", ""))
+  env = subprocess_env()
   return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=300,
                         check=False)

@@ -20,7 +20,6 @@ Or the user's own file (``data_path``; layouts in :mod:`files`).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
