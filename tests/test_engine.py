@@ -2,7 +2,6 @@
 divergence isolation, one compile per static configuration."""
 
 import math
-import os
 import subprocess
 import sys
 

@@ -68,7 +68,7 @@ def test_lm_rejects_bad_settings():
   with pytest.raises(ValueError, match="too short"):
     rs.CharLM(seq_len=64, text="ab" * 100)
   with pytest.raises(ValueError, match="task must be one of"):
-    rs.make_task("copy")
+    rs.make_task("transformer_lm")
   with pytest.raises(ValueError, match="task 'lm'"):
     rs.make_task("lm", sequence_length=5)
 

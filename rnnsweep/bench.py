@@ -1,0 +1,132 @@
+"""Throughput measurement: the benchmark workloads and how they are timed.
+
+The scripts in ``benchmarks/`` are thin wrappers around this module, so the
+definitions below are the one place where the numbers' meaning is fixed.
+
+Workloads (issue "Search throughput"):
+
+- **S**: character LM, vocabulary 64, embedding (64) -> 1-layer LSTM(128)
+  -> dense; batch 32, TBPTT window 32, Adam, 50 updates per trial, learning
+  rates log-spaced 1e-4..1e-2, output dropout 0..0.5.
+- **L**: as S with LSTM(512) and batch 128.
+
+FLOPs are counted analytically (``cost_analysis`` counts a scan's body
+once): training ~ 3x forward = 6*G*H*(I+H) per layer per token plus 6*H*V
+for the head, G = 4 (LSTM), 3 (GRU), 1 (simple).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from rnnsweep import engine
+from rnnsweep.groups import plan_groups
+from rnnsweep.samplers import make_trials
+from rnnsweep.tasks.lm import CharLM, python_docs_text
+
+GATES = {"simple": 1, "lstm": 4, "gru": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """A benchmark configuration (one static program per K)."""
+
+  name: str
+  cell: str = "lstm"
+  hidden: int = 128
+  batch: int = 32
+  window: int = 32
+  vocab: int = 64
+  embed: int = 64
+  updates: int = 50
+
+  def flops_per_trial_step(self) -> float:
+    tokens = self.batch * self.window
+    per_token = (6 * GATES[self.cell] * self.hidden * (self.embed + self.hidden)
+                 + 6 * self.hidden * self.vocab)
+    return float(per_token * tokens)
+
+
+WORKLOADS = {"S": Workload("S"), "L": Workload("L", hidden=512, batch=128)}
+
+
+def workload_task(w: Workload) -> CharLM:
+  """The Python documentation text folded onto ``w.vocab`` symbols."""
+  text = python_docs_text()
+  chars = sorted(set(text))
+  fold = {c: chr(0x100 + i % w.vocab) for i, c in enumerate(chars)}
+  return CharLM(seq_len=w.window * 4, text="".join(fold[c] for c in text))
+
+
+def trial_configs(w: Workload, k: int) -> list[dict[str, Any]]:
+  """K trials: learning rates log-spaced 1e-4..1e-2, dropout 0..0.5."""
+  lrs = np.logspace(-4, -2, k) if k > 1 else np.array([1e-3])
+  drops = np.linspace(0.0, 0.5, k) if k > 1 else np.array([0.0])
+  return [dict(cell=w.cell, hidden_size=w.hidden, batch_size=w.batch,
+               truncation=w.window, embed_size=w.embed, optimizer="adam",
+               learning_rate=float(lr), output_dropout=float(d))
+          for lr, d in zip(lrs, drops)]
+
+
+def device_header(options: engine.EngineOptions | None = None) -> str:
+  dev = jax.devices()[0]
+  opts = options or engine.EngineOptions()
+  return (f"device {dev.platform}:{dev.device_kind} x{jax.device_count()}; "
+          f"jax {jax.__version__}; matmul precision "
+          f"{jax.config.jax_default_matmul_precision or 'default'}; "
+          f"compute {opts.compute_dtype}, unroll {opts.unroll}, donate "
+          f"{opts.donate}")
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def measure_group(w: Workload, k: int, *, repeats: int = 3,
+                  options: engine.EngineOptions | None = None,
+                  task: CharLM | None = None) -> dict[str, Any]:
+  """Compile time, steady-state speed and memory of one group of K.
+
+  The segment (``w.updates`` updates) is compiled ahead of time, so compile
+  time is reported apart; then it runs once to warm up and ``repeats``
+  times timed (median), each fenced with ``block_until_ready``.
+  """
+  options = options or engine.EngineOptions()
+  task = task or workload_task(w)
+  trials = make_trials(trial_configs(w, k))
+  group = plan_groups(trials, k)[0]
+  prog = engine.get_program(group.static, task, options)
+  hp = engine.hparam_arrays([t.params for t in trials])
+  seeds = engine.seed_array([t.seed for t in trials])
+  data = task.data()
+  key = jax.random.PRNGKey(0)
+  state = prog.init(seeds, hp)
+  start = time.perf_counter()
+  compiled = prog.segment.lower(state, hp, data.train, key,
+                                num_steps=w.updates).compile()
+  compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  box = [state]
+
+  def run():
+    box[0], metrics = compiled(box[0], hp, data.train, key)
+    return metrics
+
+  _timed(run)  # warm-up
+  times = [_timed(run) for _ in range(repeats)]
+  sec = statistics.median(times)
+  rate = k * w.updates / sec
+  return {"k": k, "compile_s": compile_s, "segment_s": sec,
+          "trial_steps_per_s": rate,
+          "tokens_per_s": rate * w.batch * w.window,
+          "tflops": rate * w.flops_per_trial_step() / 1e12,
+          "temp_bytes": getattr(mem, "temp_size_in_bytes", None),
+          "argument_bytes": getattr(mem, "argument_size_in_bytes", None)}
