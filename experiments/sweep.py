@@ -68,6 +68,17 @@ _SPACE = flags.DEFINE_string(
     "its entries replace the preset's. Entry forms: 0.1 (fixed), "
     "[\"lstm\", \"gru\"] (choice), {\"uniform\": [lo, hi]}, "
     "{\"log_uniform\": [lo, hi]}, {\"int_uniform\": [lo, hi], \"log\": true}.")
+_PRECISION = flags.DEFINE_enum(
+    "precision", "float32", ["float32", "bfloat16"], "Compute dtype of "
+    "matmuls and activations (parameters and losses stay float32).")
+_UNROLL = flags.DEFINE_integer("unroll", 1, "Time steps per iteration of the "
+                               "recurrent scan.", lower_bound=1)
+_DONATE = flags.DEFINE_bool("donate", False, "Donate the group state's "
+                            "buffers to each segment (less device memory).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", rs.engine.DEFAULT_COMPILATION_CACHE, "Persistent "
+    "XLA compilation cache, so a rerun or resumed sweep does not compile "
+    "again; empty to turn it off.")
 _TOP = flags.DEFINE_integer("top", 10, "Leaderboard rows.", lower_bound=1)
 _QUIET = flags.DEFINE_bool("quiet", False, "Print only the leaderboard.")
 
@@ -89,7 +100,7 @@ def default_workdir(task: rs.Task, space: rs.Space) -> str:
   settings = [task.config(), _SAMPLER.value, space.to_json(),
               _NUM_TRIALS.value if _SAMPLER.value == "random" else None,
               _STEPS.value, _EVAL_EVERY.value, _MAX_GROUP_SIZE.value,
-              _SEED.value]
+              _SEED.value, _PRECISION.value, _UNROLL.value, _DONATE.value]
   digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
   return os.path.join("runs", f"{task.name}-{_SAMPLER.value}-"
                       f"{digest.hexdigest()[:8]}")
@@ -105,6 +116,8 @@ def main(argv):
   if _SAMPLER.value == "grid" and flags.FLAGS["num_trials"].present:
     fail("--num_trials does not apply to --sampler=grid (the grid's size is "
          "the product of its axes)")
+  if _COMPILATION_CACHE.value:
+    rs.engine.enable_compilation_cache(_COMPILATION_CACHE.value)
   try:
     options = {k: v for k, v in (("seq_len", _SEQ_LEN.value),
                                  ("dataset", _DATASET.value),
@@ -119,6 +132,9 @@ def main(argv):
                       max_group_size=_MAX_GROUP_SIZE.value, seed=_SEED.value,
                       workdir=workdir, extend=_EXTEND.value,
                       checkpoint_seconds=_CHECKPOINT_SECONDS.value,
+                      options=rs.EngineOptions(
+                          compute_dtype=_PRECISION.value,
+                          unroll=_UNROLL.value, donate=_DONATE.value),
                       verbose=not _QUIET.value)
   except ValueError as e:
     fail(str(e))

@@ -13,6 +13,7 @@ program. Typical use::
 
 __version__ = "0.1.0"
 
+from rnnsweep.engine import EngineOptions
 from rnnsweep.groups import Group, StaticConfig, plan_groups
 from rnnsweep.runner import SweepResult, execute, run_trials, sweep, task_space
 from rnnsweep.samplers import TrialSpec, grid, make_trials, random
@@ -24,7 +25,8 @@ from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
                             make_task)
 
 __all__ = [
-    "Adding", "CharLM", "Choice", "Classify", "Copy", "Forecast", "Fixed", "Group", "IntLogUniform",
+    "Adding", "CharLM", "Choice", "Classify", "Copy", "EngineOptions",
+    "Forecast", "Fixed", "Group", "IntLogUniform",
     "IntUniform", "LogUniform", "PARAMS", "Space", "StaticConfig", "Store",
     "SweepResult", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
     "grid", "load_space", "make_task", "make_trials", "plan_groups", "random",

@@ -87,7 +87,8 @@ def _empty_progress() -> dict:
 def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
               data_seed: int, checkpoint_dir: str | None = None,
               checkpoint_seconds: float = 0.0,
-              on_segment: Callable[[int], None] | None = None
+              on_segment: Callable[[int], None] | None = None,
+              options: engine.EngineOptions | None = None
               ) -> list[TrialResult]:
   """Trains one group to ``steps`` and returns its real trials' results.
 
@@ -99,8 +100,9 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
       checkpoint there, and saves one after a segment whenever
       ``checkpoint_seconds`` have passed since the last (0: every segment).
     on_segment: called with the trial-steps each finished segment trained.
+    options: how the program is built (precision, unroll, donation).
   """
-  prog = engine.get_program(group.static, task)
+  prog = engine.get_program(group.static, task, options)
   padded = group.padded_trials()
   hp = engine.hparam_arrays([t.params for t in padded])
   seeds = engine.seed_array([t.seed for t in padded])
@@ -199,7 +201,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
             tuned: Sequence[str] = (), extend: bool = False,
             checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
             log: Callable[[str], None] | None = None,
-            progress: bool = False) -> SweepResult:
+            progress: bool = False,
+            options: engine.EngineOptions | None = None) -> SweepResult:
   """Trains the given trials in groups and records them.
 
   With a ``workdir`` that already holds this sweep (same settings), the
@@ -223,7 +226,10 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
       (0: after every segment).
     log: receives one line per group; ``None`` is silent.
     progress: draw a live progress bar on stderr when it is a terminal.
+    options: how programs are built (:class:`~rnnsweep.engine.EngineOptions`);
+      part of the settings a continued sweep must match.
   """
+  options = options or engine.EngineOptions()
   _check_positive_int("steps", steps)
   _check_positive_int("eval_every", eval_every)
   if not trials:
@@ -242,6 +248,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
                          task_config=task.config(), steps=steps,
                          eval_every=eval_every, max_group_size=max_group_size,
                          seed=seed, num_trials=len(trials),
+                         engine=dataclasses.asdict(options),
                          selection_metric=task.selection_metric,
                          selection_mode=task.selection_mode,
                          versions=_versions(), created=time.time())
@@ -267,7 +274,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
     _run_groups(task, groups, steps=steps, eval_every=eval_every, seed=seed,
                 store=store, ckpt_dir=ckpt_dir,
                 checkpoint_seconds=checkpoint_seconds, log=log, bar=bar,
-                results=results, failed=failed)
+                results=results, failed=failed, options=options)
   if store is not None:
     store.write_csv(task.selection_metric)
     results = store.results()  # every finished trial, earlier runs included
@@ -279,7 +286,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
 
 
 def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
-                checkpoint_seconds, log, bar, results, failed) -> None:
+                checkpoint_seconds, log, bar, results, failed,
+                options) -> None:
   """The loop of :func:`execute`: train, record and report each group."""
   for group in groups:
     if store is not None:
@@ -290,7 +298,7 @@ def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
                                 eval_every=eval_every, data_seed=seed,
                                 checkpoint_dir=ckpt_dir,
                                 checkpoint_seconds=checkpoint_seconds,
-                                on_segment=bar.advance)
+                                on_segment=bar.advance, options=options)
     except Exception as e:  # pylint: disable=broad-except
       # One broken group must not lose the others: record and go on.
       error = f"{type(e).__name__}: {e}".splitlines()[0]
@@ -341,6 +349,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
           max_group_size: int = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
           workdir: str | None = None, extend: bool = False,
           checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+          options: engine.EngineOptions | None = None,
           verbose: bool = False) -> SweepResult:
   """Samples a space and trains every trial.
 
@@ -352,7 +361,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
     sampler: ``random`` or ``grid``.
     num_trials: trials for ``random`` (ignored by ``grid``).
     steps, eval_every, max_group_size, seed, workdir, extend,
-      checkpoint_seconds: see :func:`execute`. Running again with the same
+      checkpoint_seconds, options: see :func:`execute`. Running again with the same
       arguments and workdir continues an interrupted sweep.
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
@@ -366,7 +375,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
                  max_group_size=max_group_size, seed=seed, workdir=workdir,
                  settings={"sampler": sampler, "space": full.to_json()},
                  tuned=full.tuned_names(), extend=extend,
-                 checkpoint_seconds=checkpoint_seconds,
+                 checkpoint_seconds=checkpoint_seconds, options=options,
                  log=_stderr if verbose else None, progress=verbose)
 
 
@@ -375,6 +384,7 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                max_group_size: int = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
                workdir: str | None = None, extend: bool = False,
                checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+               options: engine.EngineOptions | None = None,
                verbose: bool = False) -> SweepResult:
   """Trains an explicit list of configurations.
 
@@ -391,4 +401,5 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                  max_group_size=max_group_size, seed=seed, workdir=workdir,
                  settings={"sampler": "explicit"}, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
-                 log=_stderr if verbose else None, progress=verbose)
+                 options=options, log=_stderr if verbose else None,
+                 progress=verbose)

@@ -34,7 +34,8 @@ CSV_NAME = "results.csv"
 
 #: Settings that must match to continue a sweep in the same workdir.
 COMPARED_SETTINGS = ("task", "task_config", "sampler", "space", "steps",
-                     "eval_every", "max_group_size", "seed", "num_trials")
+                     "eval_every", "max_group_size", "seed", "num_trials",
+                     "engine")
 FINISHED = ("completed", "diverged", "pruned")
 
 _SCHEMA = """

@@ -65,14 +65,16 @@ def no_dropout(*, batch_size: int, input_size: int, hidden_size: int,
                       (ones_h,) * num_layers, (ones_h,) * num_layers)
 
 
-def make_cell(cell: str, features: int, name: str | None = None) -> nn.Module:
+def make_cell(cell: str, features: int, name: str | None = None,
+              dtype: Any = None) -> nn.Module:
+  """A Flax cell; ``dtype`` is the compute dtype (parameters stay float32)."""
   if cell == "lstm":
     # Fused gate matmuls: one [D, 4H] input and one [H, 4H] recurrent kernel.
-    return nn.OptimizedLSTMCell(features, name=name)
+    return nn.OptimizedLSTMCell(features, name=name, dtype=dtype)
   if cell == "gru":
-    return nn.GRUCell(features, name=name)
+    return nn.GRUCell(features, name=name, dtype=dtype)
   if cell == "simple":
-    return nn.SimpleCell(features, name=name)
+    return nn.SimpleCell(features, name=name, dtype=dtype)
   raise ValueError(f"cell must be one of simple, lstm, gru; got {cell!r}")
 
 
@@ -92,15 +94,22 @@ class MaskedCell(nn.Module):
 
   cell: str
   features: int
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, carry, x, recurrent_mask):
     if self.cell == "lstm":
       c, h = carry
-      carry = (c, h * recurrent_mask)
+      masked = (c, h * recurrent_mask)
     else:
-      carry = carry * recurrent_mask
-    return make_cell(self.cell, self.features, name="cell")(carry, x)
+      masked = carry * recurrent_mask
+    new_carry, y = make_cell(self.cell, self.features, name="cell",
+                             dtype=self.dtype)(masked, x)
+    # The carry keeps its (float32) dtype whatever the compute dtype, so the
+    # scan's carry type is fixed and state crosses windows at full precision.
+    new_carry = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype),
+                                       new_carry, carry)
+    return new_carry, y
 
 
 class RecurrentModel(nn.Module):
@@ -117,6 +126,8 @@ class RecurrentModel(nn.Module):
     vocab_size: token vocabulary for token inputs; ``None`` for float
       features.
     embed_size: embedding width (token inputs only).
+    dtype: compute dtype (``None``: float32); parameters stay float32.
+    unroll: time steps per iteration of the scan loop.
   """
 
   cell: str
@@ -125,6 +136,8 @@ class RecurrentModel(nn.Module):
   output_size: int
   vocab_size: int | None = None
   embed_size: int = 64
+  dtype: Any = None
+  unroll: int = 1
 
   @nn.compact
   def __call__(self, carry: Carry, inputs: Array,
@@ -140,20 +153,22 @@ class RecurrentModel(nn.Module):
       ``(new_carry, outputs)`` with outputs ``[B, T, output_size]``.
     """
     if self.vocab_size is not None:
-      x = nn.Embed(self.vocab_size, self.embed_size, name="embed")(inputs)
+      x = nn.Embed(self.vocab_size, self.embed_size, name="embed",
+                   dtype=self.dtype)(inputs)
     else:
       x = inputs.astype(jnp.float32)
     x = x * masks.inputs[:, None, :]
     layer = nn.scan(MaskedCell, variable_broadcast="params",
                     split_rngs={"params": False}, in_axes=(1, nn.broadcast),
-                    out_axes=1)
+                    out_axes=1, unroll=self.unroll)
     new_carry = []
     for l in range(self.num_layers):
-      c, ys = layer(self.cell, self.hidden_size, name=f"layer_{l}")(
-          carry[l], x, masks.recurrent[l])
+      c, ys = layer(self.cell, self.hidden_size, self.dtype,
+                    name=f"layer_{l}")(carry[l], x, masks.recurrent[l])
       new_carry.append(c)
       x = ys * masks.outputs[l][:, None, :]
-    return tuple(new_carry), nn.Dense(self.output_size, name="head")(x)
+    return tuple(new_carry), nn.Dense(self.output_size, name="head",
+                                      dtype=self.dtype)(x)
 
 
 def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
@@ -164,14 +179,14 @@ def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
   definition of the recurrence.
   """
   if model.vocab_size is not None:
-    x = nn.Embed(model.vocab_size, model.embed_size).apply(
+    x = nn.Embed(model.vocab_size, model.embed_size, dtype=model.dtype).apply(
         {"params": params["embed"]}, inputs)
   else:
     x = inputs.astype(jnp.float32)
   x = x * masks.inputs[:, None, :]
   new_carry = []
   for l in range(model.num_layers):
-    cell = MaskedCell(model.cell, model.hidden_size)
+    cell = MaskedCell(model.cell, model.hidden_size, model.dtype)
     c = carry[l]
     ys = []
     for t in range(x.shape[1]):
@@ -180,5 +195,6 @@ def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
       ys.append(y)
     new_carry.append(c)
     x = jnp.stack(ys, axis=1) * masks.outputs[l][:, None, :]
-  out = nn.Dense(model.output_size).apply({"params": params["head"]}, x)
+  out = nn.Dense(model.output_size, dtype=model.dtype).apply(
+      {"params": params["head"]}, x)
   return tuple(new_carry), out
