@@ -130,3 +130,56 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
           "tflops": rate * w.flops_per_trial_step() / 1e12,
           "temp_bytes": getattr(mem, "temp_size_in_bytes", None),
           "argument_bytes": getattr(mem, "argument_size_in_bytes", None)}
+
+
+def measure_sequential(w: Workload, trials: int, *,
+                       options: engine.EngineOptions | None = None,
+                       task: CharLM | None = None) -> dict[str, Any]:
+  """The same trials one after another through ONE compiled K=1 program
+  (compile once, reported apart)."""
+  task = task or workload_task(w)
+  one = measure_group(w, 1, repeats=max(trials, 1), options=options,
+                      task=task)
+  return dict(one, trials=trials)
+
+
+def measure_naive(w: Workload, trials: int, *,
+                  task: CharLM | None = None) -> dict[str, Any]:
+  """The common way to write a JAX objective: each trial jits its own train
+  loop with its hyperparameters as Python floats, so each trial compiles.
+  Wall time includes those compiles, since the user pays them."""
+  task = task or workload_task(w)
+  data = task.data()
+  key = jax.random.PRNGKey(0)
+  configs = trial_configs(w, max(trials, 2))[:trials]
+  start = time.perf_counter()
+  with engine.count_compiles() as compiles:
+    for trial in make_trials(configs):
+      group = plan_groups([trial], 1)[0]
+      prog = engine.Program(group.static, task)  # a fresh, uncached program
+      hp = {k: float(trial.params[k]) for k in engine.space_lib.VECTOR_NAMES}
+
+      def train(seed, data_train, data_key, prog=prog, hp=hp):
+        state = prog.init_trial(seed, hp)
+
+        def body(carry, step):
+          window, seq_batch, first = prog.train_window(data_train, data_key,
+                                                       step)
+          carry, loss = prog.train_step(carry, hp, window, seq_batch, first,
+                                        step)
+          return carry, loss
+
+        _, losses = jax.lax.scan(body, state, np.arange(w.updates))
+        return losses
+
+      jax.block_until_ready(jax.jit(train)(trial.seed, data.train, key))
+  sec = time.perf_counter() - start
+  return {"trials": trials, "total_s": sec, "compiles": compiles.count,
+          "compile_s": compiles.seconds,
+          "trial_steps_per_s": trials * w.updates / sec}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+  """Whether an exception is XLA's RESOURCE_EXHAUSTED (device memory)."""
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()

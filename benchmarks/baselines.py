@@ -1,0 +1,131 @@
+"""rnnsweep against what a user would do instead, side by side in one run.
+
+1. Steady-state speed (trial-steps/s, compile excluded): rnnsweep with K
+   trials in one program; the same program with K=1, trials one after
+   another; PyTorch nn.LSTM (cuDNN on GPU) trials one after another; PyTorch
+   torch.func.vmap over stacked parameters with a hand-written LSTM and
+   per-trial Adam learning rates. The torch rows need torch installed and
+   are skipped with a message otherwise.
+2. A whole sweep of --sweep_trials trials, compile included (what the user
+   waits for): rnnsweep (all trials in one group), the same trials through
+   one K=1 program, and the naive Optuna-style loop that jits a train
+   function per trial with Python-float hyperparameters (one compile each).
+
+Prints ratios rnnsweep / baseline, measured in this run on this device, and
+writes JSON.
+
+  python benchmarks/baselines.py --workload=S --k=32 --sweep_trials=32
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import jax
+
+import rnnsweep as rs
+from rnnsweep import bench
+
+_WORKLOAD = flags.DEFINE_enum("workload", "S", sorted(bench.WORKLOADS),
+                              "Workload (see rnnsweep/bench.py).")
+_K = flags.DEFINE_integer("k", 32, "rnnsweep's group size for part 1.",
+                          lower_bound=1)
+_SEQUENTIAL_TRIALS = flags.DEFINE_integer(
+    "sequential_trials", 3, "Trials timed one after another (part 1).",
+    lower_bound=1)
+_SWEEP_TRIALS = flags.DEFINE_integer(
+    "sweep_trials", 32, "Trials in the end-to-end sweep (part 2; 0 skips "
+    "it).", lower_bound=0)
+_UPDATES = flags.DEFINE_integer("updates", None, "Updates per trial "
+                                "(default: the workload's 50).", lower_bound=1)
+_PRECISION = flags.DEFINE_enum("precision", "float32",
+                               ["float32", "bfloat16"], "rnnsweep compute "
+                               "dtype.")
+_UNROLL = flags.DEFINE_integer("unroll", 1, "rnnsweep scan unroll.",
+                               lower_bound=1)
+_TORCH = flags.DEFINE_bool("torch", True, "Run the PyTorch baselines when "
+                           "torch is installed.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON goes.")
+
+
+def _row(name, rate, base):
+  ratio = "" if base is None else f"{base / rate:>10.1f}x"
+  print(f"  {name:<46} {rate:>12.1f} {ratio}", flush=True)
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  w = bench.WORKLOADS[_WORKLOAD.value]
+  w = dataclasses.replace(w, updates=_UPDATES.value or w.updates)
+  options = rs.EngineOptions(compute_dtype=_PRECISION.value,
+                             unroll=_UNROLL.value)
+  header = f"workload {w}; {bench.device_header(options)}"
+  print(header)
+  task = bench.workload_task(w)
+  out = {"header": header}
+
+  print("\n1. steady state, compile excluded       trial-steps/s   "
+        "rnnsweep is")
+  ours = bench.measure_group(w, _K.value, options=options, task=task)
+  out["rnnsweep"] = ours
+  rate = ours["trial_steps_per_s"]
+  _row(f"rnnsweep, K={_K.value} in one program", rate, None)
+  seq = bench.measure_sequential(w, _SEQUENTIAL_TRIALS.value, task=task,
+                                 options=options)
+  out["sequential_k1"] = seq
+  _row("same program, K=1, one trial after another",
+       seq["trial_steps_per_s"], rate)
+  torch_ok = _TORCH.value and importlib.util.find_spec("torch") is not None
+  if _TORCH.value and not torch_ok:
+    print("  (PyTorch rows skipped: torch is not installed)")
+  if torch_ok:
+    from rnnsweep import bench_torch  # pylint: disable=import-outside-toplevel
+    cudnn = bench_torch.measure_cudnn_sequential(w, _SEQUENTIAL_TRIALS.value)
+    out["torch_lstm_sequential"] = cudnn
+    _row(f"PyTorch nn.LSTM ({cudnn['device']}), sequential",
+         cudnn["trial_steps_per_s"], rate)
+    vm = bench_torch.measure_func_vmap(w, _K.value)
+    out["torch_func_vmap"] = vm
+    _row(f"PyTorch torch.func.vmap, K={_K.value}", vm["trial_steps_per_s"],
+         rate)
+
+  n = _SWEEP_TRIALS.value
+  if n:
+    print(f"\n2. a sweep of {n} trials x {w.updates} updates, compile "
+          f"included   wall s   rnnsweep is")
+    configs = bench.trial_configs(w, n)
+    timings = {}
+    for name, group in (("rnnsweep, one group", n),
+                        ("same program, K=1, sequential", 1)):
+      jax.clear_caches()  # both pay their compile
+      rs.engine._PROGRAMS.clear()  # pylint: disable=protected-access
+      start = time.perf_counter()
+      rs.run_trials(task, configs, steps=w.updates, eval_every=w.updates,
+                    max_group_size=group, options=options)
+      timings[name] = time.perf_counter() - start
+    naive = bench.measure_naive(w, n, task=task)
+    timings["naive loop, one compile per trial"] = naive["total_s"]
+    out["sweep"] = {"trials": n, "wall_s": timings, "naive": naive}
+    ours_s = timings["rnnsweep, one group"]
+    for name, sec in timings.items():
+      ratio = "" if name.startswith("rnnsweep") else f"{sec / ours_s:>8.1f}x"
+      print(f"  {name:<46} {sec:>8.1f} {ratio}", flush=True)
+  if _OUT_DIR.value:
+    os.makedirs(_OUT_DIR.value, exist_ok=True)
+    path = os.path.join(_OUT_DIR.value, f"baselines_{w.name}.json")
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(out, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))
