@@ -11,15 +11,13 @@ fixed set drawn from a separate key.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnsweep import space as space_lib
-from rnnsweep.tasks.base import Batch, Task, TaskData, eval_batches
+from rnnsweep.tasks.base import Batch, GeneratedTask, squared_error
 
 #: MSE of always predicting the expected sum, 1.0: Var(U1 + U2) = 2/12.
 MEAN_PREDICTOR_MSE = 1.0 / 6.0
@@ -43,7 +41,7 @@ def adding_batch(key: jax.Array, batch_size: int, seq_len: int) -> Batch:
   return Batch(inputs, targets, weights)
 
 
-class Adding(Task):
+class Adding(GeneratedTask):
   """Sequence -> value regression; metric MSE.
 
   Args:
@@ -69,25 +67,11 @@ class Adding(Task):
     self.num_val = num_val
     self.val_seed = val_seed
 
-  @functools.cached_property
-  def _data(self) -> TaskData:
-    # Validation and test come from streams no training data key reaches.
-    root = jax.random.PRNGKey(self.val_seed)
-    val, test = (adding_batch(jax.random.fold_in(root, stream), self.num_val,
-                              self.seq_len) for stream in (0x7A1, 0x7E5))
-    return TaskData(train=jnp.zeros((), jnp.float32),
-                    val=eval_batches(*(np.asarray(a) for a in val)),
-                    test=eval_batches(*(np.asarray(a) for a in test)))
-
-  def data(self) -> TaskData:
-    return self._data
-
-  def train_batch(self, train, key, batch_size):
-    del train  # generated on the fly
+  def generate(self, key, batch_size):
     return adding_batch(key, batch_size, self.seq_len)
 
   def loss(self, outputs, targets):
-    return jnp.mean((outputs.astype(jnp.float32) - targets) ** 2, axis=-1)
+    return squared_error(outputs, targets)
 
   def step_metrics(self, outputs, targets):
     return {"mse": self.loss(outputs, targets)}

@@ -14,6 +14,7 @@ engine's jit; data lives on the device and batches are cut inside jit.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import math
 from typing import Any, Mapping, NamedTuple
@@ -162,3 +163,51 @@ class Task(abc.ABC):
 
   def describe(self) -> str:
     return f"{self.name} {self.config()}"
+
+
+def cross_entropy(outputs: Array, targets: Array) -> Array:
+  """Per-step cross-entropy ``[B, T]`` of logits ``[B, T, C]``."""
+  logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def classification_metrics(outputs: Array, targets: Array
+                           ) -> dict[str, Array]:
+  """Per-step accuracy and cross-entropy."""
+  return {"accuracy": (jnp.argmax(outputs, -1) == targets).astype(
+      jnp.float32), "cross_entropy": cross_entropy(outputs, targets)}
+
+
+def squared_error(outputs: Array, targets: Array) -> Array:
+  """Per-step squared error ``[B, T]``, averaged over the value axis."""
+  return jnp.mean((outputs.astype(jnp.float32) - targets) ** 2, axis=-1)
+
+
+class GeneratedTask(Task):
+  """A synthetic task: training batches are generated inside jit from the
+  sweep's data key (an endless stream); validation and test are fixed sets
+  of ``num_val`` sequences from two streams of ``val_seed`` that no
+  training key reaches."""
+
+  num_val: int
+  val_seed: int
+
+  @abc.abstractmethod
+  def generate(self, key: Array, batch_size: int) -> Batch:
+    """``batch_size`` fresh sequences."""
+
+  @functools.cached_property
+  def _data(self) -> TaskData:
+    root = jax.random.fold_in(jax.random.PRNGKey(self.val_seed), 0x5EED)
+    val, test = (self.generate(jax.random.fold_in(root, stream),
+                               self.num_val) for stream in (1, 2))
+    return TaskData(train=jnp.zeros((), jnp.float32),
+                    val=eval_batches(*(np.asarray(a) for a in val)),
+                    test=eval_batches(*(np.asarray(a) for a in test)))
+
+  def data(self) -> TaskData:
+    return self._data
+
+  def train_batch(self, train, key, batch_size):
+    del train  # generated on the fly
+    return self.generate(key, batch_size)

@@ -11,15 +11,14 @@ validation and test are fixed sets from separate keys.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnsweep import space as space_lib
-from rnnsweep.tasks.base import Batch, Task, TaskData, eval_batches
+from rnnsweep.tasks.base import (Batch, GeneratedTask, classification_metrics,
+                                 cross_entropy)
 
 
 def copy_batch(key: jax.Array, batch_size: int, *, num_symbols: int,
@@ -40,7 +39,7 @@ def copy_batch(key: jax.Array, batch_size: int, *, num_symbols: int,
   return Batch(inputs, targets, weights)
 
 
-class Copy(Task):
+class Copy(GeneratedTask):
   """Delayed recall; metrics accuracy (selection, max) and cross-entropy.
 
   Args:
@@ -73,33 +72,15 @@ class Copy(Task):
     self.vocab_size = num_symbols + 2
     self.output_size = num_symbols
 
-  def _batch(self, key, n):
-    return copy_batch(key, n, num_symbols=self.num_symbols,
+  def generate(self, key, batch_size):
+    return copy_batch(key, batch_size, num_symbols=self.num_symbols,
                       length=self.length, delay=self.delay)
 
-  @functools.cached_property
-  def _data(self) -> TaskData:
-    root = jax.random.PRNGKey(self.val_seed)
-    val, test = (self._batch(jax.random.fold_in(root, s), self.num_val)
-                 for s in (0xC0, 0xC1))
-    return TaskData(train=jnp.zeros((), jnp.float32),
-                    val=eval_batches(*(np.asarray(a) for a in val)),
-                    test=eval_batches(*(np.asarray(a) for a in test)))
-
-  def data(self) -> TaskData:
-    return self._data
-
-  def train_batch(self, train, key, batch_size):
-    del train  # generated on the fly
-    return self._batch(key, batch_size)
-
   def loss(self, outputs, targets):
-    logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return cross_entropy(outputs, targets)
 
   def step_metrics(self, outputs, targets):
-    return {"accuracy": (jnp.argmax(outputs, -1) == targets).astype(
-        jnp.float32), "cross_entropy": self.loss(outputs, targets)}
+    return classification_metrics(outputs, targets)
 
   def base_params(self):
     return {"truncation": self.seq_len, "embed_size": 16}

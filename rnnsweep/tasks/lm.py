@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnsweep import space as space_lib
-from rnnsweep.tasks.base import Batch, Task, TaskData, eval_batches
+from rnnsweep.tasks.base import (Batch, Task, TaskData, cross_entropy,
+                                 eval_batches)
 
 LN2 = math.log(2.0)
 SPLITS = (0.90, 0.05, 0.05)
@@ -123,8 +124,7 @@ class CharLM(Task):
                  jnp.ones((batch_size, self.seq_len), jnp.float32))
 
   def loss(self, outputs, targets):
-    logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return cross_entropy(outputs, targets)
 
   def step_metrics(self, outputs, targets):
     ce = self.loss(outputs, targets)

@@ -28,7 +28,8 @@ import numpy as np
 
 from rnnsweep import space as space_lib
 from rnnsweep.tasks import files
-from rnnsweep.tasks.base import Batch, Task, TaskData, eval_batches
+from rnnsweep.tasks.base import (Batch, Task, TaskData, classification_metrics,
+                                 cross_entropy, eval_batches, squared_error)
 
 SPLITS = (0.70, 0.15, 0.15)
 
@@ -174,12 +175,10 @@ class Classify(SequenceSetTask):
     return x, lengths, y, 9, split
 
   def loss(self, outputs, targets):
-    logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return cross_entropy(outputs, targets)
 
   def step_metrics(self, outputs, targets):
-    return {"accuracy": (jnp.argmax(outputs, -1) == targets).astype(
-        jnp.float32), "cross_entropy": self.loss(outputs, targets)}
+    return classification_metrics(outputs, targets)
 
   @property
   def chance_accuracy(self) -> float:
@@ -281,7 +280,7 @@ class Forecast(SequenceSetTask):
     return float(np.mean((s[lo:hi] - s[lo - 1:hi - 1]) ** 2))
 
   def loss(self, outputs, targets):
-    return jnp.mean((outputs.astype(jnp.float32) - targets) ** 2, axis=-1)
+    return squared_error(outputs, targets)
 
   def step_metrics(self, outputs, targets):
     err = (outputs.astype(jnp.float32) - targets) * self.std
