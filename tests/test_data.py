@@ -277,6 +277,16 @@ def test_forecast_beats_persistence():
 
 
 @pytest.mark.slow
+def test_adding_beats_the_mean_predictor():
+  task = rs.make_task("adding", seq_len=20)
+  r = _sweep(task, {"cell": "gru", "hidden_size": 16,
+                    "learning_rate": rs.Choice([1e-2])}, steps=300)
+  mean_predictor = rs.tasks.adding.MEAN_PREDICTOR_MSE  # 1/6
+  assert r.best.best_value < 0.5 * mean_predictor
+  assert r.best.test_metrics["mse"] < 0.5 * mean_predictor
+
+
+@pytest.mark.slow
 def test_copy_beats_chance():
   task = rs.make_task("copy", seq_len=5, length=3, num_symbols=4)
   r = _sweep(task, {"cell": "gru", "hidden_size": 32,
