@@ -146,8 +146,9 @@ def measure_sequential(w: Workload, trials: int, *,
 def measure_naive(w: Workload, trials: int, *,
                   task: CharLM | None = None) -> dict[str, Any]:
   """The common way to write a JAX objective: each trial jits its own train
-  loop with its hyperparameters as Python floats, so each trial compiles.
-  Wall time includes those compiles, since the user pays them."""
+  loop (then one validation pass, the objective's value) with its
+  hyperparameters as Python floats, so each trial compiles. Wall time
+  includes those compiles, since the user pays them."""
   task = task or workload_task(w)
   data = task.data()
   key = jax.random.PRNGKey(0)
@@ -169,8 +170,8 @@ def measure_naive(w: Workload, trials: int, *,
                                         step)
           return carry, loss
 
-        _, losses = jax.lax.scan(body, state, np.arange(w.updates))
-        return losses
+        state, _ = jax.lax.scan(body, state, np.arange(w.updates))
+        return prog.eval_trial(state.params, data.val)
 
       jax.block_until_ready(jax.jit(train)(trial.seed, data.train, key))
   sec = time.perf_counter() - start

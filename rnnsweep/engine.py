@@ -503,6 +503,14 @@ def get_program(static: StaticConfig, task: Task,
     return _PROGRAMS[key]
 
 
+def clear_programs() -> None:
+  """Forgets every cached program and JAX's in-memory compilations (the
+  next group compiles again; benchmarks use this to time compiles)."""
+  with _LOCK:
+    _PROGRAMS.clear()
+  jax.clear_caches()
+
+
 def hparam_arrays(params_list: Sequence[Mapping[str, Any]]
                   ) -> dict[str, np.ndarray]:
   """Per-trial vectorised values as ``{name: float32[K]}``."""
