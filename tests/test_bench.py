@@ -27,8 +27,8 @@ def test_group_measurement_and_the_naive_loop_compile_as_claimed():
   r = bench.measure_group(TINY, 2, repeats=1, task=task)
   assert r["k"] == 2 and r["trial_steps_per_s"] > 0
   assert r["compile_s"] > 0 and r["temp_bytes"] is not None
-  naive = bench.measure_naive(TINY, 3, task=task)
+  naive = bench.measure_naive(TINY, 2, task=task)
   # One train program per trial: that is what makes the naive loop slow.
-  assert naive["compiles"] >= 3 and naive["trial_steps_per_s"] > 0
+  assert naive["compiles"] >= 2 and naive["trial_steps_per_s"] > 0
   assert bench.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: 1 GiB"))
   assert not bench.is_out_of_memory(ValueError("shape mismatch"))

@@ -10,9 +10,11 @@ import pytest
 import rnnsweep as rs
 from conftest import TINY, subprocess_env
 
+# The simple cell's carry dtype needs a cast under bfloat16 (the gated
+# cells' carries stay float32 by promotion): cover one of each.
 CONFIGS = [dict(TINY, cell=c, learning_rate=lr, output_dropout=0.1,
                 recurrent_dropout=0.1)
-           for c in ("simple", "lstm", "gru") for lr in (1e-3, 5e-3)]
+           for c in ("simple", "lstm") for lr in (1e-3, 5e-3)]
 
 
 @pytest.fixture(scope="module")
