@@ -115,10 +115,12 @@ def count_compiles() -> Iterator[CompileLog]:
     jax.monitoring.unregister_event_listener(log._event)
 
 
-#: Where sweeps keep compiled programs between processes, unless told.
-DEFAULT_COMPILATION_CACHE = os.path.join(
-    os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-    "rnnsweep", "xla")
+#: Where sweeps keep compiled programs between processes, unless told:
+#: JAX's own ``JAX_COMPILATION_CACHE_DIR`` if set, else a per-user folder.
+DEFAULT_COMPILATION_CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR") or (
+    os.path.join(os.environ.get("XDG_CACHE_HOME",
+                                os.path.expanduser("~/.cache")),
+                 "rnnsweep", "xla"))
 
 
 def enable_compilation_cache(path: str = DEFAULT_COMPILATION_CACHE,
