@@ -49,8 +49,8 @@ def _distributions(optuna, results, unfinished, space_json):
   """Optuna distributions for the tuned parameters."""
   space = space_lib.space_from_json(space_json) if space_json else None
   out = {}
-  for axis in axes_for([_P(p) for p in [r.params for r in results] +
-                        unfinished], space_json):
+  for axis in axes_for([r.params for r in results] + unfinished,
+                       space_json):
     dist = space.params.get(axis.name) if space is not None else None
     if axis.categories is not None:
       out[axis.name] = optuna.distributions.CategoricalDistribution(
@@ -66,11 +66,6 @@ def _distributions(optuna, results, unfinished, space_json):
       out[axis.name] = optuna.distributions.FloatDistribution(
           lo, hi, log=axis.log)
   return out
-
-
-class _P:
-  def __init__(self, params):
-    self.params = params
 
 
 def export_optuna(workdir: str, storage: str, study_name: str | None = None,
@@ -151,7 +146,8 @@ def export_tensorboard(workdir: str, logdir: str | None = None) -> str:
   settings = store.settings()
   results = store.results()
   logdir = logdir or os.path.join(workdir, "tensorboard")
-  tuned = [a.name for a in axes_for(results, settings.get("space"))]
+  tuned = [a.name for a in axes_for([r.params for r in results],
+                                    settings.get("space"))]
   for r in results:
     run = os.path.join(logdir, f"trial_{r.trial_id:05d}")
     with tbx.SummaryWriter(run) as w:

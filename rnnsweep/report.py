@@ -140,21 +140,22 @@ def _is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def axes_for(results: Sequence[TrialResult], space_json: dict | None,
+def axes_for(params: Sequence[dict[str, Any]], space_json: dict | None,
              names: Sequence[str] | None = None) -> list[Axis]:
-  """Axes for the tuned parameters, from the stored space when there is one
-  (ranges and log scales as the user wrote them), else from the values."""
+  """Axes for the tuned parameters of trials with these ``params``, from the
+  stored space when there is one (ranges and log scales as the user wrote
+  them), else from the values."""
   space = (space_lib.space_from_json(space_json) if space_json else None)
   if names is None:
     if space is not None:
       names = space.tuned_names()
     else:
       names = [n for n in space_lib.PARAMS if n != "seed" and
-               len({repr(r.params.get(n)) for r in results}) > 1]
+               len({repr(p.get(n)) for p in params}) > 1]
   axes = []
   for name in names:
     dist = space.params.get(name) if space is not None else None
-    values = [r.params[name] for r in results if name in r.params]
+    values = [p[name] for p in params if name in p]
     if dist is not None:
       candidates = dist.candidate_values()
     else:
@@ -391,8 +392,8 @@ def write_report(workdir: str, *, top: int = 10,
   mode = settings.get("selection_mode", "min")
   metric = settings.get("selection_metric") or (
       results[0].metric if results else "metric")
-  all_params = [r.params for r in results] + pending
-  axes = axes_for([_Params(p) for p in all_params], settings.get("space"))
+  axes = axes_for([r.params for r in results] + pending,
+                  settings.get("space"))
   if pair is not None:
     names = [a.name for a in axes]
     unknown = [p for p in pair if p not in names]
@@ -427,13 +428,6 @@ def write_report(workdir: str, *, top: int = 10,
     lines += ["", "Figures: " + ", ".join(os.path.basename(f)
                                           for f in figures)]
   return Report("\n".join(lines), figures, warnings, counts)
-
-
-class _Params:
-  """Adapter: a params dict where :func:`axes_for` expects a result."""
-
-  def __init__(self, params):
-    self.params = params
 
 
 def _write_figures(out_dir, results, pending, axes, ranked_top, metric, mode,
