@@ -109,7 +109,10 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   data = task.data()
   data_key = jax.random.PRNGKey(data_seed)
   state, progress = None, _empty_progress()
-  if checkpoint_dir is not None:
+  # Tracing init for the state's shapes costs time: only when there is a
+  # checkpoint to check against them.
+  if checkpoint_dir is not None and checkpoint.checkpoints(checkpoint_dir,
+                                                           group.group_id):
     restored = checkpoint.load_latest(checkpoint_dir, group.group_id,
                                       jax.eval_shape(prog.init, seeds, hp))
     if restored is not None:
