@@ -83,7 +83,7 @@ def main(argv):
       r = bench.measure_group(w, k, repeats=_REPEATS.value, options=options,
                               task=task)
     except Exception as e:  # pylint: disable=broad-except
-      if bench.is_out_of_memory(e):
+      if rs.engine.is_out_of_memory(e):
         print(f"{k:>6} out of device memory; stopping", flush=True)
         break
       raise

@@ -43,10 +43,11 @@ _STEPS = flags.DEFINE_integer(
     "steps", 500, "Updates per trial (one TBPTT window each).", lower_bound=1)
 _EVAL_EVERY = flags.DEFINE_integer(
     "eval_every", 100, "Validation interval in steps.", lower_bound=1)
-_MAX_GROUP_SIZE = flags.DEFINE_integer(
+_MAX_GROUP_SIZE = flags.DEFINE_string(
     "max_group_size", rs.runner.DEFAULT_MAX_GROUP_SIZE,
-    "Most trials trained together in one program (1: each alone).",
-    lower_bound=1)
+    "Most trials trained together in one program: a positive integer (1: "
+    "each alone) or 'auto' (from the compiled program's memory and, on a "
+    "CPU, a short speed probe).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sweep seed: sampling, trial seeds "
                              "and the shared data stream.", lower_bound=0)
 _WORKDIR = flags.DEFINE_string(
@@ -116,6 +117,11 @@ def main(argv):
   if _SAMPLER.value == "grid" and flags.FLAGS["num_trials"].present:
     fail("--num_trials does not apply to --sampler=grid (the grid's size is "
          "the product of its axes)")
+  try:
+    max_group_size = rs.sizing.check_max_group_size(_MAX_GROUP_SIZE.value,
+                                                    "--max_group_size")
+  except ValueError as e:
+    fail(str(e))
   if _COMPILATION_CACHE.value:
     rs.engine.enable_compilation_cache(_COMPILATION_CACHE.value)
   try:
@@ -129,7 +135,7 @@ def main(argv):
     result = rs.sweep(task, space, sampler=_SAMPLER.value,
                       num_trials=_NUM_TRIALS.value, steps=_STEPS.value,
                       eval_every=_EVAL_EVERY.value,
-                      max_group_size=_MAX_GROUP_SIZE.value, seed=_SEED.value,
+                      max_group_size=max_group_size, seed=_SEED.value,
                       workdir=workdir, extend=_EXTEND.value,
                       checkpoint_seconds=_CHECKPOINT_SECONDS.value,
                       options=rs.EngineOptions(

@@ -19,7 +19,7 @@ from rnnsweep.runner import SweepResult, execute, run_trials, sweep, task_space
 from rnnsweep.samplers import TrialSpec, grid, make_trials, random
 from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
                             LogUniform, PARAMS, Space, Uniform, load_space)
-from rnnsweep import interop, report
+from rnnsweep import interop, report, sizing
 from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
                             make_task)
@@ -30,5 +30,5 @@ __all__ = [
     "IntUniform", "LogUniform", "PARAMS", "Space", "StaticConfig", "Store",
     "SweepResult", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
     "grid", "load_space", "make_task", "make_trials", "plan_groups", "random",
-    "interop", "report", "run_trials", "sweep", "task_space",
+    "interop", "report", "run_trials", "sizing", "sweep", "task_space",
 ]

@@ -95,8 +95,8 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
                   task: CharLM | None = None) -> dict[str, Any]:
   """Compile time, steady-state speed and memory of one group of K.
 
-  The segment (``w.updates`` updates) is compiled ahead of time, so compile
-  time is reported apart; then it runs once to warm up and ``repeats``
+  The segment is compiled ahead of time, so compile time is reported
+  apart; then ``w.updates`` updates run once to warm up and ``repeats``
   times timed (median), each fenced with ``block_until_ready``.
   """
   options = options or engine.EngineOptions()
@@ -109,27 +109,25 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
   data = task.data()
   key = jax.random.PRNGKey(0)
   state = prog.init(seeds, hp)
-  start = time.perf_counter()
-  compiled = prog.segment.lower(state, hp, data.train, key,
-                                num_steps=w.updates).compile()
-  compile_s = time.perf_counter() - start
-  mem = compiled.memory_analysis()
+  compiled = prog.compiled_segment(state, hp, data.train, key)
+  mem = compiled.executable.memory_analysis()
   box = [state]
 
   def run():
-    box[0], metrics = compiled(box[0], hp, data.train, key)
+    box[0], metrics = compiled.executable(box[0], hp, data.train, key,
+                                          np.int32(w.updates))
     return metrics
 
   _timed(run)  # warm-up
   times = [_timed(run) for _ in range(repeats)]
   sec = statistics.median(times)
   rate = k * w.updates / sec
-  return {"k": k, "compile_s": compile_s, "segment_s": sec,
+  return {"k": k, "compile_s": compiled.compile_seconds, "segment_s": sec,
           "trial_steps_per_s": rate,
           "tokens_per_s": rate * w.batch * w.window,
           "tflops": rate * w.flops_per_trial_step() / 1e12,
           "temp_bytes": getattr(mem, "temp_size_in_bytes", None),
-          "argument_bytes": getattr(mem, "argument_size_in_bytes", None)}
+          "program_bytes": compiled.bytes}
 
 
 def measure_sequential(w: Workload, trials: int, *,
@@ -178,9 +176,3 @@ def measure_naive(w: Workload, trials: int, *,
   return {"trials": trials, "total_s": sec, "compiles": compiles.count,
           "compile_s": compiles.seconds,
           "trial_steps_per_s": trials * w.updates / sec}
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-  """Whether an exception is XLA's RESOURCE_EXHAUSTED (device memory)."""
-  text = str(error)
-  return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()

@@ -33,7 +33,8 @@ import dataclasses
 import math
 import os
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+import time
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import flax.struct
 import jax
@@ -316,10 +317,53 @@ class Program:
                        else task.input_size)
     self.windows_per_sequence = math.ceil(task.seq_len / static.truncation)
     self.init = jax.jit(self._init_group)
-    self.segment = jax.jit(self._segment, static_argnames=("num_steps",),
-                           donate_argnums=(0,) if self.options.donate else ())
+    self._segment_jit = jax.jit(
+        self._segment, donate_argnums=(0,) if self.options.donate else ())
+    self._compiled: dict[Any, CompiledSegment] = {}
     self.evaluate = jax.jit(self._evaluate, static_argnames=("best",))
     self.keep_best = jax.jit(self._keep_best)
+
+  # -- the compiled training segment -------------------------------------------
+
+  def compiled_segment(self, state: GroupState, hp: Mapping[str, Array],
+                       data_train: Any, data_key: Array) -> "CompiledSegment":
+    """The segment executable for these argument shapes, compiled ahead of
+    time on first use and kept, with its compile time and memory analysis
+    (group sizing reads them; nothing else compiles the segment)."""
+    args = (state, hp, data_train, data_key)
+    sig = jax.tree_util.tree_map(
+        lambda a: (np.shape(a), str(getattr(a, "dtype", type(a)))), args)
+    key = (jax.tree_util.tree_structure(args),
+           tuple(jax.tree_util.tree_leaves(sig)))
+    with _LOCK:
+      found = self._compiled.get(key)
+    if found is not None:
+      return found
+    start = time.perf_counter()
+    executable = self._segment_jit.lower(*args, np.int32(1)).compile()
+    found = CompiledSegment(executable, time.perf_counter() - start,
+                            _program_bytes(executable))
+    with _LOCK:
+      return self._compiled.setdefault(key, found)
+
+  def segment(self, state: GroupState, hp: Mapping[str, Array],
+              data_train: Any, data_key: Array, *, num_steps: int
+              ) -> tuple[GroupState, SegmentMetrics]:
+    """Trains every trial of the group ``num_steps`` more updates.
+
+    ``num_steps`` is a runtime value: one executable serves every segment
+    length (a shorter last segment, a short timing probe).
+
+    Args:
+      state: the group's state (donated when ``options.donate``).
+      hp: per-trial vectorised values, each ``[K]``.
+      data_train: the task's training data (on the device).
+      data_key: the sweep's data key.
+      num_steps: updates (windows) to run, ``>= 0``.
+    """
+    exe = self.compiled_segment(state, hp, data_train, data_key)
+    return exe.executable(state, hp, data_train, data_key,
+                          np.int32(num_steps))
 
   # -- one trial ----------------------------------------------------------------
 
@@ -454,23 +498,26 @@ class Program:
     return GroupState(trials=trials, step=jnp.asarray(0, jnp.int32))
 
   def _segment(self, state: GroupState, hp: Mapping[str, Array],
-               data_train: Any, data_key: Array, *, num_steps: int
+               data_train: Any, data_key: Array, num_steps: Array
                ) -> tuple[GroupState, SegmentMetrics]:
     _count_trace("segment")
     step_all = jax.vmap(self.train_step, in_axes=(0, 0, None, None, None, None))
 
-    def body(carry, _):
-      trials, step = carry
+    def body(_, carry):
+      trials, step, loss_sum, count = carry
       window, seq_batch, first = self.train_window(data_train, data_key, step)
       trials, loss = step_all(trials, hp, window, seq_batch, first, step)
       has_targets = jnp.sum(window.weights) > 0
-      return (trials, step + 1), (jnp.where(has_targets, loss, 0.0),
-                                  has_targets)
+      return (trials, step + 1,
+              loss_sum + jnp.where(has_targets, loss, 0.0),
+              count + has_targets.astype(jnp.int32))
 
-    (trials, step), (losses, has_targets) = jax.lax.scan(
-        body, (state.trials, state.step), None, length=num_steps)
-    count = jnp.sum(has_targets)
-    mean = jnp.sum(losses, axis=0) / jnp.maximum(count, 1)
+    k = jax.tree_util.tree_leaves(state.trials)[0].shape[0]
+    trials, step, loss_sum, count = jax.lax.fori_loop(
+        0, num_steps, body,
+        (state.trials, state.step, jnp.zeros((k,), jnp.float32),
+         jnp.asarray(0, jnp.int32)))
+    mean = loss_sum / jnp.maximum(count, 1)
     mean = jnp.where(count > 0, mean, jnp.nan)
     return GroupState(trials=trials, step=step), SegmentMetrics(mean, count)
 
@@ -488,6 +535,40 @@ class Program:
     sums = jax.vmap(self.eval_trial, in_axes=(0, None))(params, val)
     weight = sums.pop("_weight")
     return {k: v / jnp.maximum(weight, 1e-12) for k, v in sums.items()}
+
+
+class CompiledSegment(NamedTuple):
+  """A compiled training segment for one group size.
+
+  Attributes:
+    executable: call with ``(state, hp, data_train, data_key, num_steps)``.
+    compile_seconds: wall time to trace, lower and compile it (or load it
+      from the persistent compilation cache).
+    bytes: device memory the program needs while it runs (arguments,
+      outputs and temporaries; donated buffers counted once), or ``None``
+      when the backend does not say.
+  """
+
+  executable: Any
+  compile_seconds: float
+  bytes: int | None
+
+
+def _program_bytes(executable) -> int | None:
+  try:
+    mem = executable.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None  # some backends do not implement it
+  if mem is None:
+    return None
+  return int(mem.argument_size_in_bytes + mem.output_size_in_bytes +
+             mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+  """Whether an exception is XLA's RESOURCE_EXHAUSTED (device memory)."""
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
 
 
 _PROGRAMS: dict[tuple, Program] = {}

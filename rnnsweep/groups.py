@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from rnnsweep import space as space_lib
 from rnnsweep.samplers import TrialSpec
@@ -65,23 +65,26 @@ class Group:
     return list(self.trials) + [self.trials[0]] * self.num_padding
 
 
+#: Chooses a bucket's largest K from its static config and its trials.
+GroupSizer = Callable[[StaticConfig, Sequence[TrialSpec]], int]
+
+
 def plan_groups(trials: Sequence[TrialSpec],
-                max_group_size: int) -> list[Group]:
+                max_group_size: int | GroupSizer) -> list[Group]:
   """Buckets trials by static config and splits buckets into groups.
 
   Args:
     trials: trials with unique ids.
     max_group_size: the largest K a group may have (``1`` runs every trial
-      alone).
+      alone), or a function giving it per bucket (see
+      :class:`rnnsweep.sizing.AutoSizer`), called once per bucket.
 
   Returns:
     Groups ordered by first appearance of their static config, each bucket's
     groups of equal padded size ``ceil(n / ceil(n / max_group_size))``.
   """
-  if isinstance(max_group_size, bool) or not isinstance(
-      max_group_size, int) or max_group_size < 1:
-    raise ValueError(
-        f"max_group_size must be a positive integer, got {max_group_size!r}")
+  if not callable(max_group_size):
+    _check_size(max_group_size)
   ids = [t.trial_id for t in trials]
   if len(set(ids)) != len(ids):
     raise ValueError("trial ids must be unique")
@@ -91,9 +94,31 @@ def plan_groups(trials: Sequence[TrialSpec],
   groups = []
   for static, members in buckets.items():
     members = sorted(members, key=lambda t: t.trial_id)
-    n_groups = math.ceil(len(members) / max_group_size)
+    limit = max_group_size
+    if callable(limit):
+      limit = limit(static, members)
+      _check_size(limit)
+    n_groups = math.ceil(len(members) / limit)
     size = math.ceil(len(members) / n_groups)
     for start in range(0, len(members), size):
       chunk = tuple(members[start:start + size])
       groups.append(Group(len(groups), static, chunk, size))
   return groups
+
+
+def split_group(group: Group, first_id: int) -> list[Group]:
+  """Two groups of half the size holding ``group``'s trials (ids
+  ``first_id`` and ``first_id + 1``); for a group too big for memory."""
+  if len(group.trials) < 2:
+    raise ValueError("a group of one trial cannot be split")
+  size = math.ceil(len(group.trials) / 2)
+  return [Group(first_id + i, group.static, group.trials[start:start + size],
+                size)
+          for i, start in enumerate(range(0, len(group.trials), size))]
+
+
+def _check_size(max_group_size: Any) -> None:
+  if isinstance(max_group_size, bool) or not isinstance(
+      max_group_size, int) or max_group_size < 1:
+    raise ValueError(
+        f"max_group_size must be a positive integer, got {max_group_size!r}")

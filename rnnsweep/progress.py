@@ -89,6 +89,12 @@ class SweepProgress:
       self._progress.update(self._task, description=self._describe(),
                             best=self._best_text())
 
+  def group_split(self) -> None:
+    """A group was split in two (out of memory): one more to run."""
+    self.total_groups += 1
+    if self._progress is not None:
+      self._progress.update(self._task, description=self._describe())
+
   def wrap_log(self, log: Callable[[str], None]) -> Callable[[str], None]:
     """A log function that prints above the bar instead of through it."""
     if self._progress is None:

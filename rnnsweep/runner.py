@@ -9,6 +9,7 @@ is written.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -25,12 +26,13 @@ from rnnsweep import faults
 from rnnsweep import progress as progress_lib
 from rnnsweep import report
 from rnnsweep import samplers
+from rnnsweep import sizing
 from rnnsweep import space as space_lib
-from rnnsweep.groups import Group, plan_groups
+from rnnsweep.groups import Group, plan_groups, split_group
 from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks.base import Task
 
-DEFAULT_MAX_GROUP_SIZE = 32
+DEFAULT_MAX_GROUP_SIZE = sizing.AUTO
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 CHECKPOINT_DIR = "checkpoints"
 
@@ -198,7 +200,7 @@ def _trial_results(task: Task, group: Group, progress: dict,
 
 
 def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
-            eval_every: int, max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
+            eval_every: int, max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
             seed: int = 0, workdir: str | None = None,
             settings: Mapping[str, Any] | None = None,
             tuned: Sequence[str] = (), extend: bool = False,
@@ -218,7 +220,10 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
     steps: updates (TBPTT windows) per trial.
     eval_every: validation interval in steps (the last segment may be
       shorter).
-    max_group_size: largest K; ``1`` runs every trial alone.
+    max_group_size: largest K; ``1`` runs every trial alone; ``"auto"``
+      chooses K per static configuration from memory and, on a CPU, a
+      short speed probe (see :mod:`rnnsweep.sizing`). A group that runs
+      out of device memory is split in two and retried either way.
     seed: sweep seed; also seeds the data stream shared by all trials.
     workdir: where ``results.db``, ``results.csv`` and checkpoints go
       (``None``: nothing is written).
@@ -241,9 +246,14 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
     raise ValueError(f"checkpoint_seconds must be >= 0, got "
                      f"{checkpoint_seconds!r}")
   log = log or _quiet
+  max_group_size = sizing.check_max_group_size(max_group_size)
   task.data()  # build (and so validate) the data before writing anything
   for b in sorted({t.params["batch_size"] for t in trials}):
     task.check_batch_size(b)
+  sizer = max_group_size
+  if max_group_size == sizing.AUTO:
+    sizer = sizing.AutoSizer(task, steps=steps, options=options,
+                             data_seed=seed, log=log)
   store = ckpt_dir = None
   if workdir is not None:
     store = Store(workdir)
@@ -256,12 +266,12 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
                          selection_mode=task.selection_mode,
                          versions=_versions(), created=time.time())
     resuming = store.exists()
-    groups = store.prepare(full_settings, trials, max_group_size, extend)
+    groups = store.prepare(full_settings, trials, sizer, extend)
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
     if resuming:
       log(f"continuing the sweep in {workdir}: {len(groups)} groups to go")
   else:
-    groups = plan_groups(trials, max_group_size)
+    groups = plan_groups(trials, sizer)
   log(f"{len(trials)} trials, {len(groups)} groups to run on "
       f"{jax.devices()[0].platform}; {steps} steps each, evaluating every "
       f"{eval_every}")
@@ -292,7 +302,10 @@ def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
                 checkpoint_seconds, log, bar, results, failed,
                 options) -> None:
   """The loop of :func:`execute`: train, record and report each group."""
-  for group in groups:
+  queue = collections.deque(groups)
+  next_id = max((g.group_id for g in groups), default=-1) + 1
+  while queue:
+    group = queue.popleft()
     if store is not None:
       store.mark_running(group)
     before = sum(engine.trace_counts().values())
@@ -303,13 +316,26 @@ def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
                                 checkpoint_seconds=checkpoint_seconds,
                                 on_segment=bar.advance, options=options)
     except Exception as e:  # pylint: disable=broad-except
-      # One broken group must not lose the others: record and go on.
       error = f"{type(e).__name__}: {e}".splitlines()[0]
+      if engine.is_out_of_memory(e) and len(group.trials) > 1:
+        # Too big for the device: halve it and run the halves next.
+        if store is not None:
+          parts = store.split(group)
+          checkpoint.remove(ckpt_dir, group.group_id)
+        else:
+          parts = split_group(group, next_id)
+        next_id = max(next_id, parts[-1].group_id + 1)
+        queue.extendleft(reversed(parts))
+        bar.group_split()
+        log(f"group {group.group_id + 1} (K={group.size}) ran out of memory "
+            f"({error}); split into groups of K={parts[0].size} and retried")
+        continue
+      # One broken group must not lose the others: record and go on.
       failed.update({t.trial_id: error for t in group.trials})
       if store is None:
         raise
       store.mark_failed(group, error)
-      log(f"group {group.group_id} failed ({error}); its trials are marked "
+      log(f"group {group.group_id + 1} failed ({error}); its trials are marked "
           f"failed and will be retried when the sweep is resumed")
       continue
     compiled = sum(engine.trace_counts().values()) - before
@@ -349,7 +375,7 @@ def task_space(task: Task, space: space_lib.Space | None) -> space_lib.Space:
 def sweep(task: Task, space: space_lib.Space | None = None, *,
           sampler: str = "random", num_trials: int | None = 16,
           steps: int = 300, eval_every: int = 100,
-          max_group_size: int = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
+          max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
           workdir: str | None = None, extend: bool = False,
           checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
           options: engine.EngineOptions | None = None,
@@ -384,7 +410,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
 
 def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                steps: int, eval_every: int,
-               max_group_size: int = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
+               max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE, seed: int = 0,
                workdir: str | None = None, extend: bool = False,
                checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
                options: engine.EngineOptions | None = None,

@@ -27,7 +27,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from rnnsweep import faults
 from rnnsweep import space as space_lib
-from rnnsweep.groups import Group, StaticConfig, plan_groups
+from rnnsweep.groups import (Group, GroupSizer, StaticConfig, plan_groups,
+                             split_group)
 
 DB_NAME = "results.db"
 CSV_NAME = "results.csv"
@@ -170,14 +171,16 @@ class Store:
   # -- creating and continuing ----------------------------------------------
 
   def prepare(self, settings: Mapping[str, Any], trials: Sequence[Any],
-              max_group_size: int, extend: bool = False) -> list[Group]:
+              max_group_size: int | GroupSizer,
+              extend: bool = False) -> list[Group]:
     """Creates the sweep, or checks a stored one against ``settings``.
 
     Args:
       settings: the run's settings; the keys in :data:`COMPARED_SETTINGS`
         must equal the stored ones to continue.
       trials: every trial of the sweep, ids ``0..n-1``.
-      max_group_size: largest K for planning new groups.
+      max_group_size: largest K for planning new groups, or a function of
+        the bucket giving it (only called when groups are planned).
       extend: allow ``trials`` to hold more trials than the stored sweep;
         the new ones are planned into new groups.
 
@@ -221,7 +224,8 @@ class Store:
     todo = [g for g, row in zip(plan, rows) if row[4] != "done"]
     if growing:
       new = plan_groups(trials[n_old:], max_group_size)
-      new = [dataclasses.replace(g, group_id=len(plan) + i)
+      first = max((g.group_id for g in plan), default=-1) + 1
+      new = [dataclasses.replace(g, group_id=first + i)
              for i, g in enumerate(new)]
       with self._connect() as conn:
         self._insert_plan(conn, trials[n_old:], new)
@@ -253,15 +257,19 @@ class Store:
   def _insert_plan(conn, trials, plan) -> None:
     group_of = {t.trial_id: g.group_id for g in plan for t in g.trials}
     now = time.time()
-    conn.executemany(
-        "INSERT INTO groups VALUES (?, ?, ?, ?, 'pending', NULL)",
-        [(g.group_id, json.dumps(dataclasses.asdict(g.static)), g.size,
-          json.dumps([t.trial_id for t in g.trials])) for g in plan])
+    Store._insert_groups(conn, plan)
     conn.executemany(
         "INSERT INTO trials (trial_id, params, seed, group_id, status, metric,"
         " updated_at) VALUES (?, ?, ?, ?, 'pending', '', ?)",
         [(t.trial_id, json.dumps(_clean(dict(t.params))), t.seed,
           group_of[t.trial_id], now) for t in trials])
+
+  @staticmethod
+  def _insert_groups(conn, groups: Sequence[Group]) -> None:
+    conn.executemany(
+        "INSERT INTO groups VALUES (?, ?, ?, ?, 'pending', NULL)",
+        [(g.group_id, json.dumps(dataclasses.asdict(g.static)), g.size,
+          json.dumps([t.trial_id for t in g.trials])) for g in groups])
 
   # -- progress of groups -----------------------------------------------------
 
@@ -279,6 +287,20 @@ class Store:
                    "WHERE group_id=?", (error, group.group_id))
       conn.execute("UPDATE trials SET status='failed', updated_at=? "
                    "WHERE group_id=?", (time.time(), group.group_id))
+
+  def split(self, group: Group) -> list[Group]:
+    """Replaces ``group`` in the plan by two halves (new ids at the end of
+    the plan), atomically; returns them."""
+    with self._connect() as conn:
+      first = conn.execute("SELECT MAX(group_id) FROM groups").fetchone()[0]
+      parts = split_group(group, first + 1)
+      conn.execute("DELETE FROM groups WHERE group_id=?", (group.group_id,))
+      self._insert_groups(conn, parts)
+      conn.executemany(
+          "UPDATE trials SET group_id=?, status='pending', updated_at=? "
+          "WHERE trial_id=?", [(g.group_id, time.time(), t.trial_id)
+                               for g in parts for t in g.trials])
+    return parts
 
   def record(self, group: Group, results: Sequence[TrialResult]) -> None:
     """Writes one group's finished trials and marks it done, atomically."""

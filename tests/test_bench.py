@@ -2,6 +2,7 @@
 
 No wall-clock time is asserted: only counts and shapes."""
 
+import rnnsweep as rs
 from rnnsweep import bench
 
 TINY = bench.Workload("tiny", hidden=8, batch=4, window=4, vocab=64, embed=8,
@@ -30,5 +31,5 @@ def test_group_measurement_and_the_naive_loop_compile_as_claimed():
   naive = bench.measure_naive(TINY, 2, task=task)
   # One train program per trial: that is what makes the naive loop slow.
   assert naive["compiles"] >= 2 and naive["trial_steps_per_s"] > 0
-  assert bench.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: 1 GiB"))
-  assert not bench.is_out_of_memory(ValueError("shape mismatch"))
+  assert rs.engine.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: 1 GiB"))
+  assert not rs.engine.is_out_of_memory(ValueError("shape mismatch"))

@@ -10,7 +10,7 @@ import pytest
 import rnnsweep as rs
 from rnnsweep import samplers
 from rnnsweep import space as space_lib
-from rnnsweep.groups import StaticConfig
+from rnnsweep.groups import StaticConfig, split_group
 
 
 # ---------------------------------------------------------------------------
@@ -236,3 +236,50 @@ def test_groups_split_evenly():
 def test_bad_max_group_size():
   with pytest.raises(ValueError, match="max_group_size"):
     rs.plan_groups(rs.make_trials([{}]), 0)
+
+
+def test_group_sizer_is_asked_once_per_bucket():
+  space = rs.Space({"cell": rs.Choice(["lstm", "gru"]),
+                    "learning_rate": rs.LogUniform(1e-4, 1e-2)})
+  trials = rs.random(space, 20, seed=2)
+  asked = []
+
+  def sizer(static, members):
+    asked.append((static.cell, [t.trial_id for t in members]))
+    return 3 if static.cell == "lstm" else 100
+
+  groups = rs.plan_groups(trials, sizer)
+  by_cell = collections.defaultdict(list)
+  for t in trials:
+    by_cell[t.params["cell"]].append(t.trial_id)
+  assert sorted(asked) == sorted(by_cell.items())
+  assert all(g.size <= 3 for g in groups if g.static.cell == "lstm")
+  assert [len(g.trials) for g in groups if g.static.cell == "gru"] == [
+      len(by_cell["gru"])]
+  with pytest.raises(ValueError, match="max_group_size"):
+    rs.plan_groups(trials, lambda static, members: 0)
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+def test_split_group_halves(n):
+  trials = rs.make_trials([{"learning_rate": 1e-3 * (i + 1)}
+                           for i in range(n)])
+  group = rs.plan_groups(trials, n)[0]
+  parts = split_group(group, 7)
+  assert [p.group_id for p in parts] == [7, 8]
+  assert [t for p in parts for t in p.trials] == list(group.trials)
+  assert {p.size for p in parts} == {math.ceil(n / 2)}
+  with pytest.raises(ValueError, match="cannot be split"):
+    split_group(rs.plan_groups(trials[:1], 1)[0], 0)
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), (3, 3),
+                                            ("16", 16)])
+def test_max_group_size_values(value, expected):
+  assert rs.sizing.check_max_group_size(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -2, "big", 1.5, True, None])
+def test_bad_max_group_size_values(value):
+  with pytest.raises(ValueError, match="max_group_size must be 'auto' or"):
+    rs.sizing.check_max_group_size(value)

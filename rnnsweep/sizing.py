@@ -1,0 +1,259 @@
+"""Choosing the group size K for ``max_group_size="auto"``.
+
+One group of K trials is one compiled program, so K trades memory for
+fewer compiles and (on accelerators) far higher throughput. ``auto`` picks
+K per static configuration (per bucket of trials that share shapes):
+
+- **Memory**, on every backend: the segment for the largest candidate K is
+  compiled ahead of time (the run needs that compile anyway) and its
+  ``memory_analysis`` compared with the free memory (device memory on an
+  accelerator, available RAM on a CPU), keeping :data:`MEMORY_FRACTION`.
+  When it does not fit, a second compile at a small K gives the line
+  ``bytes = a + b*K`` (temporaries grow linearly in K) and K is the largest
+  that fits.
+- **Speed**, on a CPU only: vmap does not always win there (a K=32 group has
+  been measured at 0.7x the speed of 32 sequential runs), so the largest K
+  is timed for one update, and smaller K are compiled and timed too when
+  that costs at most :data:`PROBE_BUDGET` of the bucket's estimated
+  training time. The largest K within :data:`KEEP_WITHIN` of the fastest
+  wins (fewer groups: fewer compiles, evaluations and launches). A short
+  sweep therefore never pays for probes it cannot recoup. On accelerators
+  the measured throughput rises with K until memory runs out, so no probe
+  runs there.
+
+A trial's numbers do not depend on K (vmap invariance), so the choice
+changes only speed. A group that still runs out of memory is split and
+retried by the runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+
+from rnnsweep import engine
+from rnnsweep.groups import StaticConfig
+from rnnsweep.samplers import TrialSpec
+from rnnsweep.tasks.base import Task
+
+AUTO = "auto"
+#: Largest K ``auto`` picks on a GPU/TPU (S saturates an H200 near 1024).
+ACCELERATOR_MAX_GROUP_SIZE = 4096
+#: Largest K ``auto`` picks on a CPU, where vmap buys little raw speed.
+CPU_MAX_GROUP_SIZE = 64
+#: Share of the free memory one group may plan to use.
+MEMORY_FRACTION = 0.8
+#: Probing smaller K on a CPU may cost at most this share of the bucket's
+#: estimated training time.
+PROBE_BUDGET = 0.03
+#: A larger K is kept while its speed is at least this share of the best.
+KEEP_WITHIN = 0.95
+#: Each timed CPU probe runs at least this long.
+PROBE_SECONDS = 0.25
+
+
+def check_max_group_size(value: Any, name: str = "max_group_size"
+                         ) -> int | str:
+  """``"auto"`` or a positive integer (an integer string is accepted)."""
+  if value == AUTO:
+    return AUTO
+  if isinstance(value, str) and value.strip().isdigit():
+    value = int(value)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be 'auto' or a positive integer, got "
+                     f"{value!r}")
+  return value
+
+
+def even_size(n: int, k: int) -> int:
+  """The padded size of each group when ``n`` trials split into groups of
+  at most ``k`` (as :func:`~rnnsweep.groups.plan_groups` splits them)."""
+  return math.ceil(n / math.ceil(n / k))
+
+
+def free_memory_bytes(device: Any = None) -> int | None:
+  """Memory a new program could use on ``device`` (default: the first), or
+  ``None`` when it cannot be told."""
+  device = device or jax.devices()[0]
+  if device.platform != "cpu":
+    try:
+      stats = device.memory_stats() or {}
+    except Exception:  # pylint: disable=broad-except
+      stats = {}
+    if "bytes_limit" in stats:
+      return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return None
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """What ``auto`` chose for one bucket, and why.
+
+  Attributes:
+    k: the group size limit handed to the planner.
+    memory_k: the largest K memory allows (``None``: not known).
+    rates: measured trial-steps/s by K (CPU probes only).
+    reason: one line for the log.
+  """
+
+  k: int
+  memory_k: int | None
+  rates: dict[int, float]
+  reason: str
+
+
+class AutoSizer:
+  """``(static, trials) -> K`` for :func:`~rnnsweep.groups.plan_groups`.
+
+  Args:
+    task: the sweep's task.
+    steps: updates per trial (to weigh a probe's cost against the work).
+    options: engine options of the sweep's programs.
+    data_seed: seed of the shared data stream (probes train on real
+      batches).
+    log: receives one line per decision.
+    platform: overrides the device platform (tests).
+  """
+
+  def __init__(self, task: Task, *, steps: int,
+               options: engine.EngineOptions | None = None,
+               data_seed: int = 0, log: Callable[[str], None] | None = None,
+               platform: str | None = None):
+    self.task = task
+    self.steps = steps
+    self.options = options or engine.EngineOptions()
+    self.data_seed = data_seed
+    self.log = log or (lambda _: None)
+    self.platform = platform or jax.devices()[0].platform
+    self.choices: dict[StaticConfig, Choice] = {}
+
+  def __call__(self, static: StaticConfig,
+               trials: Sequence[TrialSpec]) -> int:
+    choice = self.choose(static, trials)
+    self.choices[static] = choice
+    self.log(f"auto group size for {static.label()}: {choice.reason}")
+    return choice.k
+
+  # -- the decision -------------------------------------------------------------
+
+  def choose(self, static: StaticConfig,
+             trials: Sequence[TrialSpec]) -> Choice:
+    """Chooses K for one bucket (``trials`` share ``static``)."""
+    n = len(trials)
+    cpu = self.platform == "cpu"
+    cap = CPU_MAX_GROUP_SIZE if cpu else ACCELERATOR_MAX_GROUP_SIZE
+    top = even_size(n, min(n, cap))
+    prog = engine.get_program(static, self.task, self.options)
+    big = self._compile(prog, trials, top)
+    free = free_memory_bytes()
+    memory_k = self._memory_limit(prog, trials, top, big, free)
+    if memory_k is None:
+      mem_text = "memory use unknown"
+    elif memory_k < top:
+      mem_text = (f"K={top} would need {big.bytes / 2**20:,.0f} MiB of "
+                  f"{free / 2**20:,.0f} MiB free; memory allows K={memory_k}")
+      top = even_size(n, memory_k)
+    else:
+      mem_text = (f"K={top} needs {big.bytes / 2**20:,.0f} MiB of "
+                  f"{free / 2**20:,.0f} MiB free")
+    if not cpu or top == 1:
+      return Choice(top, memory_k, {}, f"K={top} for {n} trials ({mem_text})")
+    # Another size costs about one segment compile plus an init compile.
+    return self._probe_speed(prog, trials, top, memory_k, mem_text,
+                             compile_cost=1.5 * big.compile_seconds)
+
+  def _inputs(self, trials: Sequence[TrialSpec], k: int):
+    padded = (list(trials) * math.ceil(k / len(trials)))[:k]
+    hp = engine.hparam_arrays([t.params for t in padded])
+    seeds = engine.seed_array([t.seed for t in padded])
+    return hp, seeds
+
+  def _compile(self, prog: engine.Program, trials, k: int
+               ) -> engine.CompiledSegment:
+    hp, seeds = self._inputs(trials, k)
+    state = jax.eval_shape(prog.init, seeds, hp)  # shapes only: no memory
+    return prog.compiled_segment(state, hp, self.task.data().train,
+                                 jax.random.PRNGKey(self.data_seed))
+
+  def _memory_limit(self, prog, trials, top: int,
+                    big: engine.CompiledSegment, free: int | None
+                    ) -> int | None:
+    if free is None or big.bytes is None:
+      return None
+    budget = MEMORY_FRACTION * free
+    if big.bytes <= budget:
+      return top
+    small_k = max(1, top // 8)
+    small = self._compile(prog, trials, small_k)
+    per_trial = (big.bytes - small.bytes) / max(top - small_k, 1)
+    if per_trial <= 0:
+      return small_k
+    return max(1, min(top - 1,
+                      int((budget - small.bytes) / per_trial) + small_k))
+
+  def _rate(self, prog, trials, k: int, *, warm: bool) -> tuple[float, float]:
+    """Trial-steps/s of ``k`` trials from the bucket, and the seconds the
+    probe took, compile included."""
+    start = time.perf_counter()
+    self._compile(prog, trials, k)
+    hp, seeds = self._inputs(trials, k)
+    data = self.task.data()
+    key = jax.random.PRNGKey(self.data_seed)
+    state = prog.init(seeds, hp)
+    updates = 1
+    if warm:
+      t0 = time.perf_counter()
+      state, _ = prog.segment(state, hp, data.train, key, num_steps=1)
+      jax.block_until_ready(state)
+      updates = max(1, math.ceil(PROBE_SECONDS /
+                                 max(time.perf_counter() - t0, 1e-6)))
+    t0 = time.perf_counter()
+    state, _ = prog.segment(state, hp, data.train, key, num_steps=updates)
+    jax.block_until_ready(state)
+    rate = k * updates / (time.perf_counter() - t0)
+    return rate, time.perf_counter() - start
+
+  def _probe_speed(self, prog, trials, top: int, memory_k, mem_text: str, *,
+                   compile_cost: float) -> Choice:
+    n = len(trials)
+    # The largest K is compiled already: one update times it.
+    rates = {top: self._rate(prog, trials, top, warm=False)[0]}
+    work = n * self.steps / rates[top]
+    smaller = sorted({even_size(n, 4**i)
+                      for i in range(math.ceil(math.log(top, 4)))} - {top})
+    spent, estimate, skipped = 0.0, compile_cost, []
+    for k in smaller:
+      if spent + estimate > PROBE_BUDGET * work:
+        skipped.append(k)
+        continue
+      rates[k], cost = self._rate(prog, trials, k, warm=True)
+      spent += cost
+      estimate = cost
+    if len(rates) > 1:  # like with like: time the largest warm as well
+      rates[top] = self._rate(prog, trials, top, warm=True)[0]
+    best = max(rates.values())
+    k = max(kk for kk, r in rates.items() if r >= KEEP_WITHIN * best)
+    shown = ", ".join(f"K={kk} {r:.1f}" for kk, r in sorted(rates.items()))
+    reason = (f"K={k} for {n} trials ({mem_text}; trial-steps/s measured: "
+              f"{shown}")
+    if skipped:
+      reason += (f"; K={','.join(map(str, skipped))} not probed: about "
+                 f"{estimate:.0f} s each, over {PROBE_BUDGET:.0%} of the "
+                 f"~{work:.0f} s this bucket trains")
+    return Choice(k, memory_k, rates, reason + ")")

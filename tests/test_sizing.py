@@ -1,0 +1,137 @@
+"""max_group_size=auto and the split-and-retry on out-of-memory.
+
+No wall-clock time is asserted: the speed probe is checked for following
+its own rule on whatever it measured, the memory fit against the compiled
+program's own memory analysis."""
+
+import os
+import sqlite3
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import rnnsweep as rs
+from rnnsweep import engine
+from rnnsweep import sizing
+from rnnsweep.groups import StaticConfig
+from conftest import TINY
+
+CONFIGS = [dict(TINY, cell="lstm", learning_rate=lr, output_dropout=d)
+           for lr, d in [(1e-3, 0.0), (3e-3, 0.1), (5e-3, 0.2), (2e-3, 0.3)]]
+
+
+def _bucket(configs):
+  trials = rs.make_trials(configs)
+  return StaticConfig.from_params(trials[0].params), trials
+
+
+def test_short_sweep_takes_the_largest_group_without_probing(tiny_lm):
+  static, trials = _bucket(CONFIGS)
+  sizer = sizing.AutoSizer(tiny_lm, steps=1)
+  choice = sizer.choose(static, trials)
+  assert choice.k == len(trials)
+  assert list(choice.rates) == [len(trials)]
+  assert "K=1 not probed" in choice.reason
+
+
+def test_long_sweep_probes_smaller_groups_and_follows_its_rule(tiny_lm):
+  static, trials = _bucket(CONFIGS)
+  choice = sizing.AutoSizer(tiny_lm, steps=10**9).choose(static, trials)
+  assert sorted(choice.rates) == [1, 4]
+  assert all(r > 0 for r in choice.rates.values())
+  best = max(choice.rates.values())
+  keep = [k for k, r in choice.rates.items()
+          if r >= sizing.KEEP_WITHIN * best]
+  assert choice.k == max(keep)
+
+
+def test_memory_limits_the_group(tiny_lm, monkeypatch):
+  configs = [dict(CONFIGS[i % 4], learning_rate=1e-3 * (i + 1))
+             for i in range(8)]
+  static, trials = _bucket(configs)
+  prog = engine.get_program(static, tiny_lm)
+  sizer = sizing.AutoSizer(tiny_lm, steps=10, platform="gpu")
+  full = sizer._compile(prog, trials, 8).bytes  # pylint: disable=protected-access
+  one = sizer._compile(prog, trials, 1).bytes  # pylint: disable=protected-access
+  assert full > one
+  budget = one + 0.4 * (full - one)  # room for about 3 of the 8 trials
+  monkeypatch.setattr(sizing, "free_memory_bytes",
+                      lambda: budget / sizing.MEMORY_FRACTION)
+  choice = sizer.choose(static, trials)
+  assert choice.rates == {}  # no speed probe off the CPU
+  assert 1 < choice.memory_k < 8
+  assert choice.k == sizing.even_size(8, choice.memory_k)
+  chosen = sizer._compile(prog, trials, choice.k).bytes  # pylint: disable=protected-access
+  assert chosen <= budget
+  assert "memory allows" in choice.reason
+
+
+def test_auto_is_the_default_and_changes_no_number(tiny_lm):
+  lines = []
+  auto = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=8, eval_every=4,
+                    log=lines.append)
+  fixed = rs.run_trials(tiny_lm, CONFIGS, steps=8, eval_every=4,
+                        max_group_size=4)
+  assert any(l.startswith("auto group size for lstm") for l in lines)
+  assert {r.group_id for r in auto.trials} == {0}
+  assert [r.curves for r in auto.trials] == [r.curves for r in fixed.trials]
+
+
+def _fake_oom_above(monkeypatch, limit):
+  real = engine.Program.segment
+
+  def segment(self, state, *args, **kwargs):
+    k = jax.tree_util.tree_leaves(state.trials.params)[0].shape[0]
+    if k > limit:
+      raise RuntimeError(f"RESOURCE_EXHAUSTED: Out of memory while trying "
+                         f"to allocate {k} trials")
+    return real(self, state, *args, **kwargs)
+
+  monkeypatch.setattr(engine.Program, "segment", segment)
+
+
+def test_out_of_memory_splits_the_group_and_loses_nothing(tiny_lm, tmp_path,
+                                                          monkeypatch):
+  small = rs.run_trials(tiny_lm, CONFIGS, steps=8, eval_every=4,
+                        max_group_size=2)
+  _fake_oom_above(monkeypatch, 2)
+  lines = []
+  split = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=8, eval_every=4,
+                     max_group_size=4, workdir=str(tmp_path),
+                     log=lines.append)
+  assert not split.failed
+  assert any("ran out of memory" in l and "K=2" in l for l in lines)
+  # Same trials in groups of the same size: the same numbers, exactly.
+  assert [r.curves for r in split.trials] == [r.curves for r in small.trials]
+  assert [r.test_metrics for r in split.trials] == [
+      r.test_metrics for r in small.trials]
+  with sqlite3.connect(tmp_path / "results.db") as conn:
+    rows = conn.execute("SELECT group_id, size, status FROM groups").fetchall()
+    trial_groups = {g for (g,) in conn.execute(
+        "SELECT group_id FROM trials")}
+  assert sorted(rows) == [(1, 2, "done"), (2, 2, "done")]
+  assert trial_groups == {1, 2}
+  # Continuing the finished sweep finds nothing left to run.
+  again = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=8, eval_every=4,
+                     max_group_size=4, workdir=str(tmp_path))
+  assert [r.curves for r in again.trials] == [r.curves for r in split.trials]
+
+
+def test_a_single_trial_out_of_memory_fails_without_crashing(
+    tiny_lm, tmp_path, monkeypatch):
+  _fake_oom_above(monkeypatch, 0)
+  result = rs.execute(tiny_lm, rs.make_trials(CONFIGS[:2]), steps=4,
+                      eval_every=4, max_group_size=2, workdir=str(tmp_path))
+  assert sorted(result.failed) == [0, 1]
+  assert all("RESOURCE_EXHAUSTED" in e for e in result.failed.values())
+  assert rs.Store(str(tmp_path)).status_counts() == {"failed": 2}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="reads /proc/meminfo")
+def test_free_memory_on_linux():
+  free = sizing.free_memory_bytes()
+  total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  assert 0 < free <= total
