@@ -49,6 +49,8 @@ _PRECISION = flags.DEFINE_enum("precision", "float32",
                                "dtype.")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "rnnsweep scan unroll.",
                                lower_bound=1)
+_HOIST = flags.DEFINE_bool("hoist_input", False, "rnnsweep: hoist the "
+                           "input projection out of the time loop.")
 _TORCH = flags.DEFINE_bool("torch", True, "Run the PyTorch baselines when "
                            "torch is installed.")
 _STEADY = flags.DEFINE_bool("steady", True, "Run part 1 (steady state).")
@@ -67,7 +69,7 @@ def main(argv):
   w = bench.WORKLOADS[_WORKLOAD.value]
   w = dataclasses.replace(w, updates=_UPDATES.value or w.updates)
   options = rs.EngineOptions(compute_dtype=_PRECISION.value,
-                             unroll=_UNROLL.value)
+                             unroll=_UNROLL.value, hoist_input=_HOIST.value)
   header = f"workload {w}; {bench.device_header(options)}"
   print(header)
   task = bench.workload_task(w)

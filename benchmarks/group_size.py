@@ -37,6 +37,8 @@ _KS = flags.DEFINE_list("ks", ["1", "4", "8", "16", "32"],
 _PRECISION = flags.DEFINE_enum("precision", "float32",
                                ["float32", "bfloat16"], "Compute dtype.")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "Scan unroll.", lower_bound=1)
+_HOIST = flags.DEFINE_bool("hoist_input", False, "Hoist the input "
+                           "projection out of the time loop.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON goes.")
 
 
@@ -66,7 +68,7 @@ def main(argv):
   w = bench.WORKLOADS[_WORKLOAD.value]
   w = dataclasses.replace(w, updates=_UPDATES.value or w.updates)
   options = rs.EngineOptions(compute_dtype=_PRECISION.value,
-                             unroll=_UNROLL.value)
+                             unroll=_UNROLL.value, hoist_input=_HOIST.value)
   header = (f"workload {w}; {_TRIALS.value} trials; "
             f"{bench.device_header(options)}")
   print(header)

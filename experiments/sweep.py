@@ -76,6 +76,10 @@ _UNROLL = flags.DEFINE_integer("unroll", 1, "Time steps per iteration of the "
                                "recurrent scan.", lower_bound=1)
 _DONATE = flags.DEFINE_bool("donate", False, "Donate the group state's "
                             "buffers to each segment (less device memory).")
+_HOIST_INPUT = flags.DEFINE_bool(
+    "hoist_input", False, "Compute each layer's input projection for the "
+    "whole window before the time loop, with fused gate matmuls (same "
+    "numbers up to rounding).")
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", rs.engine.DEFAULT_COMPILATION_CACHE, "Persistent "
     "XLA compilation cache, so a rerun or resumed sweep does not compile "
@@ -140,7 +144,8 @@ def main(argv):
                       checkpoint_seconds=_CHECKPOINT_SECONDS.value,
                       options=rs.EngineOptions(
                           compute_dtype=_PRECISION.value,
-                          unroll=_UNROLL.value, donate=_DONATE.value),
+                          unroll=_UNROLL.value, donate=_DONATE.value,
+                          hoist_input=_HOIST_INPUT.value),
                       verbose=not _QUIET.value)
   except ValueError as e:
     fail(str(e))

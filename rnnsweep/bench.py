@@ -81,7 +81,7 @@ def device_header(options: engine.EngineOptions | None = None) -> str:
           f"jax {jax.__version__}; matmul precision "
           f"{jax.config.jax_default_matmul_precision or 'default'}; "
           f"compute {opts.compute_dtype}, unroll {opts.unroll}, donate "
-          f"{opts.donate}")
+          f"{opts.donate}, hoist_input {opts.hoist_input}")
 
 
 def _timed(fn: Callable[[], Any]) -> float:

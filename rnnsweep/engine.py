@@ -276,11 +276,16 @@ class EngineOptions:
     unroll: time steps per iteration of the recurrent scan.
     donate: donate the group state's buffers to each segment (the old state
       must not be used after the call; the runner never does).
+    hoist_input: compute each layer's input projection for the whole
+      window in one matmul before the time loop, with fused gate kernels
+      (:func:`rnnsweep.models.hoisted_apply`; the same parameters and
+      function, different rounding).
   """
 
   compute_dtype: str = "float32"
   unroll: int = 1
   donate: bool = False
+  hoist_input: bool = False
 
   def __post_init__(self):
     if self.compute_dtype not in ("float32", "bfloat16"):
@@ -371,6 +376,12 @@ class Program:
     return models.zero_carry(self.static.cell, self.static.num_layers,
                              batch_size, self.static.hidden_size)
 
+  def forward(self, params, carry, inputs: Array, masks: models.DropoutMasks):
+    """The model on one window: ``(new_carry, outputs)``."""
+    if self.options.hoist_input:
+      return models.hoisted_apply(self.model, params, carry, inputs, masks)
+    return self.model.apply({"params": params}, carry, inputs, masks)
+
   def init_trial(self, seed: Array, hp: Mapping[str, Array]) -> TrialState:
     """Fresh parameters and optimizer state for one trial."""
     key = jax.random.PRNGKey(seed)
@@ -406,8 +417,7 @@ class Program:
   def window_loss(self, params, carry, window: Batch,
                   masks: models.DropoutMasks):
     """Weighted mean loss of one window; returns ``(loss, new_carry)``."""
-    new_carry, outputs = self.model.apply({"params": params}, carry,
-                                          window.inputs, masks)
+    new_carry, outputs = self.forward(params, carry, window.inputs, masks)
     per_step = self.task.loss(outputs, window.targets)
     total = jnp.sum(window.weights)
     loss = jnp.sum(per_step * window.weights) / jnp.maximum(total, 1e-12)
@@ -478,8 +488,8 @@ class Program:
                               num_layers=self.static.num_layers)
 
     def one_batch(batch: Batch):
-      _, outputs = self.model.apply({"params": params}, self.zero_carry(be),
-                                    batch.inputs, masks)
+      _, outputs = self.forward(params, self.zero_carry(be), batch.inputs,
+                                masks)
       per_step = self.task.step_metrics(outputs, batch.targets)
       sums = {k: jnp.sum(v * batch.weights) for k, v in per_step.items()}
       sums["_weight"] = jnp.sum(batch.weights)

@@ -34,6 +34,8 @@ def _compare(a, b, rtol):
 @pytest.mark.parametrize("options, rtol", [
     (rs.EngineOptions(unroll=4), 1e-5),
     (rs.EngineOptions(donate=True), 0.0),  # the same program: bit for bit
+    # The same function with the input matmul moved out of the time loop.
+    (rs.EngineOptions(hoist_input=True), 1e-5),
     # bfloat16 keeps ~3 significant digits in matmuls; parameters,
     # optimizer state, carries and losses stay float32.
     (rs.EngineOptions(compute_dtype="bfloat16"), 2e-2),

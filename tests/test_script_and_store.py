@@ -65,6 +65,7 @@ def test_script_runs_end_to_end(tmp_path):
     (["--task=nope"], ["--task"]),
     (["--steps=0"], ["--steps"]),
     (["--sampler=bayes"], ["--sampler"]),
+    (["--max_group_size=big"], ["--max_group_size", "'auto'", "'big'"]),
     (["stray"], ["unexpected arguments"]),
 ])
 def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):

@@ -2,10 +2,11 @@
 
 from rnnsweep.models.rnn import (Carry, DropoutMasks, MaskedCell,
                                  RecurrentModel, carry_hidden, dropout_masks,
-                                 make_cell, no_dropout, step_by_step,
-                                 zero_carry)
+                                 hoisted_apply, hoisted_layer, make_cell,
+                                 no_dropout, step_by_step, zero_carry)
 
 __all__ = [
     "Carry", "DropoutMasks", "MaskedCell", "RecurrentModel", "carry_hidden",
-    "dropout_masks", "make_cell", "no_dropout", "step_by_step", "zero_carry",
+    "dropout_masks", "hoisted_apply", "hoisted_layer", "make_cell",
+    "no_dropout", "step_by_step", "zero_carry",
 ]
