@@ -26,12 +26,10 @@ import jax
 import numpy as np
 
 from rnnsweep import engine
+from rnnsweep import models
 from rnnsweep.groups import plan_groups
 from rnnsweep.samplers import make_trials
 from rnnsweep.tasks.lm import CharLM, python_docs_text
-
-GATES = {"simple": 1, "lstm": 4, "gru": 3}
-
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
@@ -47,10 +45,10 @@ class Workload:
   updates: int = 50
 
   def flops_per_trial_step(self) -> float:
-    tokens = self.batch * self.window
-    per_token = (6 * GATES[self.cell] * self.hidden * (self.embed + self.hidden)
-                 + 6 * self.hidden * self.vocab)
-    return float(per_token * tokens)
+    return models.training_flops(
+        cell=self.cell, hidden_size=self.hidden, num_layers=1,
+        input_size=self.embed, output_size=self.vocab,
+        tokens=self.batch * self.window)
 
 
 WORKLOADS = {"S": Workload("S"), "L": Workload("L", hidden=512, batch=128)}

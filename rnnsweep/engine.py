@@ -376,6 +376,14 @@ class Program:
     return models.zero_carry(self.static.cell, self.static.num_layers,
                              batch_size, self.static.hidden_size)
 
+  def flops_per_update(self) -> float:
+    """Analytic training FLOPs of one trial's update (one window)."""
+    s = self.static
+    return models.training_flops(
+        cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers,
+        input_size=self.input_size, output_size=self.task.output_size,
+        tokens=s.batch_size * s.truncation)
+
   def forward(self, params, carry, inputs: Array, masks: models.DropoutMasks):
     """The model on one window: ``(new_carry, outputs)``."""
     if self.options.hoist_input:

@@ -17,7 +17,9 @@ K per static configuration (per bucket of trials that share shapes):
   that costs at most :data:`PROBE_BUDGET` of the bucket's estimated
   training time. The largest K within :data:`KEEP_WITHIN` of the fastest
   wins (fewer groups: fewer compiles, evaluations and launches). A short
-  sweep therefore never pays for probes it cannot recoup. On accelerators
+  sweep therefore never pays for probes it cannot recoup; one whose
+  training would be short even at an optimistic speed (analytic FLOPs at
+  :data:`OPTIMISTIC_CPU_FLOPS_PER_CORE`) is not timed at all. On accelerators
   the measured throughput rises with K until memory runs out, so no probe
   runs there.
 
@@ -55,6 +57,11 @@ PROBE_BUDGET = 0.03
 KEEP_WITHIN = 0.95
 #: Each timed CPU probe runs at least this long.
 PROBE_SECONDS = 0.25
+#: An optimistic training speed per CPU core, in FLOP/s (XLA reached about
+#: 23 GFLOP/s per core on workload S on a 2-core development machine): a
+#: bucket whose training would be too short even at this speed to recoup a
+#: probe is not timed at all.
+OPTIMISTIC_CPU_FLOPS_PER_CORE = 100e9
 
 
 def check_max_group_size(value: Any, name: str = "max_group_size"
@@ -232,6 +239,15 @@ class AutoSizer:
   def _probe_speed(self, prog, trials, top: int, memory_k, mem_text: str, *,
                    compile_cost: float) -> Choice:
     n = len(trials)
+    # Even at an optimistic speed, would the bucket train long enough for
+    # one more compile to stay within budget? If not, time nothing.
+    fastest = (n * self.steps * prog.flops_per_update() /
+               (OPTIMISTIC_CPU_FLOPS_PER_CORE * (os.cpu_count() or 1)))
+    if compile_cost > PROBE_BUDGET * fastest:
+      return Choice(top, memory_k, {}, (
+          f"K={top} for {n} trials ({mem_text}; no speed probe: compiling "
+          f"another size (~{compile_cost:.0f} s) is over {PROBE_BUDGET:.0%} "
+          f"of even an optimistic ~{fastest:.0f} s of training)"))
     # The largest K is compiled already: one update times it.
     rates = {top: self._rate(prog, trials, top, warm=False)[0]}
     work = n * self.steps / rates[top]

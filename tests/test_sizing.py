@@ -27,10 +27,23 @@ def _bucket(configs):
   return StaticConfig.from_params(trials[0].params), trials
 
 
-def test_short_sweep_takes_the_largest_group_without_probing(tiny_lm):
+@pytest.mark.parametrize("steps", [1, 40])
+def test_short_sweep_takes_the_largest_group_without_probing(tiny_lm, steps):
   static, trials = _bucket(CONFIGS)
-  sizer = sizing.AutoSizer(tiny_lm, steps=1)
-  choice = sizer.choose(static, trials)
+  choice = sizing.AutoSizer(tiny_lm, steps=steps).choose(static, trials)
+  assert choice.k == len(trials)
+  # A tiny model for 40 steps trains in far less time than a compile takes
+  # even at a pessimistic speed: nothing else is compiled, nothing timed.
+  assert choice.rates == {}
+  assert "no speed probe" in choice.reason
+
+
+def test_probe_budget_limits_what_is_compiled(tiny_lm, monkeypatch):
+  static, trials = _bucket(CONFIGS)
+  # Pretend the machine could be fast enough for a probe to pay, so the
+  # largest K is timed; the real training estimate then rules K=1 out.
+  monkeypatch.setattr(sizing, "OPTIMISTIC_CPU_FLOPS_PER_CORE", 1.0)
+  choice = sizing.AutoSizer(tiny_lm, steps=40).choose(static, trials)
   assert choice.k == len(trials)
   assert list(choice.rates) == [len(trials)]
   assert "K=1 not probed" in choice.reason

@@ -10,7 +10,7 @@ each layer's recurrent state and on each layer's outputs.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -63,6 +63,23 @@ def no_dropout(*, batch_size: int, input_size: int, hidden_size: int,
   ones_h = jnp.ones((batch_size, hidden_size), jnp.float32)
   return DropoutMasks(jnp.ones((batch_size, input_size), jnp.float32),
                       (ones_h,) * num_layers, (ones_h,) * num_layers)
+
+
+#: Gate matmuls per cell type (the G in the FLOP count).
+GATES = {"simple": 1, "lstm": 4, "gru": 3}
+
+
+def training_flops(*, cell: str, hidden_size: int, num_layers: int,
+                   input_size: int, output_size: int, tokens: int) -> float:
+  """Analytic FLOPs of one training update (forward and backward, ~3x the
+  forward) over ``tokens`` = batch x window time steps: ``6*G*H*(I+H)`` per
+  layer per token plus ``6*H*V`` for the head. (``cost_analysis`` counts a
+  scan's body once, so it cannot be used.)"""
+  per_token = 6 * hidden_size * output_size
+  for layer in range(num_layers):
+    width = input_size if layer == 0 else hidden_size
+    per_token += 6 * GATES[cell] * hidden_size * (width + hidden_size)
+  return float(per_token * tokens)
 
 
 def make_cell(cell: str, features: int, name: str | None = None,
@@ -171,13 +188,13 @@ class RecurrentModel(nn.Module):
                                       dtype=self.dtype)(x)
 
 
-def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
-                 inputs: Array, masks: DropoutMasks) -> tuple[Carry, Array]:
-  """The same computation as ``model.apply`` with a Python loop over time.
-
-  Slow; it exists so tests can check the scanned model against the plain
-  definition of the recurrence.
-  """
+def _stack(model: RecurrentModel, params: Any, carry: Carry, inputs: Array,
+           masks: DropoutMasks, layer: Callable[..., tuple[Any, Array]]
+           ) -> tuple[Carry, Array]:
+  """The model's structure around a per-layer function
+  ``layer(l, carry_l, x [B, T, D], recurrent_mask) -> (carry_l, ys)``:
+  embedding or features, input dropout, the layers with output dropout,
+  the head. (:class:`RecurrentModel` is the same structure in Flax.)"""
   if model.vocab_size is not None:
     x = nn.Embed(model.vocab_size, model.embed_size, dtype=model.dtype).apply(
         {"params": params["embed"]}, inputs)
@@ -186,18 +203,32 @@ def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
   x = x * masks.inputs[:, None, :]
   new_carry = []
   for l in range(model.num_layers):
-    cell = MaskedCell(model.cell, model.hidden_size, model.dtype)
-    c = carry[l]
-    ys = []
-    for t in range(x.shape[1]):
-      c, y = cell.apply({"params": params[f"layer_{l}"]}, c, x[:, t],
-                        masks.recurrent[l])
-      ys.append(y)
+    c, ys = layer(l, carry[l], x, masks.recurrent[l])
     new_carry.append(c)
-    x = jnp.stack(ys, axis=1) * masks.outputs[l][:, None, :]
+    x = ys * masks.outputs[l][:, None, :]
   out = nn.Dense(model.output_size, dtype=model.dtype).apply(
       {"params": params["head"]}, x)
   return tuple(new_carry), out
+
+
+def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
+                 inputs: Array, masks: DropoutMasks) -> tuple[Carry, Array]:
+  """The same computation as ``model.apply`` with a Python loop over time.
+
+  Slow; it exists so tests can check the scanned model against the plain
+  definition of the recurrence.
+  """
+  cell = MaskedCell(model.cell, model.hidden_size, model.dtype)
+
+  def layer(l, c, x, recurrent_mask):
+    ys = []
+    for t in range(x.shape[1]):
+      c, y = cell.apply({"params": params[f"layer_{l}"]}, c, x[:, t],
+                        recurrent_mask)
+      ys.append(y)
+    return c, jnp.stack(ys, axis=1)
+
+  return _stack(model, params, carry, inputs, masks, layer)
 
 
 # Each cell's Flax parameter names, in the gate order of the fused kernels.
@@ -282,19 +313,10 @@ def hoisted_apply(model: RecurrentModel, params: Any, carry: Carry,
   """``model.apply`` computed with :func:`hoisted_layer` for every layer:
   the same parameters and the same function, faster where matmuls are
   cheaper in bulk."""
-  if model.vocab_size is not None:
-    x = nn.Embed(model.vocab_size, model.embed_size, dtype=model.dtype).apply(
-        {"params": params["embed"]}, inputs)
-  else:
-    x = inputs.astype(jnp.float32)
-  x = x * masks.inputs[:, None, :]
-  new_carry = []
-  for l in range(model.num_layers):
-    c, ys = hoisted_layer(model.cell, params[f"layer_{l}"]["cell"], carry[l],
-                          x, masks.recurrent[l], dtype=model.dtype,
-                          unroll=model.unroll)
-    new_carry.append(c)
-    x = ys * masks.outputs[l][:, None, :]
-  out = nn.Dense(model.output_size, dtype=model.dtype).apply(
-      {"params": params["head"]}, x)
-  return tuple(new_carry), out
+
+  def layer(l, c, x, recurrent_mask):
+    return hoisted_layer(model.cell, params[f"layer_{l}"]["cell"], c, x,
+                         recurrent_mask, dtype=model.dtype,
+                         unroll=model.unroll)
+
+  return _stack(model, params, carry, inputs, masks, layer)
