@@ -45,8 +45,8 @@ def test_scan_equals_python_loop(cell, tokens):
       c_scan, c_loop)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("dtype", [None, jnp.bfloat16])
+@pytest.mark.parametrize("cell, dtype", [(c, None) for c in CELLS] +
+                         [("lstm", jnp.bfloat16), ("gru", jnp.bfloat16)])
 def test_hoisted_input_projection_is_the_same_function(cell, dtype):
   model = models.RecurrentModel(cell=cell, hidden_size=H, num_layers=L,
                                 output_size=5, vocab_size=11, embed_size=4,
