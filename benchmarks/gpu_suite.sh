@@ -15,10 +15,10 @@ nvidia-smi -L 2>/dev/null | tee "$out/device.txt" || true
 run() { echo "+ $*"; python3 "$@" 2>&1 | grep -v "Unable to initialize backend" | tee -a "$out/suite.log"; }
 if [[ "${QUICK:-0}" == 1 ]]; then
   S_KS=1,1024; L_KS=1,256; LEVER_S_KS=1024,2048; LEVER_L_KS=256; SWEEP=0
-  AUTO_KS=1024
+  AUTO_KS=1024; ROUNDS=1
 else
   S_KS=1,8,64,256,1024,2048; L_KS=1,16,64,256; LEVER_S_KS=256,1024,2048
-  LEVER_L_KS=64,256; SWEEP=8; AUTO_KS=256,1024
+  LEVER_L_KS=64,256; SWEEP=8; AUTO_KS=256,1024; ROUNDS=2
 fi
 run benchmarks/throughput.py --workload=S --ks=$S_KS --out_dir="$out"
 run benchmarks/throughput.py --workload=S --ks=$LEVER_S_KS --precision=bfloat16 --unroll=8 --out_dir="$out"
@@ -28,4 +28,4 @@ run benchmarks/throughput.py --workload=L --ks=$L_KS --out_dir="$out"
 run benchmarks/throughput.py --workload=L --ks=$LEVER_L_KS --precision=bfloat16 --unroll=8 --out_dir="$out"
 run benchmarks/throughput.py --workload=L --ks=$LEVER_L_KS --precision=bfloat16 --unroll=8 --hoist_input --out_dir="$out"
 run benchmarks/baselines.py --workload=S --k=1024 --sweep_trials=$SWEEP --precision=bfloat16 --unroll=8 --out_dir="$out"
-run benchmarks/group_size.py --workload=S --trials=1024 --ks=$AUTO_KS --precision=bfloat16 --unroll=8 --out_dir="$out"
+run benchmarks/group_size.py --workload=S --trials=1024 --ks=$AUTO_KS --rounds=$ROUNDS --precision=bfloat16 --unroll=8 --out_dir="$out"
