@@ -140,6 +140,31 @@ def test_diverged_parameters_stay_frozen(tiny_adding):
       jax.tree_util.tree_leaves(healthy), jax.tree_util.tree_leaves(moved)))
 
 
+def test_one_executable_serves_every_segment_length(tiny_lm):
+  configs = _configs("gru", VARIED[:3])
+  trials = rs.make_trials(configs)
+  group = rs.plan_groups(trials, 3)[0]
+  prog = engine.get_program(group.static, tiny_lm)
+  hp = engine.hparam_arrays([t.params for t in trials])
+  seeds = engine.seed_array([t.seed for t in trials])
+  data = tiny_lm.data()
+  key = jax.random.PRNGKey(0)
+  start = prog.init(seeds, hp)
+  whole, _ = prog.segment(start, hp, data.train, key, num_steps=8)
+  traces = engine.trace_counts()
+  with engine.count_compiles() as compiles:
+    part, first = prog.segment(start, hp, data.train, key, num_steps=3)
+    part, rest = prog.segment(part, hp, data.train, key, num_steps=5)
+    same, empty = prog.segment(part, hp, data.train, key, num_steps=0)
+  assert compiles.count == 0 and engine.trace_counts() == traces
+  # 3 + 5 updates are the 8 updates, bit for bit; 0 updates change nothing.
+  jax.tree_util.tree_map(np.testing.assert_array_equal, whole, part)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, part, same)
+  assert int(part.step) == 8 and int(first.windows_with_targets) == 3
+  assert int(rest.windows_with_targets) == 5
+  assert np.isnan(np.asarray(empty.train_loss)).all()
+
+
 def test_second_group_compiles_nothing(tiny_lm):
   first = _configs("gru", VARIED[:3])
   rs.run_trials(tiny_lm, first, steps=16, eval_every=8, max_group_size=3)
