@@ -157,7 +157,7 @@ class AutoSizer:
     self.log(f"auto group size for {static.label()}: {choice.reason}")
     return choice.k
 
-  # -- the decision -------------------------------------------------------------
+  # -- the decision -----------------------------------------------------------
 
   def choose(self, static: StaticConfig,
              trials: Sequence[TrialSpec]) -> Choice:
@@ -167,7 +167,7 @@ class AutoSizer:
     cap = CPU_MAX_GROUP_SIZE if cpu else ACCELERATOR_MAX_GROUP_SIZE
     top = even_size(n, min(n, cap))
     prog = engine.get_program(static, self.task, self.options)
-    big = self._compile(prog, trials, top)
+    big = self.compile_segment(prog, trials, top)
     free = free_memory_bytes()
     memory_k = self._memory_limit(prog, trials, top, big, free)
     if memory_k is None:
@@ -191,10 +191,13 @@ class AutoSizer:
     seeds = engine.seed_array([t.seed for t in padded])
     return hp, seeds
 
-  def _compile(self, prog: engine.Program, trials, k: int
-               ) -> engine.CompiledSegment:
+  def compile_segment(self, prog: engine.Program,
+                      trials: Sequence[TrialSpec], k: int
+                      ) -> engine.CompiledSegment:
+    """``prog``'s segment compiled for ``k`` of ``trials`` (repeated as
+    padding), from shapes alone (no device memory)."""
     hp, seeds = self._inputs(trials, k)
-    state = jax.eval_shape(prog.init, seeds, hp)  # shapes only: no memory
+    state = jax.eval_shape(prog.init, seeds, hp)
     return prog.compiled_segment(state, hp, self.task.data().train,
                                  jax.random.PRNGKey(self.data_seed))
 
@@ -207,7 +210,7 @@ class AutoSizer:
     if big.bytes <= budget:
       return top
     small_k = max(1, top // 8)
-    small = self._compile(prog, trials, small_k)
+    small = self.compile_segment(prog, trials, small_k)
     per_trial = (big.bytes - small.bytes) / max(top - small_k, 1)
     if per_trial <= 0:
       return small_k
@@ -218,7 +221,7 @@ class AutoSizer:
     """Trial-steps/s of ``k`` trials from the bucket, and the seconds the
     probe took, compile included."""
     start = time.perf_counter()
-    self._compile(prog, trials, k)
+    self.compile_segment(prog, trials, k)
     hp, seeds = self._inputs(trials, k)
     data = self.task.data()
     key = jax.random.PRNGKey(self.data_seed)

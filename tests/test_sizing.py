@@ -66,8 +66,8 @@ def test_memory_limits_the_group(tiny_lm, monkeypatch):
   static, trials = _bucket(configs)
   prog = engine.get_program(static, tiny_lm)
   sizer = sizing.AutoSizer(tiny_lm, steps=10, platform="gpu")
-  full = sizer._compile(prog, trials, 8).bytes  # pylint: disable=protected-access
-  one = sizer._compile(prog, trials, 1).bytes  # pylint: disable=protected-access
+  full = sizer.compile_segment(prog, trials, 8).bytes
+  one = sizer.compile_segment(prog, trials, 1).bytes
   assert full > one
   budget = one + 0.4 * (full - one)  # room for about 3 of the 8 trials
   monkeypatch.setattr(sizing, "free_memory_bytes",
@@ -76,7 +76,7 @@ def test_memory_limits_the_group(tiny_lm, monkeypatch):
   assert choice.rates == {}  # no speed probe off the CPU
   assert 1 < choice.memory_k < 8
   assert choice.k == sizing.even_size(8, choice.memory_k)
-  chosen = sizer._compile(prog, trials, choice.k).bytes  # pylint: disable=protected-access
+  chosen = sizer.compile_segment(prog, trials, choice.k).bytes
   assert chosen <= budget
   assert "memory allows" in choice.reason
 

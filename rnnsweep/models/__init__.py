@@ -8,6 +8,6 @@ from rnnsweep.models.rnn import (GATES, Carry, DropoutMasks, MaskedCell,
 
 __all__ = [
     "GATES", "Carry", "DropoutMasks", "MaskedCell", "RecurrentModel",
-    "carry_hidden", "dropout_masks", "hoisted_apply", "hoisted_layer", "make_cell",
-    "no_dropout", "step_by_step", "training_flops", "zero_carry",
+    "carry_hidden", "dropout_masks", "hoisted_apply", "hoisted_layer",
+    "make_cell", "no_dropout", "step_by_step", "training_flops", "zero_carry",
 ]
