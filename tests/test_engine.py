@@ -110,17 +110,20 @@ def test_divergent_trial_is_frozen_and_isolated(tiny_adding):
   assert with_bad.best.status == "completed"
 
 
+def _one_group(task, configs):
+  """``(program, hp, data, data_key, initial state)`` of one group."""
+  trials = rs.make_trials(configs)
+  group = rs.plan_groups(trials, len(trials))[0]
+  prog = engine.get_program(group.static, task)
+  hp = engine.hparam_arrays([t.params for t in trials])
+  seeds = engine.seed_array([t.seed for t in trials])
+  return prog, hp, task.data(), jax.random.PRNGKey(0), prog.init(seeds, hp)
+
+
 def test_diverged_parameters_stay_frozen(tiny_adding):
   configs = [dict(TINY, cell="simple", learning_rate=1e-3),
              dict(TINY, cell="simple", learning_rate=1e35, grad_clip=0.0)]
-  trials = rs.make_trials(configs)
-  group = rs.plan_groups(trials, 2)[0]
-  prog = engine.get_program(group.static, tiny_adding)
-  hp = engine.hparam_arrays([t.params for t in trials])
-  seeds = engine.seed_array([t.seed for t in trials])
-  data = tiny_adding.data()
-  key = jax.random.PRNGKey(0)
-  state = prog.init(seeds, hp)
+  prog, hp, data, key, state = _one_group(tiny_adding, configs)
   state, _ = prog.segment(state, hp, data.train, key, num_steps=8)
   assert bool(state.trials.diverged[1]) and not bool(state.trials.diverged[0])
   frozen = jax.tree_util.tree_map(lambda x: np.asarray(x[1]),
@@ -141,15 +144,8 @@ def test_diverged_parameters_stay_frozen(tiny_adding):
 
 
 def test_one_executable_serves_every_segment_length(tiny_lm):
-  configs = _configs("gru", VARIED[:3])
-  trials = rs.make_trials(configs)
-  group = rs.plan_groups(trials, 3)[0]
-  prog = engine.get_program(group.static, tiny_lm)
-  hp = engine.hparam_arrays([t.params for t in trials])
-  seeds = engine.seed_array([t.seed for t in trials])
-  data = tiny_lm.data()
-  key = jax.random.PRNGKey(0)
-  start = prog.init(seeds, hp)
+  prog, hp, data, key, start = _one_group(tiny_lm,
+                                          _configs("gru", VARIED[:3]))
   whole, _ = prog.segment(start, hp, data.train, key, num_steps=8)
   traces = engine.trace_counts()
   with engine.count_compiles() as compiles:
