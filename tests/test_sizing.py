@@ -83,9 +83,13 @@ def test_memory_limits_the_group(tiny_lm, monkeypatch):
 
 def test_auto_is_the_default_and_changes_no_number(tiny_lm):
   lines = []
-  auto = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=8, eval_every=4,
+  before = engine.trace_counts().get("segment", 0)
+  # 10 steps: segments of 4, 4 and 2 updates.
+  auto = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=10, eval_every=4,
                     log=lines.append)
-  fixed = rs.run_trials(tiny_lm, CONFIGS, steps=8, eval_every=4,
+  # The run reuses the executable auto compiled to read its memory.
+  assert engine.trace_counts()["segment"] - before <= 1
+  fixed = rs.run_trials(tiny_lm, CONFIGS, steps=10, eval_every=4,
                         max_group_size=4)
   assert any(l.startswith("auto group size for lstm") for l in lines)
   assert {r.group_id for r in auto.trials} == {0}
