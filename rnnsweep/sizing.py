@@ -148,12 +148,10 @@ class AutoSizer:
     self.data_seed = data_seed
     self.log = log or (lambda _: None)
     self.platform = platform or jax.devices()[0].platform
-    self.choices: dict[StaticConfig, Choice] = {}
 
   def __call__(self, static: StaticConfig,
                trials: Sequence[TrialSpec]) -> int:
     choice = self.choose(static, trials)
-    self.choices[static] = choice
     self.log(f"auto group size for {static.label()}: {choice.reason}")
     return choice.k
 
