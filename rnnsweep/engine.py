@@ -278,7 +278,7 @@ class EngineOptions:
       must not be used after the call; the runner never does).
     hoist_input: compute each layer's input projection for the whole
       window in one matmul before the time loop, with fused gate kernels
-      (:func:`rnnsweep.models.hoisted_apply`; the same parameters and
+      (:func:`rnnsweep.models.layer_scan`; the same parameters and
       function, different rounding).
   """
 
@@ -317,7 +317,8 @@ class Program:
         num_layers=static.num_layers, output_size=task.output_size,
         vocab_size=task.vocab_size, embed_size=static.embed_size,
         dtype=(jnp.bfloat16 if self.options.compute_dtype == "bfloat16"
-               else None), unroll=self.options.unroll)
+               else None), unroll=self.options.unroll,
+        hoist_input=self.options.hoist_input)
     self.input_size = (static.embed_size if task.vocab_size is not None
                        else task.input_size)
     self.windows_per_sequence = math.ceil(task.seq_len / static.truncation)
@@ -386,8 +387,6 @@ class Program:
 
   def forward(self, params, carry, inputs: Array, masks: models.DropoutMasks):
     """The model on one window: ``(new_carry, outputs)``."""
-    if self.options.hoist_input:
-      return models.hoisted_apply(self.model, params, carry, inputs, masks)
     return self.model.apply({"params": params}, carry, inputs, masks)
 
   def init_trial(self, seed: Array, hp: Mapping[str, Array]) -> TrialState:

@@ -6,11 +6,37 @@ rates are traced per-trial values, so masks are sampled by
 in Python) and passed in. Following Gal & Ghahramani (2016), one mask is drawn
 per sequence and reused at every time step, on the first layer's inputs, on
 each layer's recurrent state and on each layer's outputs.
+
+The cells are written out here rather than taken from ``flax.linen``: the
+recurrent mask must multiply ``h`` only where it enters the recurrent matrix
+products, and the carried state must never be scaled. (Masking the carry
+before calling Flax's ``GRUCell`` also scales the ``z * h`` term of its update,
+which let a GRU's state grow without bound at recurrent dropout > 0.)
+
+Each layer has fused gate kernels, in gate order (LSTM ``i, f, g, o``; GRU
+``r, z, n``; simple: one gate)::
+
+  w_i [D, G*H]   input kernel        (LeCun normal)
+  w_h [H, G*H]   recurrent kernel    (one orthogonal [H, H] block per gate)
+  b   [G*H]      bias on the input side (zeros)
+  b_hn [H]       GRU only: the candidate's recurrent bias (zeros)
+
+With ``m`` the layer's recurrent mask and ``x_t`` its (masked) input, one step
+is (``σ`` the logistic sigmoid, ``∘`` elementwise)::
+
+  simple: h' = tanh(x_t W_i + b + (m∘h) W_h)
+  lstm:   [i, f, g, o] = x_t W_i + b + (m∘h) W_h
+          c' = σ(f)∘c + σ(i)∘tanh(g);   h' = σ(o)∘tanh(c')
+  gru:    [a_r, a_z, a_n] = x_t W_i + b;   [u_r, u_z, u_n] = (m∘h) W_h
+          r = σ(a_r + u_r);   z = σ(a_z + u_z);   n = tanh(a_n + r∘(u_n + b_hn))
+          h' = (1 - z)∘n + z∘h          (the unmasked h)
+
+so a GRU or LSTM ``h`` stays in [-1, 1] at any dropout rate.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -20,13 +46,17 @@ Array = jax.Array
 #: One entry per layer: ``(c, h)`` for an LSTM, ``h`` for GRU / simple.
 Carry = tuple
 
+#: Gate matmuls per cell type (the G in the FLOP count and the kernels).
+GATES = {"simple": 1, "lstm": 4, "gru": 3}
+
 
 class DropoutMasks(NamedTuple):
   """Pre-scaled keep masks (0 or ``1 / (1 - rate)``), constant over time.
 
   Attributes:
     inputs: ``[B, D]`` on the first layer's inputs (D: embedding or features).
-    recurrent: per layer ``[B, H]``, on the state fed back into the cell.
+    recurrent: per layer ``[B, H]``, on the state where it enters the
+      recurrent matrix products.
     outputs: per layer ``[B, H]``, on what the layer passes upward / to the
       head.
   """
@@ -65,10 +95,6 @@ def no_dropout(*, batch_size: int, input_size: int, hidden_size: int,
                       (ones_h,) * num_layers, (ones_h,) * num_layers)
 
 
-#: Gate matmuls per cell type (the G in the FLOP count).
-GATES = {"simple": 1, "lstm": 4, "gru": 3}
-
-
 def training_flops(*, cell: str, hidden_size: int, num_layers: int,
                    input_size: int, output_size: int, tokens: int) -> float:
   """Analytic FLOPs of one training update (forward and backward, ~3x the
@@ -82,17 +108,9 @@ def training_flops(*, cell: str, hidden_size: int, num_layers: int,
   return float(per_token * tokens)
 
 
-def make_cell(cell: str, features: int, name: str | None = None,
-              dtype: Any = None) -> nn.Module:
-  """A Flax cell; ``dtype`` is the compute dtype (parameters stay float32)."""
-  if cell == "lstm":
-    # Fused gate matmuls: one [D, 4H] input and one [H, 4H] recurrent kernel.
-    return nn.OptimizedLSTMCell(features, name=name, dtype=dtype)
-  if cell == "gru":
-    return nn.GRUCell(features, name=name, dtype=dtype)
-  if cell == "simple":
-    return nn.SimpleCell(features, name=name, dtype=dtype)
-  raise ValueError(f"cell must be one of simple, lstm, gru; got {cell!r}")
+def _check_cell(cell: str) -> None:
+  if cell not in GATES:
+    raise ValueError(f"cell must be one of simple, lstm, gru; got {cell!r}")
 
 
 def zero_carry(cell: str, num_layers: int, batch_size: int,
@@ -101,32 +119,103 @@ def zero_carry(cell: str, num_layers: int, batch_size: int,
   return tuple(((z, z) if cell == "lstm" else z) for _ in range(num_layers))
 
 
-def carry_hidden(cell: str, layer_carry: Any) -> Array:
-  """The hidden state ``h`` of one layer's carry."""
-  return layer_carry[1] if cell == "lstm" else layer_carry
+def _orthogonal_blocks(gates: int):
+  """Initialiser of a ``[H, G*H]`` kernel: one orthogonal block per gate."""
+  orthogonal = nn.initializers.orthogonal()
+
+  def init(key, shape, dtype=jnp.float32):
+    h = shape[0]
+    return jnp.concatenate([orthogonal(k, (h, h), dtype)
+                            for k in jax.random.split(key, gates)], axis=-1)
+
+  return init
 
 
-class MaskedCell(nn.Module):
-  """One time step of one layer: the cell, with its state masked first."""
+def layer_scan(cell: str, params: Any, carry: Any, x: Array,
+               recurrent_mask: Array, *, dtype: Any = None, unroll: int = 1,
+               hoist_input: bool = False) -> tuple[Any, Array]:
+  """One recurrent layer over a window (the equations in the module doc).
+
+  Args:
+    cell: ``simple`` | ``lstm`` | ``gru``.
+    params: the layer's ``w_i``, ``w_h``, ``b`` (and ``b_hn`` for GRU).
+    carry: the layer's float32 state (``(c, h)`` or ``h``), each ``[B, H]``.
+    x: ``[B, T, D]`` inputs, masked already.
+    recurrent_mask: ``[B, H]``.
+    dtype: compute dtype (``None``: float32); the carry stays float32.
+    unroll: time steps per scan iteration.
+    hoist_input: project the whole window's inputs in one ``[B*T, D]``
+      matmul before the time loop instead of one ``[B, D]`` matmul per step
+      (the same function; rounding differs).
+
+  Returns:
+    ``(new_carry, outputs [B, T, H])``, outputs in the compute dtype.
+  """
+  compute = dtype or jnp.float32
+  w_i = params["w_i"].astype(compute)
+  w_h = params["w_h"].astype(compute)
+  b = params["b"].astype(compute)
+  hidden = w_h.shape[0]
+
+  def project(x_t):
+    return jnp.dot(x_t.astype(compute), w_i) + b
+
+  def step(c, a):
+    """One time step, given the input projection ``a = x_t W_i + b``."""
+    h = c[1] if cell == "lstm" else c
+    u = jnp.dot((h * recurrent_mask).astype(compute), w_h)
+    if cell == "lstm":
+      i, f, g, o = jnp.split(a + u, 4, axis=-1)
+      new_c = (jax.nn.sigmoid(f) * c[0].astype(compute) +
+               jax.nn.sigmoid(i) * jnp.tanh(g))
+      new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
+      return (new_c.astype(c[0].dtype), new_h.astype(h.dtype)), new_h
+    if cell == "gru":
+      r = jax.nn.sigmoid(a[:, :hidden] + u[:, :hidden])
+      z = jax.nn.sigmoid(a[:, hidden:2 * hidden] + u[:, hidden:2 * hidden])
+      n = jnp.tanh(a[:, 2 * hidden:] +
+                   r * (u[:, 2 * hidden:] + params["b_hn"].astype(compute)))
+      new_h = (1.0 - z) * n + z * h.astype(compute)
+    else:
+      new_h = jnp.tanh(a + u)
+    return new_h.astype(h.dtype), new_h
+
+  xs = jnp.swapaxes(x, 0, 1)  # [T, B, D]: scan runs over time
+  if hoist_input:
+    new_carry, ys = jax.lax.scan(step, carry, project(xs), unroll=unroll)
+  else:
+    new_carry, ys = jax.lax.scan(lambda c, x_t: step(c, project(x_t)), carry,
+                                 xs, unroll=unroll)
+  return new_carry, jnp.swapaxes(ys, 0, 1)
+
+
+class RecurrentLayer(nn.Module):
+  """One recurrent layer's parameters, run over a window by
+  :func:`layer_scan`."""
 
   cell: str
   features: int
   dtype: Any = None
+  unroll: int = 1
+  hoist_input: bool = False
 
   @nn.compact
-  def __call__(self, carry, x, recurrent_mask):
-    if self.cell == "lstm":
-      c, h = carry
-      masked = (c, h * recurrent_mask)
-    else:
-      masked = carry * recurrent_mask
-    new_carry, y = make_cell(self.cell, self.features, name="cell",
-                             dtype=self.dtype)(masked, x)
-    # The carry keeps its (float32) dtype whatever the compute dtype, so the
-    # scan's carry type is fixed and state crosses windows at full precision.
-    new_carry = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype),
-                                       new_carry, carry)
-    return new_carry, y
+  def __call__(self, carry, x: Array, recurrent_mask: Array):
+    _check_cell(self.cell)
+    gates = GATES[self.cell] * self.features
+    params = {
+        "w_i": self.param("w_i", nn.initializers.lecun_normal(),
+                          (x.shape[-1], gates)),
+        "w_h": self.param("w_h", _orthogonal_blocks(GATES[self.cell]),
+                          (self.features, gates)),
+        "b": self.param("b", nn.initializers.zeros, (gates,)),
+    }
+    if self.cell == "gru":
+      params["b_hn"] = self.param("b_hn", nn.initializers.zeros,
+                                  (self.features,))
+    return layer_scan(self.cell, params, carry, x, recurrent_mask,
+                      dtype=self.dtype, unroll=self.unroll,
+                      hoist_input=self.hoist_input)
 
 
 class RecurrentModel(nn.Module):
@@ -145,6 +234,8 @@ class RecurrentModel(nn.Module):
     embed_size: embedding width (token inputs only).
     dtype: compute dtype (``None``: float32); parameters stay float32.
     unroll: time steps per iteration of the scan loop.
+    hoist_input: each layer's input projection as one matmul per window,
+      outside the time loop (see :func:`layer_scan`).
   """
 
   cell: str
@@ -155,6 +246,7 @@ class RecurrentModel(nn.Module):
   embed_size: int = 64
   dtype: Any = None
   unroll: int = 1
+  hoist_input: bool = False
 
   @nn.compact
   def __call__(self, carry: Carry, inputs: Array,
@@ -175,148 +267,13 @@ class RecurrentModel(nn.Module):
     else:
       x = inputs.astype(jnp.float32)
     x = x * masks.inputs[:, None, :]
-    layer = nn.scan(MaskedCell, variable_broadcast="params",
-                    split_rngs={"params": False}, in_axes=(1, nn.broadcast),
-                    out_axes=1, unroll=self.unroll)
     new_carry = []
     for l in range(self.num_layers):
-      c, ys = layer(self.cell, self.hidden_size, self.dtype,
-                    name=f"layer_{l}")(carry[l], x, masks.recurrent[l])
+      c, ys = RecurrentLayer(self.cell, self.hidden_size, self.dtype,
+                             self.unroll, self.hoist_input,
+                             name=f"layer_{l}")(carry[l], x,
+                                                masks.recurrent[l])
       new_carry.append(c)
       x = ys * masks.outputs[l][:, None, :]
     return tuple(new_carry), nn.Dense(self.output_size, name="head",
                                       dtype=self.dtype)(x)
-
-
-def _stack(model: RecurrentModel, params: Any, carry: Carry, inputs: Array,
-           masks: DropoutMasks, layer: Callable[..., tuple[Any, Array]]
-           ) -> tuple[Carry, Array]:
-  """The model's structure around a per-layer function
-  ``layer(l, carry_l, x [B, T, D], recurrent_mask) -> (carry_l, ys)``:
-  embedding or features, input dropout, the layers with output dropout,
-  the head. (:class:`RecurrentModel` is the same structure in Flax.)"""
-  if model.vocab_size is not None:
-    x = nn.Embed(model.vocab_size, model.embed_size, dtype=model.dtype).apply(
-        {"params": params["embed"]}, inputs)
-  else:
-    x = inputs.astype(jnp.float32)
-  x = x * masks.inputs[:, None, :]
-  new_carry = []
-  for l in range(model.num_layers):
-    c, ys = layer(l, carry[l], x, masks.recurrent[l])
-    new_carry.append(c)
-    x = ys * masks.outputs[l][:, None, :]
-  out = nn.Dense(model.output_size, dtype=model.dtype).apply(
-      {"params": params["head"]}, x)
-  return tuple(new_carry), out
-
-
-def step_by_step(model: RecurrentModel, params: Any, carry: Carry,
-                 inputs: Array, masks: DropoutMasks) -> tuple[Carry, Array]:
-  """The same computation as ``model.apply`` with a Python loop over time.
-
-  Slow; it exists so tests can check the scanned model against the plain
-  definition of the recurrence.
-  """
-  cell = MaskedCell(model.cell, model.hidden_size, model.dtype)
-
-  def layer(l, c, x, recurrent_mask):
-    ys = []
-    for t in range(x.shape[1]):
-      c, y = cell.apply({"params": params[f"layer_{l}"]}, c, x[:, t],
-                        recurrent_mask)
-      ys.append(y)
-    return c, jnp.stack(ys, axis=1)
-
-  return _stack(model, params, carry, inputs, masks, layer)
-
-
-# Each cell's Flax parameter names, in the gate order of the fused kernels.
-_INPUT_NAMES = {"lstm": ("ii", "if", "ig", "io"), "gru": ("ir", "iz", "in"),
-                "simple": ("i",)}
-_RECURRENT_NAMES = {"lstm": ("hi", "hf", "hg", "ho"),
-                    "gru": ("hr", "hz", "hn"), "simple": ("h",)}
-
-
-def _fused(cell_params: Any, names: Sequence[str]) -> tuple[Array, Any]:
-  """One ``[D, G*H]`` kernel from per-gate kernels, and the per-gate biases
-  (``None`` where a gate has none)."""
-  kernel = jnp.concatenate([cell_params[n]["kernel"] for n in names], axis=-1)
-  return kernel, [cell_params[n].get("bias") for n in names]
-
-
-def hoisted_layer(cell: str, cell_params: Any, carry: Any, x: Array,
-                  recurrent_mask: Array, *, dtype: Any = None,
-                  unroll: int = 1) -> tuple[Any, Array]:
-  """One recurrent layer over a window, input projection hoisted out.
-
-  The same function as the scanned :class:`MaskedCell` (same parameters,
-  same operations per step), arranged for speed: the input half of every
-  gate is one ``[B*T, D] x [D, G*H]`` matmul before the time loop, and the
-  recurrent half one ``[B, H] x [H, G*H]`` matmul per step (Flax's GRU and
-  simple cells do one matmul per gate).
-
-  Args:
-    cell: ``simple`` | ``lstm`` | ``gru``.
-    cell_params: the Flax cell's parameters (``params["layer_l"]["cell"]``).
-    carry: the layer's state, float32.
-    x: ``[B, T, D]`` inputs, masked already.
-    recurrent_mask: ``[B, H]``.
-    dtype: compute dtype (``None``: float32).
-    unroll: time steps per scan iteration.
-
-  Returns:
-    ``(new_carry, outputs [B, T, H])``.
-  """
-  compute = dtype or jnp.float32
-  w_in, b_in = _fused(cell_params, _INPUT_NAMES[cell])
-  w_h, b_h = _fused(cell_params, _RECURRENT_NAMES[cell])
-  xs = jnp.dot(x.astype(compute), w_in.astype(compute))
-  if cell != "lstm":  # Flax puts the LSTM's biases on the recurrent side
-    xs = xs + jnp.concatenate(b_in).astype(compute)
-  if cell == "lstm":
-    b_h = jnp.concatenate(b_h).astype(compute)
-  elif cell == "gru":
-    b_h = b_h[2].astype(compute)  # only the candidate's recurrent bias
-  w_h = w_h.astype(compute)
-  hidden = recurrent_mask.shape[-1]
-
-  def step(c, x_t):
-    if cell == "lstm":
-      mem, h = c
-      hh = jnp.dot((h * recurrent_mask).astype(compute), w_h) + b_h
-      i, f, g, o = jnp.split(hh + x_t, 4, axis=-1)
-      i, f, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jax.nn.sigmoid(o)
-      new_mem = f * mem + i * jnp.tanh(g)
-      new_h = o * jnp.tanh(new_mem)
-      new = (new_mem.astype(mem.dtype), new_h.astype(h.dtype))
-      return new, new_h
-    h = c * recurrent_mask
-    hh = jnp.dot(h.astype(compute), w_h)
-    if cell == "gru":
-      r = jax.nn.sigmoid(x_t[:, :hidden] + hh[:, :hidden])
-      z = jax.nn.sigmoid(x_t[:, hidden:2 * hidden] +
-                         hh[:, hidden:2 * hidden])
-      n = jnp.tanh(x_t[:, 2 * hidden:] + r * (hh[:, 2 * hidden:] + b_h))
-      new_h = (1.0 - z) * n + z * h
-    else:
-      new_h = jnp.tanh(x_t + hh)
-    return new_h.astype(c.dtype), new_h
-
-  new_carry, ys = jax.lax.scan(step, carry, jnp.swapaxes(xs, 0, 1),
-                               unroll=unroll)
-  return new_carry, jnp.swapaxes(ys, 0, 1)
-
-
-def hoisted_apply(model: RecurrentModel, params: Any, carry: Carry,
-                  inputs: Array, masks: DropoutMasks) -> tuple[Carry, Array]:
-  """``model.apply`` computed with :func:`hoisted_layer` for every layer:
-  the same parameters and the same function, faster where matmuls are
-  cheaper in bulk."""
-
-  def layer(l, c, x, recurrent_mask):
-    return hoisted_layer(model.cell, params[f"layer_{l}"]["cell"], c, x,
-                         recurrent_mask, dtype=model.dtype,
-                         unroll=model.unroll)
-
-  return _stack(model, params, carry, inputs, masks, layer)
