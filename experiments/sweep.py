@@ -49,7 +49,8 @@ _MAX_GROUP_SIZE = flags.DEFINE_string(
     "each alone) or 'auto' (from the compiled program's memory and, on a "
     "CPU, a short speed probe).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sweep seed: sampling, trial seeds "
-                             "and the shared data stream.", lower_bound=0)
+                             "and the shared data stream.", lower_bound=0,
+                             upper_bound=2**31 - 1)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where results and checkpoints go. Running the same "
     "command on the same workdir continues an interrupted sweep (default: "

@@ -105,7 +105,7 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
   hp = engine.hparam_arrays([t.params for t in trials])
   seeds = engine.seed_array([t.seed for t in trials])
   data = task.data()
-  key = jax.random.PRNGKey(0)
+  key = engine.data_key(0)
   state = prog.init(seeds, hp)
   compiled = prog.compiled_segment(state, hp, data.train, key)
   mem = compiled.executable.memory_analysis()
@@ -147,7 +147,7 @@ def measure_naive(w: Workload, trials: int, *,
   includes those compiles, since the user pays them."""
   task = task or workload_task(w)
   data = task.data()
-  key = jax.random.PRNGKey(0)
+  key = engine.data_key(0)
   configs = trial_configs(w, max(trials, 2))[:trials]
   start = time.perf_counter()
   with engine.count_compiles() as compiles:

@@ -13,12 +13,15 @@ batch of sequences starts. Windows whose targets all have weight zero (the
 early windows of a sequence -> value task) advance the carry without an
 update. Steps are counted in windows.
 
-RNG: a trial's key is ``PRNGKey(seed)``; its init key is ``fold_in(key, 0)``
+RNG: two disjoint streams under every seed. A trial's key is
+``fold_in(PRNGKey(seed), TRIAL_STREAM)``; its init key is ``fold_in(key, 0)``
 and its dropout masks for sequence batch ``b`` use
 ``fold_in(fold_in(key, 1), b)``: one mask per sequence, constant across that
 sequence's windows. Data batches come from a data key shared by the whole
-sweep (common random numbers): batch ``b`` uses ``fold_in(data_key, b)``.
-Nothing depends on K or on group-mates ("vmap invariance").
+sweep (common random numbers), ``fold_in(PRNGKey(sweep_seed), DATA_STREAM)``:
+batch ``b`` uses ``fold_in(data_key, b)``. So a trial whose seed equals the
+sweep seed still draws nothing that the data stream draws. Seeds lie in
+``[0, 2**31)``. Nothing depends on K or on group-mates ("vmap invariance").
 
 Divergence: a trial whose loss or updated parameters are non-finite is
 marked diverged and frozen (parameters and optimizer state stop changing);
@@ -49,8 +52,39 @@ from rnnsweep.tasks.base import Batch, Task
 
 Array = jax.Array
 
+#: Stream ids under a seed's root key (the built-in generated tasks draw
+#: their fixed validation and test sets under 0x5EED).
+DATA_STREAM = 0xDA7A
+TRIAL_STREAM = 0x7E1A
 _INIT_STREAM = 0
 _DROPOUT_STREAM = 1
+
+
+def data_key(sweep_seed: int) -> Array:
+  """The sweep's data key: every trial's training batches come from it."""
+  space_lib.check_seed("seed", sweep_seed)
+  return jax.random.fold_in(jax.random.PRNGKey(sweep_seed), DATA_STREAM)
+
+
+def trial_key(seed: Array) -> Array:
+  """A trial's own key (init and dropout); ``seed`` may be traced."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), TRIAL_STREAM)
+
+
+def init_key(key: Array) -> Array:
+  """A trial's parameter-init key, from :func:`trial_key`."""
+  return jax.random.fold_in(key, _INIT_STREAM)
+
+
+def dropout_key(key: Array, sequence_batch: Array) -> Array:
+  """A trial's dropout key for one batch of sequences."""
+  return jax.random.fold_in(jax.random.fold_in(key, _DROPOUT_STREAM),
+                            sequence_batch)
+
+
+def batch_key(data: Array, sequence_batch: Array) -> Array:
+  """The data key of one batch of training sequences."""
+  return jax.random.fold_in(data, sequence_batch)
 
 # Incremented from inside traced functions, so it counts traces: each trace
 # of a jitted function is followed by exactly one XLA compile.
@@ -391,14 +425,14 @@ class Program:
 
   def init_trial(self, seed: Array, hp: Mapping[str, Array]) -> TrialState:
     """Fresh parameters and optimizer state for one trial."""
-    key = jax.random.PRNGKey(seed)
+    key = trial_key(seed)
     b = 1
     dummy = (jnp.zeros((b, 1), jnp.int32) if self.task.vocab_size is not None
              else jnp.zeros((b, 1, self.task.input_size), jnp.float32))
     masks = models.no_dropout(batch_size=b, input_size=self.input_size,
                               hidden_size=self.static.hidden_size,
                               num_layers=self.static.num_layers)
-    params = self.model.init(jax.random.fold_in(key, _INIT_STREAM),
+    params = self.model.init(init_key(key),
                              self.zero_carry(b), dummy, masks)["params"]
     opt_state = make_optimizer(self.static.optimizer, hp).init(params)
     worst = jnp.inf if self.task.selection_mode == "min" else -jnp.inf
@@ -412,10 +446,8 @@ class Program:
   def masks(self, key: Array, hp: Mapping[str, Array], sequence_batch: Array
             ) -> models.DropoutMasks:
     """One trial's dropout masks for one batch of sequences."""
-    k = jax.random.fold_in(jax.random.fold_in(key, _DROPOUT_STREAM),
-                           sequence_batch)
     return models.dropout_masks(
-        k, batch_size=self.static.batch_size, input_size=self.input_size,
+        dropout_key(key, sequence_batch), batch_size=self.static.batch_size, input_size=self.input_size,
         hidden_size=self.static.hidden_size,
         num_layers=self.static.num_layers, input_rate=hp["input_dropout"],
         recurrent_rate=hp["recurrent_dropout"],
@@ -439,8 +471,7 @@ class Program:
     """
     w = self.static.truncation
     seq_batch, idx = jnp.divmod(step, self.windows_per_sequence)
-    full = self.task.train_batch(data_train, jax.random.fold_in(data_key,
-                                                                seq_batch),
+    full = self.task.train_batch(data_train, batch_key(data_key, seq_batch),
                                  self.static.batch_size)
     pad = self.windows_per_sequence * w - self.task.seq_len
     if pad:

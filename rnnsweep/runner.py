@@ -109,7 +109,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   hp = engine.hparam_arrays([t.params for t in padded])
   seeds = engine.seed_array([t.seed for t in padded])
   data = task.data()
-  data_key = jax.random.PRNGKey(data_seed)
+  data_key = engine.data_key(data_seed)
   state, progress = None, _empty_progress()
   # Tracing init for the state's shapes costs time: only when there is a
   # checkpoint to check against them.
@@ -240,6 +240,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
   options = options or engine.EngineOptions()
   _check_positive_int("steps", steps)
   _check_positive_int("eval_every", eval_every)
+  space_lib.check_seed("seed", seed)
   if not trials:
     raise ValueError("no trials to run")
   if checkpoint_seconds < 0:

@@ -41,6 +41,7 @@ class TrialSpec:
 
 def derive_seed(sweep_seed: int, trial_id: int) -> int:
   """A trial's default seed: a function of (sweep seed, trial id) only."""
+  space_lib.check_seed("seed", sweep_seed)
   ss = np.random.SeedSequence([int(sweep_seed), int(trial_id)])
   return int(ss.generate_state(1, dtype=np.uint32)[0] & 0x7FFFFFFF)
 

@@ -197,7 +197,7 @@ class AutoSizer:
     hp, seeds = self._inputs(trials, k)
     state = jax.eval_shape(prog.init, seeds, hp)
     return prog.compiled_segment(state, hp, self.task.data().train,
-                                 jax.random.PRNGKey(self.data_seed))
+                                 engine.data_key(self.data_seed))
 
   def _memory_limit(self, prog, trials, top: int,
                     big: engine.CompiledSegment, free: int | None
@@ -222,7 +222,7 @@ class AutoSizer:
     self.compile_segment(prog, trials, k)
     hp, seeds = self._inputs(trials, k)
     data = self.task.data()
-    key = jax.random.PRNGKey(self.data_seed)
+    key = engine.data_key(self.data_seed)
     state = prog.init(seeds, hp)
     updates = 1
     if warm:

@@ -226,9 +226,17 @@ def _int_rule(minimum: int) -> Callable[[Any], str | None]:
 
 def _seed_rule(v):
   problem = _int_rule(0)(v)
-  if problem is None and v >= 2**31:
+  if problem is not None or v >= 2**31:
     problem = f"must be an integer in [0, 2**31), got {v!r}"
   return problem
+
+
+def check_seed(name: str, seed: Any) -> None:
+  """Seeds are integers in ``[0, 2**31)``: larger ones would alias in the
+  32-bit keys, and the trial seeds derived from them are stored as int32."""
+  problem = _seed_rule(seed)
+  if problem is not None:
+    raise ValueError(f"{name} {problem}")
 
 
 def _one_of(options: Sequence[str]) -> Callable[[Any], str | None]:
