@@ -359,32 +359,46 @@ class Program:
     self.init = jax.jit(self._init_group)
     self._segment_jit = jax.jit(
         self._segment, donate_argnums=(0,) if self.options.donate else ())
-    self._compiled: dict[Any, CompiledSegment] = {}
-    self.evaluate = jax.jit(self._evaluate, static_argnames=("best",))
+    self._compiled: dict[Any, Compiled] = {}
+    self._evaluate_jit = jax.jit(self._evaluate, static_argnames=("best",))
     self.keep_best = jax.jit(self._keep_best)
 
-  # -- the compiled training segment -------------------------------------------
+  # -- compiled executables -----------------------------------------------------
 
-  def compiled_segment(self, state: GroupState, hp: Mapping[str, Array],
-                       data_train: Any, data_key: Array) -> "CompiledSegment":
-    """The segment executable for these argument shapes, compiled ahead of
-    time on first use and kept, with its compile time and memory analysis
-    (group sizing reads them; nothing else compiles the segment)."""
-    args = (state, hp, data_train, data_key)
+  def _executable(self, name: str, jitted: Any, args: tuple,
+                  **static: Any) -> "Compiled":
+    """``jitted`` compiled ahead of time for these argument shapes on first
+    use and kept, with its compile time and memory analysis (group sizing
+    reads them, and the run then uses the same executable)."""
     sig = jax.tree_util.tree_map(
         lambda a: (np.shape(a), str(getattr(a, "dtype", type(a)))), args)
-    key = (jax.tree_util.tree_structure(args),
+    key = (name, tuple(sorted(static.items())),
+           jax.tree_util.tree_structure(args),
            tuple(jax.tree_util.tree_leaves(sig)))
     with _LOCK:
       found = self._compiled.get(key)
     if found is not None:
       return found
     start = time.perf_counter()
-    executable = self._segment_jit.lower(*args, np.int32(1)).compile()
-    found = CompiledSegment(executable, time.perf_counter() - start,
-                            _program_bytes(executable))
+    executable = jitted.lower(*args, **static).compile()
+    found = Compiled(executable, time.perf_counter() - start,
+                     _program_bytes(executable))
     with _LOCK:
       return self._compiled.setdefault(key, found)
+
+  def compiled_segment(self, state: GroupState, hp: Mapping[str, Array],
+                       data_train: Any, data_key: Array) -> "Compiled":
+    """The training segment's executable for these shapes (every segment
+    length shares it)."""
+    return self._executable("segment", self._segment_jit,
+                            (state, hp, data_train, data_key, np.int32(1)))
+
+  def compiled_evaluate(self, state: GroupState, data: Batch,
+                        best: bool = False) -> "Compiled":
+    """The evaluation executable for these shapes (``best``: of each
+    trial's best parameters, as the test split is run)."""
+    return self._executable("evaluate", self._evaluate_jit, (state, data),
+                            best=best)
 
   def segment(self, state: GroupState, hp: Mapping[str, Array],
               data_train: Any, data_key: Array, *, num_steps: int
@@ -398,12 +412,18 @@ class Program:
       state: the group's state (donated when ``options.donate``).
       hp: per-trial vectorised values, each ``[K]``.
       data_train: the task's training data (on the device).
-      data_key: the sweep's data key.
+      data_key: the sweep's data key (:func:`data_key`).
       num_steps: updates (windows) to run, ``>= 0``.
     """
     exe = self.compiled_segment(state, hp, data_train, data_key)
     return exe.executable(state, hp, data_train, data_key,
                           np.int32(num_steps))
+
+  def evaluate(self, state: GroupState, data: Batch, *, best: bool = False
+               ) -> dict[str, Array]:
+    """Weighted mean metrics ``{name: [K]}`` on an evaluation set, of the
+    current parameters or (``best=True``) of each trial's best ones."""
+    return self.compiled_evaluate(state, data, best).executable(state, data)
 
   # -- one trial ----------------------------------------------------------------
 
@@ -576,8 +596,6 @@ class Program:
 
   def _evaluate(self, state: GroupState, val: Batch, *, best: bool = False
                 ) -> dict[str, Array]:
-    """Weighted mean metrics ``{name: [K]}`` on an evaluation set, of the
-    current parameters or (``best=True``) of each trial's best ones."""
     _count_trace("evaluate")
     params = state.trials.best_params if best else state.trials.params
     sums = jax.vmap(self.eval_trial, in_axes=(0, None))(params, val)
@@ -585,11 +603,11 @@ class Program:
     return {k: v / jnp.maximum(weight, 1e-12) for k, v in sums.items()}
 
 
-class CompiledSegment(NamedTuple):
-  """A compiled training segment for one group size.
+class Compiled(NamedTuple):
+  """A compiled program (training segment or evaluation) for one group size.
 
   Attributes:
-    executable: call with ``(state, hp, data_train, data_key, num_steps)``.
+    executable: the callable (the jitted function's dynamic arguments).
     compile_seconds: wall time to trace, lower and compile it (or load it
       from the persistent compilation cache).
     bytes: device memory the program needs while it runs (arguments,

@@ -4,9 +4,10 @@ One group of K trials is one compiled program, so K trades memory for
 fewer compiles and (on accelerators) far higher throughput. ``auto`` picks
 K per static configuration (per bucket of trials that share shapes):
 
-- **Memory**, on every backend: the segment for the largest candidate K is
-  compiled ahead of time (the run needs that compile anyway) and its
-  ``memory_analysis`` compared with the free memory (device memory on an
+- **Memory**, on every backend: every program a group runs (the training
+  segment, validation, and the test split) is compiled ahead of time for
+  the largest candidate K (the run reuses those executables) and the
+  largest ``memory_analysis`` compared with the free memory (device memory on an
   accelerator, available RAM on a CPU), keeping :data:`MEMORY_FRACTION`.
   When it does not fit, a second compile at a small K gives the line
   ``bytes = a + b*K`` (temporaries grow linearly in K) and K is the largest
@@ -34,7 +35,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 
@@ -108,6 +109,25 @@ def free_memory_bytes(device: Any = None) -> int | None:
     return None
 
 
+class Programs(NamedTuple):
+  """A group's compiled programs at one K.
+
+  Attributes:
+    segment: the training segment.
+    evaluations: validation and test.
+  """
+
+  segment: engine.Compiled
+  evaluations: tuple[engine.Compiled, ...]
+
+  @property
+  def bytes(self) -> int | None:
+    """Memory of the largest: a group must fit each in turn (``None``:
+    unknown)."""
+    sizes = [c.bytes for c in (self.segment, *self.evaluations)]
+    return None if None in sizes else max(sizes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
   """What ``auto`` chose for one bucket, and why.
@@ -165,7 +185,7 @@ class AutoSizer:
     cap = CPU_MAX_GROUP_SIZE if cpu else ACCELERATOR_MAX_GROUP_SIZE
     top = even_size(n, min(n, cap))
     prog = engine.get_program(static, self.task, self.options)
-    big = self.compile_segment(prog, trials, top)
+    big = self.compile_programs(prog, trials, top)
     free = free_memory_bytes()
     memory_k = self._memory_limit(prog, trials, top, big, free)
     if memory_k is None:
@@ -181,7 +201,7 @@ class AutoSizer:
       return Choice(top, memory_k, {}, f"K={top} for {n} trials ({mem_text})")
     # Another size costs about one segment compile plus an init compile.
     return self._probe_speed(prog, trials, top, memory_k, mem_text,
-                             compile_cost=1.5 * big.compile_seconds)
+                             compile_cost=1.5 * big.segment.compile_seconds)
 
   def _inputs(self, trials: Sequence[TrialSpec], k: int):
     padded = (list(trials) * math.ceil(k / len(trials)))[:k]
@@ -189,18 +209,22 @@ class AutoSizer:
     seeds = engine.seed_array([t.seed for t in padded])
     return hp, seeds
 
-  def compile_segment(self, prog: engine.Program,
-                      trials: Sequence[TrialSpec], k: int
-                      ) -> engine.CompiledSegment:
-    """``prog``'s segment compiled for ``k`` of ``trials`` (repeated as
-    padding), from shapes alone (no device memory)."""
+  def compile_programs(self, prog: engine.Program,
+                       trials: Sequence[TrialSpec], k: int) -> Programs:
+    """Every program a group of ``k`` of ``trials`` (repeated as padding)
+    runs, compiled from shapes alone (no device memory): the training
+    segment, validation, and the test split on the best parameters."""
     hp, seeds = self._inputs(trials, k)
     state = jax.eval_shape(prog.init, seeds, hp)
-    return prog.compiled_segment(state, hp, self.task.data().train,
-                                 engine.data_key(self.data_seed))
+    data = self.task.data()
+    return Programs(
+        prog.compiled_segment(state, hp, data.train,
+                              engine.data_key(self.data_seed)),
+        (prog.compiled_evaluate(state, data.val),
+         prog.compiled_evaluate(state, data.test, best=True)))
 
   def _memory_limit(self, prog, trials, top: int,
-                    big: engine.CompiledSegment, free: int | None
+                    big: Programs, free: int | None
                     ) -> int | None:
     if free is None or big.bytes is None:
       return None
@@ -208,7 +232,7 @@ class AutoSizer:
     if big.bytes <= budget:
       return top
     small_k = max(1, top // 8)
-    small = self.compile_segment(prog, trials, small_k)
+    small = self.compile_programs(prog, trials, small_k)
     per_trial = (big.bytes - small.bytes) / max(top - small_k, 1)
     if per_trial <= 0:
       return small_k
@@ -219,7 +243,6 @@ class AutoSizer:
     """Trial-steps/s of ``k`` trials from the bucket, and the seconds the
     probe took, compile included."""
     start = time.perf_counter()
-    self.compile_segment(prog, trials, k)
     hp, seeds = self._inputs(trials, k)
     data = self.task.data()
     key = engine.data_key(self.data_seed)

@@ -66,8 +66,10 @@ def test_memory_limits_the_group(tiny_lm, monkeypatch):
   static, trials = _bucket(configs)
   prog = engine.get_program(static, tiny_lm)
   sizer = sizing.AutoSizer(tiny_lm, steps=10, platform="gpu")
-  full = sizer.compile_segment(prog, trials, 8).bytes
-  one = sizer.compile_segment(prog, trials, 1).bytes
+  def largest(k):
+    p = sizer.compile_programs(prog, trials, k)
+    return max(c.bytes for c in (p.segment, *p.evaluations))
+  full, one = largest(8), largest(1)
   assert full > one
   budget = one + 0.4 * (full - one)  # room for about 3 of the 8 trials
   monkeypatch.setattr(sizing, "free_memory_bytes",
@@ -76,8 +78,12 @@ def test_memory_limits_the_group(tiny_lm, monkeypatch):
   assert choice.rates == {}  # no speed probe off the CPU
   assert 1 < choice.memory_k < 8
   assert choice.k == sizing.even_size(8, choice.memory_k)
-  chosen = sizer.compile_segment(prog, trials, choice.k).bytes
-  assert chosen <= budget
+  chosen = sizer.compile_programs(prog, trials, choice.k)
+  # Every program the group runs fits, evaluation included (at these
+  # shapes evaluation needs more memory than training).
+  biggest_eval = max(e.bytes for e in chosen.evaluations)
+  assert max(chosen.segment.bytes, biggest_eval) <= budget
+  assert biggest_eval > chosen.segment.bytes
   assert "memory allows" in choice.reason
 
 
@@ -89,11 +95,19 @@ def test_auto_is_the_default_and_changes_no_number(tiny_lm):
                     log=lines.append)
   # The run reuses the executable auto compiled to read its memory.
   assert engine.trace_counts()["segment"] - before <= 1
-  fixed = rs.run_trials(tiny_lm, CONFIGS, steps=10, eval_every=4,
-                        max_group_size=4)
+  # Against each trial alone: another K, another executable.
+  alone = rs.run_trials(tiny_lm, CONFIGS, steps=10, eval_every=4,
+                        max_group_size=1)
   assert any(l.startswith("auto group size for lstm") for l in lines)
   assert {r.group_id for r in auto.trials} == {0}
-  assert [r.curves for r in auto.trials] == [r.curves for r in fixed.trials]
+  assert len({r.group_id for r in alone.trials}) == 4
+  for a, b in zip(auto.trials, alone.trials):
+    assert a.curves.keys() == b.curves.keys()
+    for k in a.curves:
+      np.testing.assert_allclose(a.curves[k], b.curves[k], rtol=1e-5)
+    for k in a.test_metrics:
+      np.testing.assert_allclose(a.test_metrics[k], b.test_metrics[k],
+                                 rtol=1e-5)
 
 
 def _fake_oom_above(monkeypatch, limit):
