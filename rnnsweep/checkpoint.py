@@ -64,8 +64,14 @@ def checkpoints(directory: str, group_id: int) -> list[tuple[int, str]]:
 def save(directory: str, group_id: int, step: int, state: Any,
          progress: dict) -> str:
   """Writes one checkpoint atomically and prunes older ones."""
+  return _write(directory, group_id, step,
+                [np.asarray(x) for x in jax.tree_util.tree_leaves(state)],
+                progress)
+
+
+def _write(directory: str, group_id: int, step: int,
+           leaves: list[np.ndarray], progress: dict) -> str:
   os.makedirs(directory, exist_ok=True)
-  leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
   arrays = {f"leaf{i:05d}": a for i, a in enumerate(leaves)}
   arrays["progress"] = np.frombuffer(json.dumps(progress).encode("utf-8"),
                                      np.uint8)
@@ -81,6 +87,46 @@ def save(directory: str, group_id: int, step: int, state: Any,
   for _, old in checkpoints(directory, group_id)[KEEP:]:
     os.remove(old)
   return final
+
+
+def _read_raw(path: str) -> tuple[list[np.ndarray], dict]:
+  with np.load(path) as z:
+    names = sorted(n for n in z.files if n.startswith("leaf"))
+    leaves = [z[name] for name in names]
+    progress = json.loads(z["progress"].tobytes().decode("utf-8"))
+  return leaves, progress
+
+
+def split(directory: str, group: Any, parts: list) -> int | None:
+  """Hands a group's newest readable checkpoint to the groups it was split
+  into (a group too big for memory), so they continue from its step
+  instead of step 0.
+
+  Every leaf with a leading trial axis is sliced to each part's trials (and
+  padded as :meth:`~rnnsweep.groups.Group.padded_trials` pads: copies of the
+  part's first trial); the shared step (a scalar) is kept; the curves so
+  far are sliced the same way. Returns the step handed on, or ``None`` when
+  there was no usable checkpoint.
+  """
+  for step, path in checkpoints(directory, group.group_id):
+    try:
+      leaves, progress = _read_raw(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile,
+            json.JSONDecodeError):
+      continue
+    if any(a.ndim and a.shape[0] != group.size for a in leaves):
+      continue  # not this group's shapes
+    position = {t.trial_id: i for i, t in enumerate(group.trials)}
+    for part in parts:
+      rows = [position[t.trial_id] for t in part.padded_trials()]
+      take = lambda xs: [xs[i] for i in rows]
+      part_progress = dict(
+          progress, train_loss=[take(x) for x in progress["train_loss"]],
+          val={k: [take(x) for x in v] for k, v in progress["val"].items()})
+      _write(directory, part.group_id, step,
+             [a[rows] if a.ndim else a for a in leaves], part_progress)
+    return step
+  return None
 
 
 def _read(path: str, template: Any) -> Restored:

@@ -320,8 +320,11 @@ def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
       error = f"{type(e).__name__}: {e}".splitlines()[0]
       if engine.is_out_of_memory(e) and len(group.trials) > 1:
         # Too big for the device: halve it and run the halves next.
+        resumed = None
         if store is not None:
           parts = store.split(group)
+          # The halves continue from the group's last checkpoint.
+          resumed = checkpoint.split(ckpt_dir, group, parts)
           checkpoint.remove(ckpt_dir, group.group_id)
         else:
           parts = split_group(group, next_id)
@@ -329,7 +332,9 @@ def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
         queue.extendleft(reversed(parts))
         bar.group_split()
         log(f"group {group.group_id + 1} (K={group.size}) ran out of memory "
-            f"({error}); split into groups of K={parts[0].size} and retried")
+            f"({error}); split into groups of K={parts[0].size} and retried"
+            + (f" from its checkpoint at step {resumed}" if resumed else
+               " from step 0"))
         continue
       # One broken group must not lose the others: record and go on.
       failed.update({t.trial_id: error for t in group.trials})

@@ -4,6 +4,7 @@ No wall-clock time is asserted: the speed probe is checked for following
 its own rule on whatever it measured, the memory fit against the compiled
 program's own memory analysis."""
 
+import collections
 import os
 import sqlite3
 import sys
@@ -148,6 +149,43 @@ def test_out_of_memory_splits_the_group_and_loses_nothing(tiny_lm, tmp_path,
   again = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=8, eval_every=4,
                      max_group_size=4, workdir=str(tmp_path))
   assert [r.curves for r in again.trials] == [r.curves for r in split.trials]
+
+
+def test_out_of_memory_in_evaluation_resumes_from_the_checkpoint(
+    tiny_lm, tmp_path, monkeypatch):
+  """The group ran a segment and checkpointed, then its evaluation ran out
+  of memory: the halves continue from that checkpoint, not from step 0."""
+  small = rs.run_trials(tiny_lm, CONFIGS, steps=12, eval_every=4,
+                        max_group_size=2)
+  real_evaluate, real_segment = engine.Program.evaluate, engine.Program.segment
+  size = lambda state: jax.tree_util.tree_leaves(state.trials.params)[0].shape[0]
+  evaluations, starts = collections.Counter(), []
+
+  def evaluate(self, state, data, *, best=False):
+    evaluations[size(state)] += 1
+    if size(state) > 2 and evaluations[size(state)] == 2:
+      raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory in evaluation")
+    return real_evaluate(self, state, data, best=best)
+
+  def segment(self, state, *args, **kwargs):
+    starts.append((size(state), int(state.step)))
+    return real_segment(self, state, *args, **kwargs)
+
+  monkeypatch.setattr(engine.Program, "evaluate", evaluate)
+  monkeypatch.setattr(engine.Program, "segment", segment)
+  lines = []
+  split = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=12,
+                     eval_every=4, max_group_size=4, workdir=str(tmp_path),
+                     checkpoint_seconds=0, log=lines.append)
+  assert not split.failed
+  assert any("from its checkpoint at step 4" in l for l in lines), lines
+  # K=4 trained 0-4 and 4-8; each half of K=2 starts at 4, never at 0.
+  assert starts[:2] == [(4, 0), (4, 4)]
+  assert [s for k, s in starts if k == 2] == [4, 8, 4, 8]
+  for a, b in zip(split.trials, small.trials):
+    for k in a.curves:
+      np.testing.assert_allclose(a.curves[k], b.curves[k], rtol=1e-5)
+  assert os.listdir(tmp_path / "checkpoints") == []
 
 
 def test_a_single_trial_out_of_memory_fails_without_crashing(
