@@ -95,6 +95,16 @@ class SweepProgress:
     if self._progress is not None:
       self._progress.update(self._task, description=self._describe())
 
+  def group_skipped(self, num_trials: int, trial_steps: int) -> None:
+    """A group this process will not train (recorded, or trained by
+    another process): out of the totals."""
+    self.total_trials -= num_trials
+    self.total_groups -= 1
+    if self._progress is not None:
+      total = self._progress.tasks[0].total
+      self._progress.update(self._task, description=self._describe(),
+                            total=max(total - trial_steps, 1))
+
   def wrap_log(self, log: Callable[[str], None]) -> Callable[[str], None]:
     """A log function that prints above the bar instead of through it."""
     if self._progress is None:

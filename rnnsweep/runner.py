@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,7 +30,8 @@ from rnnsweep import samplers
 from rnnsweep import sizing
 from rnnsweep import space as space_lib
 from rnnsweep.groups import Group, plan_groups, split_group
-from rnnsweep.store import Store, TrialResult
+from rnnsweep import store as store_lib
+from rnnsweep.store import Owner, Store, TrialResult
 from rnnsweep.tasks.base import Task
 
 DEFAULT_MAX_GROUP_SIZE = sizing.AUTO
@@ -299,67 +301,140 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
                      tuned=list(tuned), workdir=workdir, failed=failed)
 
 
+class _Heartbeat:
+  """Refreshes this process's claims in the store every
+  :data:`~rnnsweep.store.HEARTBEAT_SECONDS`, from a thread (a long compile
+  or segment must not make a live process look dead)."""
+
+  def __init__(self, store: Store | None, owner: Owner):
+    self.store, self.owner = store, owner
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True,
+                                    name="rnnsweep-heartbeat")
+
+  def _run(self) -> None:
+    while not self._stop.wait(store_lib.HEARTBEAT_SECONDS):
+      try:
+        self.store.heartbeat(self.owner)
+      except ValueError:
+        pass  # busy store: the next beat will do; claims go stale slowly
+
+  def __enter__(self):
+    if self.store is not None:
+      self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    if self._thread.is_alive():
+      self._thread.join()
+
+
 def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
                 checkpoint_seconds, log, bar, results, failed,
                 options) -> None:
-  """The loop of :func:`execute`: train, record and report each group."""
+  """The loop of :func:`execute`: train, record and report each group.
+
+  With a store, a group is trained only after this process claims it: a
+  group another live process holds (the same command run twice on one
+  workdir) is left to it, and looked at again once the rest is done, in
+  case its holder died meanwhile.
+  """
+  owner = Owner.this_process()
   queue = collections.deque(groups)
   next_id = max((g.group_id for g in groups), default=-1) + 1
-  while queue:
-    group = queue.popleft()
-    if store is not None:
-      store.mark_running(group)
-    before = sum(engine.trace_counts().values())
-    try:
-      group_results = run_group(task, group, steps=steps,
-                                eval_every=eval_every, data_seed=seed,
-                                checkpoint_dir=ckpt_dir,
-                                checkpoint_seconds=checkpoint_seconds,
-                                on_segment=bar.advance, options=options)
-    except Exception as e:  # pylint: disable=broad-except
-      error = f"{type(e).__name__}: {e}".splitlines()[0]
-      if engine.is_out_of_memory(e) and len(group.trials) > 1:
-        # Too big for the device: halve it and run the halves next.
-        resumed = None
-        if store is not None:
-          parts = store.split(group)
-          # The halves continue from the group's last checkpoint.
-          resumed = checkpoint.split(ckpt_dir, group, parts)
-          checkpoint.remove(ckpt_dir, group.group_id)
-        else:
-          parts = split_group(group, next_id)
-        next_id = max(next_id, parts[-1].group_id + 1)
-        queue.extendleft(reversed(parts))
-        bar.group_split()
-        log(f"group {group.group_id + 1} (K={group.size}) ran out of memory "
-            f"({error}); split into groups of K={parts[0].size} and retried"
-            + (f" from its checkpoint at step {resumed}" if resumed else
-               " from step 0"))
-        continue
-      # One broken group must not lose the others: record and go on.
-      failed.update({t.trial_id: error for t in group.trials})
-      if store is None:
-        raise
-      store.mark_failed(group, error)
-      log(f"group {group.group_id + 1} failed ({error}); its trials are marked "
-          f"failed and will be retried when the sweep is resumed")
-      continue
-    compiled = sum(engine.trace_counts().values()) - before
-    if store is not None:
-      store.record(group, group_results)
-      checkpoint.remove(ckpt_dir, group.group_id)
-      store.write_csv(task.selection_metric)
-      faults.point("group_recorded")
-    results.extend(group_results)
-    so_far = report.best(results, task.selection_mode)
-    bar.group_done(len(group.trials), so_far.best_value if so_far else None)
-    best_text = (f"best {task.selection_metric} so far {so_far.best_value:.4g}"
-                 f" (trial {so_far.trial_id})" if so_far
-                 else "no completed trial yet")
-    log(f"group {group.group_id + 1} {group.static.label()} "
-        f"K={group.size} ({len(group.trials)} trials): "
-        f"{group_results[0].wall_time_s:.1f}s"
-        f"{' incl. compile' if compiled else ''}; {best_text}")
+  held_elsewhere: dict[int, tuple[Group, store_lib.Claim]] = {}
+  second_look = True
+  with _Heartbeat(store, owner):
+    while queue or (second_look and held_elsewhere):
+      if not queue:  # one more look at the groups others held
+        second_look = False
+        queue.extend(g for g, _ in held_elsewhere.values())
+        held_elsewhere.clear()
+      group = queue.popleft()
+      if store is not None:
+        claim = store.claim(group, owner)
+        if claim == "done":
+          bar.group_skipped(len(group.trials), len(group.trials) * steps)
+          continue
+        if claim is not None:
+          held_elsewhere[group.group_id] = (group, claim)
+          continue
+      next_id = _train_group(task, group, queue, next_id, steps=steps,
+                             eval_every=eval_every, seed=seed, store=store,
+                             ckpt_dir=ckpt_dir, owner=owner,
+                             checkpoint_seconds=checkpoint_seconds, log=log,
+                             bar=bar, results=results, failed=failed,
+                             options=options)
+  for group, claim in held_elsewhere.values():
+    bar.group_skipped(len(group.trials), len(group.trials) * steps)
+    log(f"group {group.group_id + 1} is being trained by {claim.describe()}; "
+        f"its {len(group.trials)} trials are not in this result (run the "
+        f"command again, or report the workdir, once it is done)")
+
+
+def _train_group(task, group, queue, next_id, *, steps, eval_every, seed,
+                 store, ckpt_dir, owner, checkpoint_seconds, log, bar,
+                 results, failed, options) -> int:
+  """Trains one claimed group and records it; returns the next free group
+  id (a group that runs out of memory is split and queued)."""
+  before = sum(engine.trace_counts().values())
+  try:
+    group_results = run_group(task, group, steps=steps,
+                              eval_every=eval_every, data_seed=seed,
+                              checkpoint_dir=ckpt_dir,
+                              checkpoint_seconds=checkpoint_seconds,
+                              on_segment=bar.advance, options=options)
+  except Exception as e:  # pylint: disable=broad-except
+    error = f"{type(e).__name__}: {e}".splitlines()[0]
+    if engine.is_out_of_memory(e) and len(group.trials) > 1:
+      # Too big for the device: halve it and run the halves next.
+      resumed = None
+      if store is not None:
+        parts = store.split(group, owner)
+        # The halves continue from the group's last checkpoint.
+        resumed = checkpoint.split(ckpt_dir, group, parts)
+        checkpoint.remove(ckpt_dir, group.group_id)
+      else:
+        parts = split_group(group, next_id)
+      next_id = max(next_id, parts[-1].group_id + 1)
+      queue.extendleft(reversed(parts))
+      bar.group_split()
+      log(f"group {group.group_id + 1} (K={group.size}) ran out of memory "
+          f"({error}); split into groups of K={parts[0].size} and retried"
+          + (f" from its checkpoint at step {resumed}" if resumed else
+             " from step 0"))
+      return next_id
+    # One broken group must not lose the others: record and go on.
+    failed.update({t.trial_id: error for t in group.trials})
+    if store is None:
+      raise
+    store.mark_failed(group, error, owner)
+    log(f"group {group.group_id + 1} failed ({error}); its trials are marked "
+        f"failed and will be retried when the sweep is resumed")
+    return next_id
+  compiled = sum(engine.trace_counts().values()) - before
+  if store is not None:
+    if not store.record(group, group_results, owner):
+      # Our claim lapsed and another process took the group over: its
+      # record (or its run) stands; ours is not written over it.
+      log(f"group {group.group_id + 1} was taken over by another process "
+          f"while this one trained it; its results are left to that one")
+      return next_id
+    checkpoint.remove(ckpt_dir, group.group_id)
+    store.write_csv(task.selection_metric)
+    faults.point("group_recorded")
+  results.extend(group_results)
+  so_far = report.best(results, task.selection_mode)
+  bar.group_done(len(group.trials), so_far.best_value if so_far else None)
+  best_text = (f"best {task.selection_metric} so far {so_far.best_value:.4g}"
+               f" (trial {so_far.trial_id})" if so_far
+               else "no completed trial yet")
+  log(f"group {group.group_id + 1} {group.static.label()} "
+      f"K={group.size} ({len(group.trials)} trials): "
+      f"{group_results[0].wall_time_s:.1f}s"
+      f"{' incl. compile' if compiled else ''}; {best_text}")
+  return next_id
 
 
 def _versions() -> dict[str, str]:

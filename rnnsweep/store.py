@@ -18,11 +18,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import glob
 import json
 import math
 import os
+import re
+import socket
 import sqlite3
 import time
+import urllib.parse
+import uuid
 from typing import Any, Iterator, Mapping, Sequence
 
 from rnnsweep import faults
@@ -69,6 +74,75 @@ CREATE TABLE trials (
   updated_at REAL NOT NULL
 );
 """
+
+# Which live process trains which group (older stores get it on first use).
+_CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+  group_id INTEGER PRIMARY KEY,
+  pid INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  token TEXT NOT NULL,
+  since REAL NOT NULL,
+  heartbeat REAL NOT NULL
+);
+"""
+
+#: A claim whose heartbeat is older than this belongs to a dead process.
+STALE_SECONDS = 120.0
+#: How often a running sweep refreshes its claims.
+HEARTBEAT_SECONDS = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+  """The process that trains groups (one per :func:`~rnnsweep.execute` run).
+
+  Attributes:
+    pid, host: where it runs.
+    token: unique per run, so a reused PID is not mistaken for it.
+  """
+
+  pid: int
+  host: str
+  token: str
+
+  @classmethod
+  def this_process(cls) -> "Owner":
+    return cls(os.getpid(), socket.gethostname(), uuid.uuid4().hex)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """A group held by a live process."""
+
+  group_id: int
+  pid: int
+  host: str
+  since: float
+
+  def describe(self) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+    return f"process {self.pid} on host {self.host} since {when}"
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # someone else's process, but alive
+  except OSError:
+    return False
+  return True
+
+
+def _claim_alive(pid: int, host: str, heartbeat: float, now: float) -> bool:
+  if now - heartbeat > STALE_SECONDS:
+    return False
+  if host == socket.gethostname():
+    return _pid_alive(pid)
+  return True  # another host: only its heartbeat tells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,18 +223,62 @@ class Store:
     return os.path.exists(self.db_path)
 
   @contextlib.contextmanager
-  def _connect(self) -> Iterator[sqlite3.Connection]:
+  def _connect(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """One transaction (``BEGIN IMMEDIATE`` when writing, so a check and
+    the write it decides are one step); commit on success, roll back on
+    error. Reading a store in a folder this process cannot write (an
+    archived sweep) opens it immutable: nothing else can be writing it."""
     try:
-      conn = sqlite3.connect(self.db_path, timeout=60.0)
+      if not write and not os.access(self.workdir, os.W_OK):
+        conn = sqlite3.connect(
+            f"file:{urllib.parse.quote(os.path.abspath(self.db_path))}"
+            "?immutable=1", uri=True)
+      else:
+        conn = sqlite3.connect(self.db_path, timeout=60.0,
+                               isolation_level=None)
     except sqlite3.Error as e:
-      raise self._unreadable(e) from None
+      raise self._error(e) from None
     try:
-      with conn:  # one transaction: commit on success, roll back on error
-        yield conn
+      conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+      yield conn
+      conn.execute("COMMIT")
     except sqlite3.DatabaseError as e:
-      raise self._unreadable(e) from None
+      if conn.in_transaction:
+        conn.execute("ROLLBACK")
+      raise self._error(e) from None
+    except BaseException:
+      if conn.in_transaction:
+        conn.execute("ROLLBACK")
+      raise
     finally:
       conn.close()
+
+  def _error(self, e: Exception) -> ValueError:
+    """One line for a database error: in use, read-only, or unreadable."""
+    text = str(e)
+    if "locked" in text or "busy" in text:
+      holders = "; ".join(c.describe() for c in self._claims_quietly())
+      return ValueError(
+          f"{self.db_path} is in use by another process"
+          f"{' (' + holders + ')' if holders else ''} and stayed locked "
+          f"for over a minute ({text}); try again when it is done")
+    if "readonly" in text or not os.access(self.workdir, os.W_OK):
+      return ValueError(f"workdir {self.workdir!r} is read-only ({text}): "
+                        f"a sweep cannot be run or continued there; reports "
+                        f"can (figures: --out_dir)")
+    return self._unreadable(e)
+
+  def _claims_quietly(self) -> list[Claim]:
+    try:
+      conn = sqlite3.connect(self.db_path, timeout=1.0)
+      try:
+        rows = conn.execute("SELECT group_id, pid, host, since "
+                            "FROM claims").fetchall()
+      finally:
+        conn.close()
+    except sqlite3.Error:
+      return []
+    return [Claim(*r) for r in rows]
 
   def _unreadable(self, e: Exception) -> ValueError:
     return ValueError(
@@ -187,10 +305,18 @@ class Store:
     Returns:
       The groups that still need to run, in plan order.
     """
+    self._remove_leftovers()
     if not self.exists():
       plan = plan_groups(trials, max_group_size)
-      self._create(settings, trials, plan)
-      return plan
+      if self._create(settings, trials, plan):
+        return plan
+      # Another process created the sweep first: continue it instead.
+    if not os.access(self.workdir, os.W_OK):
+      raise ValueError(f"workdir {self.workdir!r} is read-only: a sweep "
+                       f"cannot be continued there; reports can (figures: "
+                       f"--out_dir)")
+    with self._connect() as conn:
+      conn.execute(_CLAIMS)  # stores made before claims existed
     stored = self.settings()
     if "num_trials" not in stored:
       raise self._unreadable("no sweep settings in it")
@@ -207,7 +333,7 @@ class Store:
       raise ValueError(f"workdir {self.workdir!r} holds a sweep with other "
                        f"settings: {shown}; use another workdir{hint}")
     by_id = {t.trial_id: t for t in trials}
-    with self._connect() as conn:
+    with self._connect(write=False) as conn:
       for tid, params, seed in conn.execute(
           "SELECT trial_id, params, seed FROM trials ORDER BY trial_id"):
         t = by_id.get(tid)
@@ -234,24 +360,56 @@ class Store:
       todo += new
     return todo
 
-  def _create(self, settings, trials, plan) -> None:
-    os.makedirs(self.workdir, exist_ok=True)
-    tmp = f"{self.db_path}.tmp{os.getpid()}"
-    for leftover in (tmp, tmp + "-journal"):
-      if os.path.exists(leftover):
-        os.remove(leftover)
-    conn = sqlite3.connect(tmp)
+  def _create(self, settings, trials, plan) -> bool:
+    """Writes the whole plan under a temporary name and links it into
+    place; returns ``False`` if another process created the sweep first
+    (the link never replaces an existing file)."""
     try:
-      conn.executescript(_SCHEMA)
-      with conn:
-        conn.executemany("INSERT INTO sweep VALUES (?, ?)",
-                         [(k, json.dumps(_clean(v))) for k, v in
-                          settings.items()])
-        self._insert_plan(conn, trials, plan)
-      conn.execute("PRAGMA journal_mode=WAL")
-    finally:
-      conn.close()
-    os.replace(tmp, self.db_path)
+      os.makedirs(self.workdir, exist_ok=True)
+      if not os.path.isdir(self.workdir):
+        raise NotADirectoryError(f"{self.workdir!r} is not a directory")
+      tmp = f"{self.db_path}.tmp{os.getpid()}"
+      for leftover in (tmp, tmp + "-journal"):
+        if os.path.exists(leftover):
+          os.remove(leftover)
+      conn = sqlite3.connect(tmp)
+      try:
+        conn.executescript(_SCHEMA + _CLAIMS)
+        with conn:
+          conn.executemany("INSERT INTO sweep VALUES (?, ?)",
+                           [(k, json.dumps(_clean(v))) for k, v in
+                            settings.items()])
+          self._insert_plan(conn, trials, plan)
+        conn.execute("PRAGMA journal_mode=WAL")
+      finally:
+        conn.close()
+      try:
+        os.link(tmp, self.db_path)
+        return True
+      except FileExistsError:
+        return False
+      except OSError:  # a file system without hard links
+        if os.path.exists(self.db_path):
+          return False
+        os.replace(tmp, self.db_path)
+        return True
+      finally:
+        if os.path.exists(tmp):
+          os.remove(tmp)
+    except (OSError, sqlite3.Error) as e:
+      reason = getattr(e, "strerror", None) or str(e)
+      raise ValueError(f"cannot create the sweep in workdir "
+                       f"{self.workdir!r}: {reason}") from None
+
+  def _remove_leftovers(self) -> None:
+    """Temporary files of processes that died while writing them."""
+    for path in glob.glob(glob.escape(self.db_path) + ".tmp*") + glob.glob(
+        glob.escape(self.csv_path) + ".tmp*"):
+      m = re.search(r"\.tmp(\d+)(-journal|-wal|-shm)?$", path)
+      if m and int(m.group(1)) != os.getpid() and not _pid_alive(
+          int(m.group(1))):
+        with contextlib.suppress(OSError):
+          os.remove(path)
 
   @staticmethod
   def _insert_plan(conn, trials, plan) -> None:
@@ -271,41 +429,114 @@ class Store:
         [(g.group_id, json.dumps(dataclasses.asdict(g.static)), g.size,
           json.dumps([t.trial_id for t in g.trials])) for g in groups])
 
-  # -- progress of groups -----------------------------------------------------
+  # -- progress of groups, under claims -----------------------------------------
 
-  def mark_running(self, group: Group) -> None:
+  def claim(self, group: Group, owner: Owner) -> Claim | str | None:
+    """Takes ``group`` for ``owner`` unless a live process holds it.
+
+    Returns ``None`` when the group is now ``owner``'s (marked running), the
+    live holder's :class:`Claim` when another process trains it, or
+    ``"done"`` when it was recorded meanwhile. A dead holder's claim (its
+    process gone, or no heartbeat for :data:`STALE_SECONDS`) is taken over;
+    the group then continues from its last checkpoint.
+    """
+    now = time.time()
     with self._connect() as conn:
+      row = conn.execute("SELECT status FROM groups WHERE group_id=?",
+                         (group.group_id,)).fetchone()
+      if row is None or row[0] == "done":
+        return "done"
+      held = conn.execute(
+          "SELECT pid, host, token, since, heartbeat FROM claims "
+          "WHERE group_id=?", (group.group_id,)).fetchone()
+      if held is not None and held[2] != owner.token and _claim_alive(
+          held[0], held[1], held[4], now):
+        return Claim(group.group_id, held[0], held[1], held[3])
+      conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+                   (group.group_id, owner.pid, owner.host, owner.token, now,
+                    now))
       conn.execute("UPDATE groups SET status='running' WHERE group_id=?",
                    (group.group_id,))
       conn.execute("UPDATE trials SET status='running', updated_at=? "
-                   "WHERE group_id=?", (time.time(), group.group_id))
+                   "WHERE group_id=?", (now, group.group_id))
+    return None
 
-  def mark_failed(self, group: Group, error: str) -> None:
-    """A group that raised: its trials are ``failed`` (retried on resume)."""
+  def heartbeat(self, owner: Owner) -> None:
+    """Refreshes every claim ``owner`` holds."""
     with self._connect() as conn:
+      conn.execute("UPDATE claims SET heartbeat=? WHERE token=?",
+                   (time.time(), owner.token))
+
+  def claims(self) -> list[Claim]:
+    """Groups held by live processes."""
+    now = time.time()
+    with self._connect(write=False) as conn:
+      rows = conn.execute("SELECT group_id, pid, host, since, heartbeat "
+                          "FROM claims").fetchall()
+    return [Claim(g, pid, host, since) for g, pid, host, since, beat in rows
+            if _claim_alive(pid, host, beat, now)]
+
+  @staticmethod
+  def _holds(conn, group: Group, owner: Owner | None) -> bool:
+    """Whether ``owner`` may write ``group``'s outcome: it holds the claim
+    (or, without an owner, nobody does) and the group is not recorded."""
+    status = conn.execute("SELECT status FROM groups WHERE group_id=?",
+                          (group.group_id,)).fetchone()
+    if status is None or status[0] == "done":
+      return False
+    token = conn.execute("SELECT token FROM claims WHERE group_id=?",
+                         (group.group_id,)).fetchone()
+    if owner is None:
+      return token is None
+    return token is not None and token[0] == owner.token
+
+  def mark_failed(self, group: Group, error: str,
+                  owner: Owner | None = None) -> bool:
+    """A group that raised: its trials are ``failed`` (retried on resume).
+    Never overwrites a recorded group or one another process holds;
+    returns whether it wrote."""
+    with self._connect() as conn:
+      if not self._holds(conn, group, owner):
+        return False
       conn.execute("UPDATE groups SET status='failed', error=? "
                    "WHERE group_id=?", (error, group.group_id))
       conn.execute("UPDATE trials SET status='failed', updated_at=? "
                    "WHERE group_id=?", (time.time(), group.group_id))
+      conn.execute("DELETE FROM claims WHERE group_id=?", (group.group_id,))
+    return True
 
-  def split(self, group: Group) -> list[Group]:
+  def split(self, group: Group, owner: Owner | None = None) -> list[Group]:
     """Replaces ``group`` in the plan by two halves (new ids at the end of
-    the plan), atomically; returns them."""
+    the plan), atomically; returns them. The halves are ``owner``'s."""
+    now = time.time()
     with self._connect() as conn:
       first = conn.execute("SELECT MAX(group_id) FROM groups").fetchone()[0]
       parts = split_group(group, first + 1)
       conn.execute("DELETE FROM groups WHERE group_id=?", (group.group_id,))
+      conn.execute("DELETE FROM claims WHERE group_id=?", (group.group_id,))
       self._insert_groups(conn, parts)
       conn.executemany(
           "UPDATE trials SET group_id=?, status='pending', updated_at=? "
-          "WHERE trial_id=?", [(g.group_id, time.time(), t.trial_id)
+          "WHERE trial_id=?", [(g.group_id, now, t.trial_id)
                                for g in parts for t in g.trials])
+      if owner is not None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+            [(g.group_id, owner.pid, owner.host, owner.token, now, now)
+             for g in parts])
     return parts
 
-  def record(self, group: Group, results: Sequence[TrialResult]) -> None:
-    """Writes one group's finished trials and marks it done, atomically."""
+  def record(self, group: Group, results: Sequence[TrialResult],
+             owner: Owner | None = None) -> bool:
+    """Writes one group's finished trials and marks it done, atomically.
+
+    Only while ``owner`` holds the group and it is not recorded yet (a
+    recorded group is never overwritten); returns whether it wrote.
+    """
     now = time.time()
     with self._connect() as conn:
+      if not self._holds(conn, group, owner):
+        return False
       conn.executemany(
           "UPDATE trials SET status=?, metric=?, best_value=?, best_step=?, "
           "final_metrics=?, curves=?, diverged_step=?, wall_time_s=?, "
@@ -317,31 +548,33 @@ class Store:
             r.trial_id) for r in results])
       conn.execute("UPDATE groups SET status='done', error=NULL "
                    "WHERE group_id=?", (group.group_id,))
+      conn.execute("DELETE FROM claims WHERE group_id=?", (group.group_id,))
       faults.point("store_write")
+    return True
 
   # -- reading ------------------------------------------------------------------
 
   def settings(self) -> dict[str, Any]:
-    with self._connect() as conn:
+    with self._connect(write=False) as conn:
       return {k: json.loads(v)
               for k, v in conn.execute("SELECT key, value FROM sweep")}
 
   def status_counts(self) -> dict[str, int]:
-    with self._connect() as conn:
+    with self._connect(write=False) as conn:
       return dict(conn.execute(
           "SELECT status, COUNT(*) FROM trials GROUP BY status"))
 
   def unfinished_trials(self) -> list[tuple[int, dict[str, Any], str]]:
     """``(trial_id, params, status)`` of trials not finished yet (pending,
     running or failed)."""
-    with self._connect() as conn:
+    with self._connect(write=False) as conn:
       return [(tid, json.loads(p), status) for tid, p, status in conn.execute(
           "SELECT trial_id, params, status FROM trials WHERE status NOT IN "
           "('completed', 'diverged', 'pruned') ORDER BY trial_id")]
 
   def results(self) -> list[TrialResult]:
     """Every finished trial, in id order."""
-    with self._connect() as conn:
+    with self._connect(write=False) as conn:
       rows = conn.execute(
           "SELECT trial_id, params, seed, status, group_id, metric, "
           "best_value, best_step, final_metrics, curves, diverged_step, "
@@ -360,7 +593,7 @@ class Store:
 
   def write_csv(self, metric: str) -> None:
     """Regenerates ``results.csv`` (one row per trial) atomically."""
-    with self._connect() as conn:
+    with self._connect(write=False) as conn:
       rows = conn.execute(
           "SELECT trial_id, status, best_value, best_step, params, seed, "
           "group_id, diverged_step, wall_time_s, test_metrics FROM trials "
