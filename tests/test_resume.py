@@ -2,6 +2,7 @@
 an uninterrupted run: same trials, same numbers, nothing twice, nothing
 left pending."""
 
+import contextlib
 import json
 import os
 import signal
@@ -17,16 +18,16 @@ import rnnsweep as rs
 
 
 # Five trials of one static config in groups of two: three groups (the last
-# padded), three segments each, a checkpoint after every segment.
+# padded), four segments each, a checkpoint after every segment.
 DRIVER = """
 import sys
 import rnnsweep as rs
 space = rs.Space({"hidden_size": 8, "batch_size": 4, "learning_rate":
                   rs.LogUniform(1e-3, 3e-2), "output_dropout":
                   rs.Uniform(0.0, 0.3)})
-rs.sweep(rs.Adding(seq_len=8, num_val=32), space, num_trials=5, steps=12,
+rs.sweep(rs.Adding(seq_len=8, num_val=32), space, num_trials=5, steps=16,
          eval_every=4, max_group_size=2, seed=3, workdir=sys.argv[1],
-         checkpoint_seconds=0)
+         checkpoint_seconds=0, verbose=True)
 print("finished")
 """
 
@@ -49,7 +50,8 @@ def snapshot(workdir):
   store = rs.Store(str(workdir))
   rows = [(r.trial_id, r.status, r.group_id, r.seed, json.dumps(r.params),
            r.best_value, r.best_step, json.dumps(r.curves),
-           json.dumps(r.final_metrics), r.diverged_step)
+           json.dumps(r.final_metrics), r.diverged_step,
+           json.dumps(r.test_metrics))
           for r in store.results()]
   return rows, store.status_counts()
 
@@ -61,6 +63,10 @@ def reference(tmp_path_factory):
   assert code == 0 and "finished" in out, err[-2000:]
   rows, counts = snapshot(workdir)
   assert len(rows) == 5 and counts == {"completed": 5}
+  # A trial of the last group peaks before its last checkpoint (step 12),
+  # so its test number comes from best parameters a checkpoint must carry.
+  last_group = max(r[2] for r in rows)
+  assert any(r[6] < 12 for r in rows if r[2] == last_group)
   return rows
 
 
@@ -82,7 +88,8 @@ def assert_resumes_to(reference, workdir):
     "checkpoint_written:2",  # a checkpoint's temporary file complete
     "group_recorded:1",      # between groups
     "store_write:2",         # inside the second group's transaction
-    "segment_start:8",       # the last group's start
+    "segment_start:10",      # the last group's second segment
+    "segment_start:12",      # its fourth: best parameters from a checkpoint
 ])
 def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, reference,
                                                   kill_at):
@@ -92,20 +99,80 @@ def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, reference,
   assert_resumes_to(reference, workdir)
 
 
+def _kill_when(workdir, ready, poll_s=0.005):
+  """Runs the driver and SIGKILLs it as soon as ``ready(workdir)`` holds:
+  an instant chosen by progress, not by a named point. Returns the exit
+  code (the caller asserts the kill landed)."""
+  proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
+                          env=subprocess_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    while proc.poll() is None and not ready(workdir):
+      time.sleep(poll_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  return proc.returncode
+
+
+def _checkpoint_files(workdir):
+  d = workdir / "checkpoints"
+  return len(os.listdir(d)) if d.exists() else 0
+
+
+def _groups_done(workdir):
+  try:
+    with sqlite3.connect(workdir / "results.db", timeout=1) as conn:
+      return conn.execute("SELECT COUNT(*) FROM groups WHERE status='done'"
+                          ).fetchone()[0]
+  except sqlite3.Error:
+    return 0
+
+
 @pytest.mark.slow
 def test_killed_twice_at_arbitrary_times(tmp_path, reference):
+  """Killed as soon as the first checkpoint appears (mid-group, wherever
+  the process then is), and again as soon as a group is recorded: both
+  kills must land, and the result is exact."""
   workdir = tmp_path / "run"
-  for after in (6.0, 9.0):
-    code, out, _ = run_driver(workdir, kill_after_s=after)
-    if code == 0:  # a fast machine may finish first; still must be exact
-      break
+  assert _kill_when(workdir, lambda w: _checkpoint_files(w) > 0) == (
+      -signal.SIGKILL)
+  assert _groups_done(workdir) < 3
+  assert _kill_when(workdir, lambda w: _groups_done(w) >= 1) == (
+      -signal.SIGKILL)
+  assert _groups_done(workdir) < 3
   assert_resumes_to(reference, workdir)
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_workdir_share_the_work(tmp_path, reference):
+  """The same command started twice at once on one workdir, checkpointing
+  after every segment, many times: no group is trained twice or
+  overwritten, and every trial has the uninterrupted run's numbers."""
+  for attempt in range(4):
+    workdir = tmp_path / f"run{attempt}"
+    procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
+                              env=subprocess_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+      assert p.returncode == 0 and "finished" in out, err[-2000:]
+      assert "failed" not in err
+    rows, counts = snapshot(workdir)
+    assert rows == reference and counts == {"completed": 5}
+    assert os.listdir(workdir / "checkpoints") == []
+    # Each group was recorded by exactly one of the two.
+    recorded = [e.count("trials): ") for _, e in outs]
+    assert sum(recorded) == 3, outs
 
 
 @pytest.mark.slow
 def test_corrupt_checkpoints_fall_back(tmp_path, reference):
   workdir = tmp_path / "run"
-  code, _, _ = run_driver(workdir, kill_at="segment_done:6")
+  code, _, _ = run_driver(workdir, kill_at="segment_done:7")
   assert code == -signal.SIGKILL
   ckpts = sorted(os.listdir(workdir / "checkpoints"))
   assert len(ckpts) == 2  # the second group's two checkpoints
@@ -116,7 +183,7 @@ def test_corrupt_checkpoints_fall_back(tmp_path, reference):
 
   # Both checkpoints unusable: the group starts over; still exact.
   workdir = tmp_path / "run2"
-  code, _, _ = run_driver(workdir, kill_at="segment_done:6")
+  code, _, _ = run_driver(workdir, kill_at="segment_done:7")
   for name in os.listdir(workdir / "checkpoints"):
     (workdir / "checkpoints" / name).write_bytes(b"not a zip file")
   err = assert_resumes_to(reference, workdir)
@@ -140,27 +207,35 @@ def test_corrupt_database_is_a_clear_error(tmp_path, damage):
   assert db.read_bytes() == damaged  # left as it was
 
 
-def test_reader_sees_whole_groups_while_a_sweep_runs(tmp_path):
-  """A second connection reading mid-sweep sees each group all-or-nothing."""
-  workdir = tmp_path / "run"
-  env = subprocess_env()
-  proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
-                          env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  seen = set()
-  try:
-    while proc.poll() is None:
-      if (workdir / "results.db").exists():
-        with sqlite3.connect(workdir / "results.db") as conn:
-          rows = conn.execute(
-              "SELECT t.group_id, t.status, g.status FROM trials t JOIN "
-              "groups g USING (group_id)").fetchall()
-        for gid, trial_status, group_status in rows:
-          done = trial_status in ("completed", "diverged")
-          assert done == (group_status == "done"), rows
-          seen.add((gid, group_status))
-      time.sleep(0.05)
-  finally:
-    proc.wait(timeout=300)
-  assert proc.returncode == 0
-  assert any(s == "running" for _, s in seen)
+def _consistent(db_path):
+  """Each group whole or not at all, seen from a fresh connection."""
+  with sqlite3.connect(db_path) as conn:
+    rows = conn.execute(
+        "SELECT t.group_id, t.status, g.status FROM trials t JOIN "
+        "groups g USING (group_id)").fetchall()
+  for gid, trial_status, group_status in rows:
+    done = trial_status in ("completed", "diverged")
+    assert done == (group_status == "done"), rows
+  return {s for _, _, s in rows}
+
+
+def test_reader_sees_whole_groups_after_every_commit(tmp_path, monkeypatch):
+  """After every transaction the store commits, a second connection sees
+  each group all-or-nothing (so no write is ever split in two)."""
+  seen, commits = set(), []
+  original = rs.Store._connect
+
+  @contextlib.contextmanager
+  def checked(self, write=True):
+    with original(self, write) as conn:
+      yield conn
+    if write:
+      commits.append(1)
+      seen.update(_consistent(self.db_path))
+
+  monkeypatch.setattr(rs.Store, "_connect", checked)
+  space = rs.Space({"hidden_size": 4, "batch_size": 2,
+                    "learning_rate": rs.LogUniform(1e-3, 3e-2)})
+  rs.sweep(rs.Adding(seq_len=6, num_val=8), space, num_trials=5, steps=4,
+           eval_every=2, max_group_size=2, workdir=str(tmp_path))
+  assert {"running", "done"} <= seen and len(commits) >= 6
