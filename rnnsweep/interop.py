@@ -87,7 +87,13 @@ def export_optuna(workdir: str, storage: str, study_name: str | None = None,
   unfinished = store.unfinished_trials()
   name = study_name or "rnnsweep-" + os.path.basename(
       os.path.normpath(workdir))
-  existing = optuna.study.get_all_study_names(storage)
+  try:
+    existing = optuna.study.get_all_study_names(storage)
+  except Exception as e:  # pylint: disable=broad-except
+    # Optuna raises its storage backend's own errors (SQLAlchemy's for a
+    # URL it cannot parse or reach).
+    raise ValueError(f"Optuna storage {storage!r} cannot be opened: "
+                     f"{str(e).splitlines()[0]}") from None
   if name in existing:
     if not replace:
       raise ValueError(f"Optuna storage already has a study {name!r}")

@@ -422,11 +422,20 @@ def write_report(workdir: str, *, top: int = 10,
   figures = []
   if plots:
     out_dir = out_dir or workdir
-    os.makedirs(out_dir, exist_ok=True)
-    figures = _write_figures(out_dir, results, pending, axes, ranked[:top],
-                             metric, mode, pair, warnings)
-    lines += ["", "Figures: " + ", ".join(os.path.basename(f)
-                                          for f in figures)]
+    try:
+      os.makedirs(out_dir, exist_ok=True)
+      if not os.access(out_dir, os.W_OK):
+        raise PermissionError(13, "not writable")
+      figures = _write_figures(out_dir, results, pending, axes, ranked[:top],
+                               metric, mode, pair, warnings)
+    except OSError as e:
+      # An archived sweep on read-only storage: the report still prints.
+      lines += ["", f"Figures not written: {out_dir!r} cannot be written "
+                f"({e.strerror or e}); choose a folder with --out_dir "
+                f"(Python: out_dir=)"]
+    else:
+      lines += ["", "Figures: " + ", ".join(os.path.basename(f)
+                                            for f in figures)]
   return Report("\n".join(lines), figures, warnings, counts)
 
 

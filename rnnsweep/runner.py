@@ -250,6 +250,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
                      f"{checkpoint_seconds!r}")
   log = log or _quiet
   max_group_size = sizing.check_max_group_size(max_group_size)
+  if workdir is not None:
+    Store(workdir).check_workdir()
   task.data()  # build (and so validate) the data before writing anything
   for b in sorted({t.params["batch_size"] for t in trials}):
     task.check_batch_size(b)

@@ -491,8 +491,14 @@ def load_space(text_or_path: str) -> Space:
           f"search space {text!r} is neither a JSON object nor an existing "
           f"file")
     source = f"search space file {text!r}"
-    with open(text, encoding="utf-8") as f:
-      text = f.read()
+    try:
+      with open(text, encoding="utf-8") as f:
+        text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+      reason = getattr(e, "strerror", None) or (
+          f"not UTF-8 text ({e.reason} at byte {e.start})"
+          if isinstance(e, UnicodeDecodeError) else str(e))
+      raise ValueError(f"{source} cannot be read: {reason}") from None
   try:
     obj = json.loads(text)
   except json.JSONDecodeError as e:

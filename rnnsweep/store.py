@@ -214,10 +214,25 @@ class Store:
     workdir: folder holding ``results.db`` and ``results.csv``.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, timeout: float = 60.0):
     self.workdir = workdir
+    self.timeout = timeout
     self.db_path = os.path.join(workdir, DB_NAME)
     self.csv_path = os.path.join(workdir, CSV_NAME)
+
+  def check_workdir(self) -> None:
+    """Fails early, with one line, on a workdir a sweep cannot use."""
+    if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
+      raise ValueError(f"workdir {self.workdir!r} is a file, not a folder")
+    if os.path.exists(self.db_path) and not os.path.isfile(self.db_path):
+      raise ValueError(f"{self.db_path} is not a file")
+    existing = self.workdir
+    while existing and not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.access(existing or ".", os.W_OK):
+      raise ValueError(f"workdir {self.workdir!r} is read-only ({existing!r} "
+                       f"cannot be written): a sweep cannot be run or "
+                       f"continued there; reports can (figures: --out_dir)")
 
   def exists(self) -> bool:
     return os.path.exists(self.db_path)
@@ -234,7 +249,7 @@ class Store:
             f"file:{urllib.parse.quote(os.path.abspath(self.db_path))}"
             "?immutable=1", uri=True)
       else:
-        conn = sqlite3.connect(self.db_path, timeout=60.0,
+        conn = sqlite3.connect(self.db_path, timeout=self.timeout,
                                isolation_level=None)
     except sqlite3.Error as e:
       raise self._error(e) from None
@@ -261,7 +276,7 @@ class Store:
       return ValueError(
           f"{self.db_path} is in use by another process"
           f"{' (' + holders + ')' if holders else ''} and stayed locked "
-          f"for over a minute ({text}); try again when it is done")
+          f"for {self.timeout:g} s ({text}); try again when it is done")
     if "readonly" in text or not os.access(self.workdir, os.W_OK):
       return ValueError(f"workdir {self.workdir!r} is read-only ({text}): "
                         f"a sweep cannot be run or continued there; reports "
@@ -326,8 +341,8 @@ class Store:
     n_old = stored["num_trials"]
     growing = extend and len(trials) > n_old
     if diffs and not (growing and diffs == ["num_trials"]):
-      shown = "; ".join(f"{k}: stored {_short(stored.get(k))}, now "
-                        f"{_short(settings.get(k))}" for k in diffs)
+      shown = "; ".join(_difference(k, _clean(stored.get(k)),
+                                    _clean(settings.get(k))) for k in diffs)
       hint = (" (pass extend / --extend to add trials)"
               if diffs == ["num_trials"] and len(trials) > n_old else "")
       raise ValueError(f"workdir {self.workdir!r} holds a sweep with other "
@@ -620,6 +635,20 @@ class Store:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, self.csv_path)
+
+
+def _difference(path: str, old: Any, new: Any) -> str:
+  """``path.to.entry: stored X, now Y`` for the first entry that differs
+  (nested settings such as the space are followed down to it)."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    for k in sorted(set(old) | set(new), key=str):
+      if k not in old or k not in new:
+        return (f"{path}.{k}: " + (f"only now {_short(new[k])}" if k in new
+                                   else f"only stored {_short(old[k])}"))
+      if json.dumps(old[k], sort_keys=True) != json.dumps(new[k],
+                                                          sort_keys=True):
+        return _difference(f"{path}.{k}", old[k], new[k])
+  return f"{path}: stored {_short(old)}, now {_short(new)}"
 
 
 def _short(v: Any) -> str:

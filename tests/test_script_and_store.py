@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import rnnsweep as rs
@@ -67,9 +68,19 @@ def test_script_runs_end_to_end(tmp_path):
     (["--sampler=bayes"], ["--sampler"]),
     (["--max_group_size=big"], ["--max_group_size", "'auto'", "'big'"]),
     (["stray"], ["unexpected arguments"]),
+    (["--space=adir"], ["'adir'", "Is a directory"]),
+    (["--space=latin1.json"], ["'latin1.json'", "not UTF-8"]),
+    (["--task=classify", "--data_path=classes.npz"],
+     ["classes.npz", "'num_classes'", "one positive integer"]),
+    (["--seed=2147483648"], ["--seed"]),
 ])
 def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
   workdir = tmp_path / "run"
+  (tmp_path / "adir").mkdir()
+  (tmp_path / "latin1.json").write_bytes('{"cell": "lstm"} # é'.encode(
+      "latin-1"))
+  np.savez(tmp_path / "classes.npz", x=np.zeros((30, 4, 2)),
+           y=np.arange(30) % 2, num_classes=np.array([2, 3]))
   out = run_script(*args, f"--workdir={workdir}", cwd=tmp_path)
   assert out.returncode != 0
   lines = [l for l in out.stderr.splitlines() if l.strip()]
@@ -170,3 +181,107 @@ def test_short_lm_sweep_learns():
   for t in result.trials:  # and every trial improved with training
     curve = t.curves["val/bits_per_char"]
     assert curve[-1] < curve[0] < uniform_bits
+
+
+def test_workdir_that_is_a_file_is_one_error_before_any_work(tmp_path):
+  path = tmp_path / "afile"
+  path.write_text("mine")
+  out = run_script("--task=adding", "--seq_len=8", "--num_trials=1",
+                   "--steps=1", f"--space={TINY_SPACE}", f"--workdir={path}")
+  assert out.returncode != 0 and "Traceback" not in out.stderr
+  assert "is a file, not a folder" in out.stderr
+  assert "auto group size" not in out.stderr  # refused before compiling
+  assert path.read_text() == "mine"
+
+
+def test_changed_setting_names_the_differing_entry(tmp_path, tiny_adding):
+  """A changed range deep inside the space is named, not cut off."""
+  space = lambda hi: rs.Space({**TINY, "learning_rate": rs.LogUniform(1e-3,
+                                                                      hi)})
+  rs.sweep(tiny_adding, space(1e-2), num_trials=1, steps=1, eval_every=1,
+           max_group_size=1, workdir=str(tmp_path))
+  with pytest.raises(ValueError) as e:
+    rs.sweep(tiny_adding, space(2e-2), num_trials=1, steps=1, eval_every=1,
+             max_group_size=1, workdir=str(tmp_path))
+  text = str(e.value)
+  assert "space.learning_rate" in text and "0.01" in text and "0.02" in text
+  assert "\n" not in text
+
+
+def test_locked_store_says_in_use_not_corrupt(tmp_path, tiny_adding):
+  rs.run_trials(tiny_adding, [TINY], steps=1, eval_every=1,
+                max_group_size=1, workdir=str(tmp_path))
+  store = rs.Store(str(tmp_path), timeout=0.2)
+  groups = store.prepare(store.settings(), rs.make_trials(
+      [{**tiny_adding.base_params(), **TINY}]), 1)
+  assert groups == []
+  other = sqlite3.connect(tmp_path / "results.db", isolation_level=None)
+  other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+  try:
+    group = rs.plan_groups(rs.make_trials([TINY]), 1)[0]
+    with pytest.raises(ValueError) as e:
+      store.claim(group, rs.store.Owner.this_process())
+  finally:
+    other.execute("ROLLBACK")
+    other.close()
+  assert "in use by another process" in str(e.value)
+  assert "cannot be read" not in str(e.value)
+
+
+def test_leftover_temporary_files_are_removed(tmp_path, tiny_adding):
+  dead = 2**22 + 12345  # above any PID this machine hands out
+  for name in (f"results.db.tmp{dead}", f"results.db.tmp{dead}-journal",
+               f"results.csv.tmp{dead}"):
+    (tmp_path / name).write_text("half")
+  rs.run_trials(tiny_adding, [TINY], steps=1, eval_every=1,
+                max_group_size=1, workdir=str(tmp_path))
+  assert (tmp_path / "results.db").exists()
+  assert not any(".tmp" in n for n in os.listdir(tmp_path))
+
+
+def _make_read_only(path):
+  """Makes a folder unwritable even for root (``chattr +i``), or by mode
+  bits for others; returns an undo function, or None if neither works."""
+  if os.geteuid() != 0:
+    os.chmod(path, 0o555)
+    return lambda: os.chmod(path, 0o755)
+  done = subprocess.run(["chattr", "+i", str(path)], capture_output=True,
+                        check=False)
+  if done.returncode != 0:
+    return None
+  return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_archived_sweep_on_read_only_storage(tmp_path, tiny_adding):
+  """Reporting works (figures elsewhere, or one line saying they could
+  not be written); a new or continued sweep there is one clear line."""
+  workdir = tmp_path / "archive"
+  rs.run_trials(tiny_adding, [TINY, dict(TINY, learning_rate=3e-3)], steps=2,
+                eval_every=1, max_group_size=2, workdir=str(workdir))
+  # An archived copy: the database checkpointed, no WAL side files.
+  sqlite3.connect(workdir / "results.db").execute(
+      "PRAGMA wal_checkpoint(TRUNCATE)").close()
+  for side in ("results.db-wal", "results.db-shm"):
+    if (workdir / side).exists():
+      os.remove(workdir / side)
+  undo = _make_read_only(workdir)
+  if undo is None:
+    pytest.skip("cannot make a folder read-only here (no chattr as root)")
+  try:
+    assert not os.access(workdir, os.W_OK)
+    report = rs.report.write_report(str(workdir))
+    assert "Figures not written" in report.text and "--out_dir" in report.text
+    assert "Best: trial" in report.text
+    elsewhere = rs.report.write_report(str(workdir),
+                                       out_dir=str(tmp_path / "figs"))
+    assert (tmp_path / "figs" / "curves.png").exists()
+    assert elsewhere.figures
+    with pytest.raises(ValueError, match="read-only"):
+      rs.run_trials(tiny_adding, [TINY, dict(TINY, learning_rate=3e-3)],
+                    steps=2, eval_every=1, max_group_size=2,
+                    workdir=str(workdir))
+    with pytest.raises(ValueError, match="read-only"):
+      rs.run_trials(tiny_adding, [TINY], steps=2, eval_every=1,
+                    workdir=str(workdir / "new"))
+  finally:
+    undo()

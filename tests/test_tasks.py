@@ -93,10 +93,18 @@ def test_adding_validation_is_fixed_and_distinct_from_training():
   a, b = rs.Adding(seq_len=10, num_val=30), rs.Adding(seq_len=10, num_val=30)
   np.testing.assert_array_equal(a.data().val.inputs, b.data().val.inputs)
   assert float(a.data().val.weights.sum()) == 30
-  train = a.train_batch(None, jax.random.PRNGKey(1234), 30)
-  assert not np.array_equal(train.inputs,
-                            np.asarray(a.data().val.inputs).reshape(
-                                -1, 10, 2)[:30])
+  # The keys the engine really trains on, for sweep seeds that equal the
+  # task's validation seed and others: no training sequence is a
+  # validation or test sequence.
+  held_out = {np.asarray(s).tobytes() for split in (a.data().val,
+                                                    a.data().test)
+              for s in np.asarray(split.inputs).reshape(-1, 10, 2)}
+  for seed in (0, a.val_seed, 1234):
+    for b in range(4):
+      key = rs.engine.batch_key(rs.engine.data_key(seed), jnp.int32(b))
+      train = a.train_batch(None, key, 30)
+      assert not held_out & {np.asarray(s).tobytes()
+                             for s in np.asarray(train.inputs)}
   assert a.base_params() == {"truncation": 10}
 
 

@@ -143,7 +143,12 @@ def load_labelled(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         x, y = z["x"], z["y"]
         lengths = z["lengths"] if "lengths" in z.files else None
         if "num_classes" in z.files:
-          num_classes = int(z["num_classes"])
+          given = z["num_classes"]
+          if given.ndim != 0 or given.dtype.kind not in "iu" or int(
+              given) < 1:
+            raise _fail(path, f"'num_classes' must be one positive integer, "
+                        f"got {given.dtype}{list(given.shape)}")
+          num_classes = int(given)
     except (OSError, ValueError) as e:
       if str(e).startswith(path):
         raise
