@@ -50,7 +50,7 @@ def _run(task, configs, w, group_size, options):
   rs.engine.clear_programs()
   lines = []
   start = time.perf_counter()
-  result = rs.execute(task, rs.make_trials(configs), steps=w.updates,
+  result = rs.run_trials(task, configs, steps=w.updates,
                       eval_every=w.updates, max_group_size=group_size,
                       options=options, log=lines.append)
   wall = time.perf_counter() - start

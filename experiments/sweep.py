@@ -11,8 +11,6 @@ a 2-core CPU, and prints the leaderboard. Examples::
   python experiments/sweep.py --space=my_space.json --workdir=runs/mine
 """
 
-import hashlib
-import json
 import os
 import sys
 
@@ -101,17 +99,6 @@ def build_space(task: rs.Task) -> rs.Space:
   return space
 
 
-def default_workdir(task: rs.Task, space: rs.Space) -> str:
-  """runs/<task>-<sampler>-<hash>: the same settings, the same folder."""
-  settings = [task.config(), _SAMPLER.value, space.to_json(),
-              _NUM_TRIALS.value if _SAMPLER.value == "random" else None,
-              _STEPS.value, _EVAL_EVERY.value, _MAX_GROUP_SIZE.value,
-              _SEED.value, _PRECISION.value, _UNROLL.value, _DONATE.value]
-  digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-  return os.path.join("runs", f"{task.name}-{_SAMPLER.value}-"
-                      f"{digest.hexdigest()[:8]}")
-
-
 def main(argv):
   # JAX logs backend probing (e.g. "Unable to initialize backend 'tpu'") at
   # INFO; keep the terminal for results unless asked with --verbosity.
@@ -136,18 +123,22 @@ def main(argv):
                if v is not None}
     task = rs.make_task(_TASK.value, **options)
     space = build_space(task)
-    workdir = _WORKDIR.value or default_workdir(task, space)
-    result = rs.sweep(task, space, sampler=_SAMPLER.value,
-                      num_trials=_NUM_TRIALS.value, steps=_STEPS.value,
-                      eval_every=_EVAL_EVERY.value,
-                      max_group_size=max_group_size, seed=_SEED.value,
-                      workdir=workdir, extend=_EXTEND.value,
-                      checkpoint_seconds=_CHECKPOINT_SECONDS.value,
-                      options=rs.EngineOptions(
-                          compute_dtype=_PRECISION.value,
-                          unroll=_UNROLL.value, donate=_DONATE.value,
-                          hoist_input=_HOIST_INPUT.value),
-                      verbose=not _QUIET.value)
+    settings, trials, full = rs.sweep_settings(
+        task, space, sampler=_SAMPLER.value, num_trials=_NUM_TRIALS.value,
+        steps=_STEPS.value, eval_every=_EVAL_EVERY.value,
+        max_group_size=max_group_size, seed=_SEED.value,
+        options=rs.EngineOptions(compute_dtype=_PRECISION.value,
+                                 unroll=_UNROLL.value, donate=_DONATE.value,
+                                 hoist_input=_HOIST_INPUT.value))
+    # The same settings, the same folder: every setting a resume compares
+    # is in the name.
+    workdir = _WORKDIR.value or os.path.join(
+        "runs", f"{task.name}-{_SAMPLER.value}-{settings.digest()}")
+    result = rs.execute(task, trials, settings, workdir=workdir,
+                        tuned=full.tuned_names(), extend=_EXTEND.value,
+                        checkpoint_seconds=_CHECKPOINT_SECONDS.value,
+                        log=None if _QUIET.value else rs.runner.log_stderr,
+                        progress=not _QUIET.value)
   except ValueError as e:
     fail(str(e))
   print(result.leaderboard(_TOP.value))

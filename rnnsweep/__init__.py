@@ -15,11 +15,13 @@ __version__ = "0.1.0"
 
 from rnnsweep.engine import EngineOptions
 from rnnsweep.groups import Group, StaticConfig, plan_groups
-from rnnsweep.runner import SweepResult, execute, run_trials, sweep, task_space
+from rnnsweep.runner import (SweepResult, execute, run_trials, sweep,
+                             sweep_settings, task_space)
+from rnnsweep.settings import SweepSettings
 from rnnsweep.samplers import TrialSpec, grid, make_trials, random
 from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
                             LogUniform, PARAMS, Space, Uniform, load_space)
-from rnnsweep import interop, report, sizing
+from rnnsweep import interop, report, resume, sizing
 from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
                             make_task)
@@ -28,7 +30,8 @@ __all__ = [
     "Adding", "CharLM", "Choice", "Classify", "Copy", "EngineOptions",
     "Forecast", "Fixed", "Group", "IntLogUniform",
     "IntUniform", "LogUniform", "PARAMS", "Space", "StaticConfig", "Store",
-    "SweepResult", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
+    "SweepResult", "SweepSettings", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
     "grid", "load_space", "make_task", "make_trials", "plan_groups", "random",
-    "interop", "report", "run_trials", "sizing", "sweep", "task_space",
+    "interop", "report", "resume", "run_trials", "sizing", "sweep",
+    "sweep_settings", "task_space",
 ]

@@ -26,10 +26,12 @@ from rnnsweep import engine
 from rnnsweep import faults
 from rnnsweep import progress as progress_lib
 from rnnsweep import report
+from rnnsweep import resume
 from rnnsweep import samplers
 from rnnsweep import sizing
 from rnnsweep import space as space_lib
 from rnnsweep.groups import Group, plan_groups, split_group
+from rnnsweep.settings import SweepSettings
 from rnnsweep import store as store_lib
 from rnnsweep.store import Owner, Store, TrialResult
 from rnnsweep.tasks.base import Task
@@ -71,16 +73,12 @@ class SweepResult:
                               top=top)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _quiet(_: str) -> None:
   pass
 
 
-def _stderr(msg: str) -> None:
+def log_stderr(msg: str) -> None:
+  """The per-group log of a verbose sweep: one line to stderr."""
   print(msg, file=sys.stderr, flush=True)
 
 
@@ -201,77 +199,65 @@ def _trial_results(task: Task, group: Group, progress: dict,
   return results
 
 
-def execute(task: Task, trials: Sequence[samplers.TrialSpec], *, steps: int,
-            eval_every: int, max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
-            seed: int = 0, workdir: str | None = None,
-            settings: Mapping[str, Any] | None = None,
+def execute(task: Task, trials: Sequence[samplers.TrialSpec],
+            settings: SweepSettings, *, workdir: str | None = None,
             tuned: Sequence[str] = (), extend: bool = False,
             checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
             log: Callable[[str], None] | None = None,
-            progress: bool = False,
-            options: engine.EngineOptions | None = None) -> SweepResult:
+            progress: bool = False) -> SweepResult:
   """Trains the given trials in groups and records them.
 
   With a ``workdir`` that already holds this sweep (same settings), the
   run continues it: finished groups are skipped, interrupted ones resume
-  from their last checkpoint, and the result holds every trial.
+  from their last checkpoint, and the result holds every trial. Another
+  process running the same sweep on the same workdir at the same time
+  trains other groups, never the same one.
 
   Args:
-    task: the task.
+    task: the task (``settings`` was made from it).
     trials: fully resolved trials with ids ``0..n-1``.
-    steps: updates (TBPTT windows) per trial.
-    eval_every: validation interval in steps (the last segment may be
-      shorter).
-    max_group_size: largest K; ``1`` runs every trial alone; ``"auto"``
-      chooses K per static configuration from memory and, on a CPU, a
-      short speed probe (see :mod:`rnnsweep.sizing`). A group that runs
-      out of device memory is split in two and retried either way.
-    seed: sweep seed; also seeds the data stream shared by all trials.
+    settings: everything the results depend on (steps, evaluation
+      interval, group size, seed, engine options...); stored with the
+      sweep and compared when it is continued.
     workdir: where ``results.db``, ``results.csv`` and checkpoints go
       (``None``: nothing is written).
-    settings: extra settings to record (and compare when continuing).
     tuned: parameter names to show in the leaderboard.
     extend: continuing a workdir, allow more trials than it holds.
     checkpoint_seconds: least time between two checkpoints of a group
       (0: after every segment).
     log: receives one line per group; ``None`` is silent.
     progress: draw a live progress bar on stderr when it is a terminal.
-    options: how programs are built (:class:`~rnnsweep.engine.EngineOptions`);
-      part of the settings a continued sweep must match.
   """
-  options = options or engine.EngineOptions()
-  _check_positive_int("steps", steps)
-  _check_positive_int("eval_every", eval_every)
-  space_lib.check_seed("seed", seed)
   if not trials:
     raise ValueError("no trials to run")
+  if len(trials) != settings.num_trials:
+    raise ValueError(f"settings.num_trials is {settings.num_trials} but "
+                     f"{len(trials)} trials were given")
+  if task.name != settings.task or task.config() != settings.task_config:
+    raise ValueError("settings were made for another task")
   if checkpoint_seconds < 0:
     raise ValueError(f"checkpoint_seconds must be >= 0, got "
                      f"{checkpoint_seconds!r}")
   log = log or _quiet
-  max_group_size = sizing.check_max_group_size(max_group_size)
+  steps, eval_every, seed = (settings.steps, settings.eval_every,
+                             settings.seed)
+  options = settings.engine
   if workdir is not None:
     Store(workdir).check_workdir()
   task.data()  # build (and so validate) the data before writing anything
   for b in sorted({t.params["batch_size"] for t in trials}):
     task.check_batch_size(b)
-  sizer = max_group_size
-  if max_group_size == sizing.AUTO:
+  sizer = settings.max_group_size
+  if sizer == sizing.AUTO:
     sizer = sizing.AutoSizer(task, steps=steps, options=options,
                              data_seed=seed, log=log)
   store = ckpt_dir = None
   if workdir is not None:
     store = Store(workdir)
-    full_settings = dict(settings or {}, task=task.name,
-                         task_config=task.config(), steps=steps,
-                         eval_every=eval_every, max_group_size=max_group_size,
-                         seed=seed, num_trials=len(trials),
-                         engine=dataclasses.asdict(options),
-                         selection_metric=task.selection_metric,
-                         selection_mode=task.selection_mode,
-                         versions=_versions(), created=time.time())
     resuming = store.exists()
-    groups = store.prepare(full_settings, trials, sizer, extend)
+    groups = resume.prepare(
+        store, dict(settings.record(), versions=_versions(),
+                    created=time.time()), trials, sizer, extend)
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
     if resuming:
       log(f"continuing the sweep in {workdir}: {len(groups)} groups to go")
@@ -455,6 +441,26 @@ def task_space(task: Task, space: space_lib.Space | None) -> space_lib.Space:
   return base.updated(space if space is not None else task.default_space())
 
 
+def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
+                   sampler: str = "random", num_trials: int | None = 16,
+                   steps: int = 300, eval_every: int = 100,
+                   max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
+                   seed: int = 0,
+                   options: engine.EngineOptions | None = None
+                   ) -> tuple[SweepSettings, list[samplers.TrialSpec],
+                              space_lib.Space]:
+  """The settings of :func:`sweep` with these arguments, its trials and
+  its full space (the script names its default workdir by
+  ``settings.digest()``)."""
+  full = task_space(task, space)
+  trials = samplers.sample(full, sampler, num_trials=num_trials, seed=seed)
+  settings = SweepSettings.make(
+      task, sampler=sampler, space=full, num_trials=len(trials), steps=steps,
+      eval_every=eval_every, max_group_size=max_group_size, seed=seed,
+      options=options)
+  return settings, trials, full
+
+
 def sweep(task: Task, space: space_lib.Space | None = None, *,
           sampler: str = "random", num_trials: int | None = 16,
           steps: int = 300, eval_every: int = 100,
@@ -472,23 +478,32 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
       problem) apply to names the space leaves out.
     sampler: ``random`` or ``grid``.
     num_trials: trials for ``random`` (ignored by ``grid``).
-    steps, eval_every, max_group_size, seed, workdir, extend,
-      checkpoint_seconds, options: see :func:`execute`. Running again with the same
-      arguments and workdir continues an interrupted sweep.
+    steps: updates (TBPTT windows) per trial.
+    eval_every: validation interval in steps (the last segment may be
+      shorter).
+    max_group_size: largest K; ``1`` runs every trial alone; ``"auto"``
+      chooses K per static configuration from memory and, on a CPU, a
+      short speed probe (see :mod:`rnnsweep.sizing`). A group that runs
+      out of device memory is split in two and retried either way.
+    seed: sweep seed (sampling, trial seeds, the shared data stream), in
+      ``[0, 2**31)``.
+    workdir, extend, checkpoint_seconds: see :func:`execute`. Running again
+      with the same arguments and workdir continues an interrupted sweep.
+    options: how programs are built (:class:`~rnnsweep.engine.EngineOptions`).
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
 
   Returns:
     A :class:`SweepResult`.
   """
-  full = task_space(task, space)
-  trials = samplers.sample(full, sampler, num_trials=num_trials, seed=seed)
-  return execute(task, trials, steps=steps, eval_every=eval_every,
-                 max_group_size=max_group_size, seed=seed, workdir=workdir,
-                 settings={"sampler": sampler, "space": full.to_json()},
+  settings, trials, full = sweep_settings(
+      task, space, sampler=sampler, num_trials=num_trials, steps=steps,
+      eval_every=eval_every, max_group_size=max_group_size, seed=seed,
+      options=options)
+  return execute(task, trials, settings, workdir=workdir,
                  tuned=full.tuned_names(), extend=extend,
-                 checkpoint_seconds=checkpoint_seconds, options=options,
-                 log=_stderr if verbose else None, progress=verbose)
+                 checkpoint_seconds=checkpoint_seconds,
+                 log=log_stderr if verbose else None, progress=verbose)
 
 
 def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
@@ -498,21 +513,25 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                workdir: str | None = None, extend: bool = False,
                checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
                options: engine.EngineOptions | None = None,
-               verbose: bool = False) -> SweepResult:
+               verbose: bool = False,
+               log: Callable[[str], None] | None = None) -> SweepResult:
   """Trains an explicit list of configurations.
 
   Each config is a partial ``name -> value`` mapping; the task's base
   defaults and then the global defaults fill the rest. Trial ids are the
   list positions. ``max_group_size=1`` trains every trial alone, which is
-  how vmap invariance is checked.
+  how vmap invariance is checked. Arguments as in :func:`sweep`; ``log``
+  receives the per-group lines (default: stderr when ``verbose``).
   """
+  space_lib.check_seed("seed", seed)
   base = task.base_params()
   trials = samplers.make_trials([{**base, **c} for c in configs], seed=seed)
   tuned = sorted({k for c in configs for k in c
                   if len({repr(cc.get(k)) for cc in configs}) > 1})
-  return execute(task, trials, steps=steps, eval_every=eval_every,
-                 max_group_size=max_group_size, seed=seed, workdir=workdir,
-                 settings={"sampler": "explicit"}, tuned=tuned,
+  settings = SweepSettings.make(
+      task, sampler="explicit", space=None, num_trials=max(len(trials), 1),
+      steps=steps, eval_every=eval_every, max_group_size=max_group_size,
+      seed=seed, options=options)
+  return execute(task, trials, settings, workdir=workdir, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
-                 options=options, log=_stderr if verbose else None,
-                 progress=verbose)
+                 log=log or (log_stderr if verbose else None), progress=verbose)

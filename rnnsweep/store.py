@@ -32,16 +32,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from rnnsweep import faults
 from rnnsweep import space as space_lib
-from rnnsweep.groups import (Group, GroupSizer, StaticConfig, plan_groups,
-                             split_group)
+from rnnsweep.groups import Group, StaticConfig, split_group
 
 DB_NAME = "results.db"
 CSV_NAME = "results.csv"
 
-#: Settings that must match to continue a sweep in the same workdir.
-COMPARED_SETTINGS = ("task", "task_config", "sampler", "space", "steps",
-                     "eval_every", "max_group_size", "seed", "num_trials",
-                     "engine")
 FINISHED = ("completed", "diverged", "pruned")
 
 _SCHEMA = """
@@ -195,11 +190,11 @@ def _json_float(x):
   return x
 
 
-def _clean(obj):
+def clean_json(obj):
   if isinstance(obj, dict):
-    return {k: _clean(v) for k, v in obj.items()}
+    return {k: clean_json(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return [_clean(v) for v in obj]
+    return [clean_json(v) for v in obj]
   return _json_float(obj)
 
 
@@ -281,7 +276,7 @@ class Store:
       return ValueError(f"workdir {self.workdir!r} is read-only ({text}): "
                         f"a sweep cannot be run or continued there; reports "
                         f"can (figures: --out_dir)")
-    return self._unreadable(e)
+    return self.unreadable(e)
 
   def _claims_quietly(self) -> list[Claim]:
     try:
@@ -295,87 +290,52 @@ class Store:
       return []
     return [Claim(*r) for r in rows]
 
-  def _unreadable(self, e: Exception) -> ValueError:
+  def unreadable(self, e: Any) -> ValueError:
     return ValueError(
         f"{self.db_path} cannot be read as an rnnsweep database ({e}); "
         f"nothing was changed: move it aside to start over, or restore it "
         f"from a copy")
 
-  # -- creating and continuing ----------------------------------------------
+  # -- creating and continuing (the policy is in rnnsweep.resume) ----------------
 
-  def prepare(self, settings: Mapping[str, Any], trials: Sequence[Any],
-              max_group_size: int | GroupSizer,
-              extend: bool = False) -> list[Group]:
-    """Creates the sweep, or checks a stored one against ``settings``.
-
-    Args:
-      settings: the run's settings; the keys in :data:`COMPARED_SETTINGS`
-        must equal the stored ones to continue.
-      trials: every trial of the sweep, ids ``0..n-1``.
-      max_group_size: largest K for planning new groups, or a function of
-        the bucket giving it (only called when groups are planned).
-      extend: allow ``trials`` to hold more trials than the stored sweep;
-        the new ones are planned into new groups.
-
-    Returns:
-      The groups that still need to run, in plan order.
-    """
-    self._remove_leftovers()
-    if not self.exists():
-      plan = plan_groups(trials, max_group_size)
-      if self._create(settings, trials, plan):
-        return plan
-      # Another process created the sweep first: continue it instead.
+  def open_for_writing(self) -> None:
+    """Checks an existing store can be written, and brings a store made
+    before claims existed up to date."""
     if not os.access(self.workdir, os.W_OK):
       raise ValueError(f"workdir {self.workdir!r} is read-only: a sweep "
                        f"cannot be continued there; reports can (figures: "
                        f"--out_dir)")
     with self._connect() as conn:
-      conn.execute(_CLAIMS)  # stores made before claims existed
-    stored = self.settings()
-    if "num_trials" not in stored:
-      raise self._unreadable("no sweep settings in it")
-    diffs = [k for k in COMPARED_SETTINGS
-             if json.dumps(_clean(stored.get(k)), sort_keys=True) !=
-             json.dumps(_clean(settings.get(k)), sort_keys=True)]
-    n_old = stored["num_trials"]
-    growing = extend and len(trials) > n_old
-    if diffs and not (growing and diffs == ["num_trials"]):
-      shown = "; ".join(_difference(k, _clean(stored.get(k)),
-                                    _clean(settings.get(k))) for k in diffs)
-      hint = (" (pass extend / --extend to add trials)"
-              if diffs == ["num_trials"] and len(trials) > n_old else "")
-      raise ValueError(f"workdir {self.workdir!r} holds a sweep with other "
-                       f"settings: {shown}; use another workdir{hint}")
-    by_id = {t.trial_id: t for t in trials}
+      conn.execute(_CLAIMS)
+
+  def stored_trials(self) -> list[tuple[int, Any, int]]:
+    """``(trial_id, params, seed)`` of every planned trial."""
     with self._connect(write=False) as conn:
-      for tid, params, seed in conn.execute(
-          "SELECT trial_id, params, seed FROM trials ORDER BY trial_id"):
-        t = by_id.get(tid)
-        if t is None or json.loads(params) != _clean(dict(t.params)) or (
-            seed != t.seed):
-          raise ValueError(
-              f"workdir {self.workdir!r}: stored trial {tid} differs from "
-              f"the trial the sampler gives now; use another workdir")
+      return [(tid, json.loads(p), seed) for tid, p, seed in conn.execute(
+          "SELECT trial_id, params, seed FROM trials ORDER BY trial_id")]
+
+  def plan(self, trials_by_id: Mapping[int, Any]
+           ) -> tuple[list[Group], list[str]]:
+    """The stored groups (their trials taken from ``trials_by_id``) and
+    each one's status, in plan order."""
+    with self._connect(write=False) as conn:
       rows = conn.execute("SELECT group_id, static, size, trial_ids, status "
                           "FROM groups ORDER BY group_id").fetchall()
-    plan = [Group(gid, StaticConfig(**json.loads(static)),
-                  tuple(by_id[i] for i in json.loads(ids)), size)
-            for gid, static, size, ids, _ in rows]
-    todo = [g for g, row in zip(plan, rows) if row[4] != "done"]
-    if growing:
-      new = plan_groups(trials[n_old:], max_group_size)
-      first = max((g.group_id for g in plan), default=-1) + 1
-      new = [dataclasses.replace(g, group_id=first + i)
-             for i, g in enumerate(new)]
-      with self._connect() as conn:
-        self._insert_plan(conn, trials[n_old:], new)
-        conn.execute("UPDATE sweep SET value=? WHERE key='num_trials'",
-                     (json.dumps(len(trials)),))
-      todo += new
-    return todo
+    groups = [Group(gid, StaticConfig(**json.loads(static)),
+                    tuple(trials_by_id[i] for i in json.loads(ids)), size)
+              for gid, static, size, ids, _ in rows]
+    return groups, [row[4] for row in rows]
 
-  def _create(self, settings, trials, plan) -> bool:
+  def add_trials(self, trials: Sequence[Any], groups: Sequence[Group], *,
+                 num_trials: int) -> None:
+    """Plans more trials into new groups (a sweep extended), atomically."""
+    with self._connect() as conn:
+      self._insert_plan(conn, trials, groups)
+      conn.execute("UPDATE sweep SET value=? WHERE key='num_trials'",
+                   (json.dumps(num_trials),))
+
+  def create(self, settings: Mapping[str, Any], trials: Sequence[Any],
+             plan: Sequence[Group]) -> bool:
     """Writes the whole plan under a temporary name and links it into
     place; returns ``False`` if another process created the sweep first
     (the link never replaces an existing file)."""
@@ -392,7 +352,7 @@ class Store:
         conn.executescript(_SCHEMA + _CLAIMS)
         with conn:
           conn.executemany("INSERT INTO sweep VALUES (?, ?)",
-                           [(k, json.dumps(_clean(v))) for k, v in
+                           [(k, json.dumps(clean_json(v))) for k, v in
                             settings.items()])
           self._insert_plan(conn, trials, plan)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -416,7 +376,7 @@ class Store:
       raise ValueError(f"cannot create the sweep in workdir "
                        f"{self.workdir!r}: {reason}") from None
 
-  def _remove_leftovers(self) -> None:
+  def remove_leftovers(self) -> None:
     """Temporary files of processes that died while writing them."""
     for path in glob.glob(glob.escape(self.db_path) + ".tmp*") + glob.glob(
         glob.escape(self.csv_path) + ".tmp*"):
@@ -434,7 +394,7 @@ class Store:
     conn.executemany(
         "INSERT INTO trials (trial_id, params, seed, group_id, status, metric,"
         " updated_at) VALUES (?, ?, ?, ?, 'pending', '', ?)",
-        [(t.trial_id, json.dumps(_clean(dict(t.params))), t.seed,
+        [(t.trial_id, json.dumps(clean_json(dict(t.params))), t.seed,
           group_of[t.trial_id], now) for t in trials])
 
   @staticmethod
@@ -557,9 +517,9 @@ class Store:
           "final_metrics=?, curves=?, diverged_step=?, wall_time_s=?, "
           "test_metrics=?, updated_at=? WHERE trial_id=?",
           [(r.status, r.metric, _json_float(r.best_value), r.best_step,
-            json.dumps(_clean(dict(r.final_metrics))),
-            json.dumps(_clean(dict(r.curves))), r.diverged_step,
-            r.wall_time_s, json.dumps(_clean(dict(r.test_metrics))), now,
+            json.dumps(clean_json(dict(r.final_metrics))),
+            json.dumps(clean_json(dict(r.curves))), r.diverged_step,
+            r.wall_time_s, json.dumps(clean_json(dict(r.test_metrics))), now,
             r.trial_id) for r in results])
       conn.execute("UPDATE groups SET status='done', error=NULL "
                    "WHERE group_id=?", (group.group_id,))
@@ -635,22 +595,3 @@ class Store:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, self.csv_path)
-
-
-def _difference(path: str, old: Any, new: Any) -> str:
-  """``path.to.entry: stored X, now Y`` for the first entry that differs
-  (nested settings such as the space are followed down to it)."""
-  if isinstance(old, dict) and isinstance(new, dict):
-    for k in sorted(set(old) | set(new), key=str):
-      if k not in old or k not in new:
-        return (f"{path}.{k}: " + (f"only now {_short(new[k])}" if k in new
-                                   else f"only stored {_short(old[k])}"))
-      if json.dumps(old[k], sort_keys=True) != json.dumps(new[k],
-                                                          sort_keys=True):
-        return _difference(f"{path}.{k}", old[k], new[k])
-  return f"{path}: stored {_short(old)}, now {_short(new)}"
-
-
-def _short(v: Any) -> str:
-  text = json.dumps(_clean(v), sort_keys=True)
-  return text if len(text) <= 80 else text[:77] + "..."

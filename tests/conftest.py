@@ -67,7 +67,7 @@ def planted_workdir(path, metric_of):
   """A workdir whose trials were 'trained' by ``metric_of(params)``."""
   trials = rs.random(PLANTED_SPACE, 40, seed=0)
   store = rs.Store(str(path))
-  groups = store.prepare({"task": "planted", "sampler": "random",
+  groups = rs.resume.prepare(store, {"task": "planted", "sampler": "random",
                           "space": PLANTED_SPACE.to_json(), "steps": 10,
                           "num_trials": 40, "selection_mode": "min",
                           "selection_metric": "loss"}, trials, 64)

@@ -57,8 +57,8 @@ def test_optuna_export_of_a_sweep_with_unfinished_and_diverged_trials(
   # Plan two more trials that have not run: a running sweep's state.
   more = rs.make_trials([{**tiny_adding.base_params(), **c} for c in
                          configs + [dict(configs[0], learning_rate=3e-3)] * 2])
-  store.prepare(dict(store.settings(), num_trials=5), more,
-                max_group_size=32, extend=True)
+  rs.resume.prepare(store, dict(store.settings(), num_trials=5), more,
+                    max_group_size=32, extend=True)
   storage = f"sqlite:///{tmp_path / 'optuna.db'}"
   study = interop.export_optuna(str(tmp_path), storage)
   states = [t.state.name for t in sorted(study.trials,

@@ -52,8 +52,11 @@ def test_hoisted_input_projection_keeps_the_numbers(tiny_lm, baseline):
   lstm = rs.make_trials([{**tiny_lm.base_params(), **c}
                          for c in CONFIGS])[2:]  # ids and seeds 2, 3 kept
   assert {t.params["cell"] for t in lstm} == {"lstm"}
-  r = rs.execute(tiny_lm, lstm, steps=24, eval_every=8, max_group_size=2,
-                 options=rs.EngineOptions(hoist_input=True))
+  settings = rs.SweepSettings.make(
+      tiny_lm, sampler="explicit", space=None, num_trials=2, steps=24,
+      eval_every=8, max_group_size=2, seed=0,
+      options=rs.EngineOptions(hoist_input=True))
+  r = rs.execute(tiny_lm, lstm, settings)
   assert [t.trial_id for t in r.trials] == [2, 3]
   _compare(dataclasses.replace(baseline, trials=baseline.trials[2:]), r, 1e-5)
 

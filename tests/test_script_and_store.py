@@ -1,6 +1,7 @@
 """The sweep script end to end, its errors, and what lands in the workdir."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -212,7 +213,7 @@ def test_locked_store_says_in_use_not_corrupt(tmp_path, tiny_adding):
   rs.run_trials(tiny_adding, [TINY], steps=1, eval_every=1,
                 max_group_size=1, workdir=str(tmp_path))
   store = rs.Store(str(tmp_path), timeout=0.2)
-  groups = store.prepare(store.settings(), rs.make_trials(
+  groups = rs.resume.prepare(store, store.settings(), rs.make_trials(
       [{**tiny_adding.base_params(), **TINY}]), 1)
   assert groups == []
   other = sqlite3.connect(tmp_path / "results.db", isolation_level=None)
@@ -285,3 +286,33 @@ def test_archived_sweep_on_read_only_storage(tmp_path, tiny_adding):
                     workdir=str(workdir / "new"))
   finally:
     undo()
+
+
+def test_workdir_name_resume_and_store_use_one_settings_value(tiny_adding):
+  """Every setting resume compares is in the default workdir's hash (the
+  hoisting lever once was not): changing any one changes the name."""
+  base = rs.SweepSettings.make(
+      tiny_adding, sampler="random", space=rs.Space({"hidden_size": 4}),
+      num_trials=3, steps=4, eval_every=2, max_group_size="auto", seed=0)
+  changed = {
+      "task": "copy", "task_config": {"seq_len": 9}, "sampler": "grid",
+      "space": {"hidden_size": 8}, "num_trials": 4, "steps": 5,
+      "eval_every": 3, "max_group_size": 2, "seed": 1,
+      "engine": rs.EngineOptions(hoist_input=True),
+      "selection_metric": "mae", "selection_mode": "max"}
+  assert set(changed) == set(rs.settings.COMPARED)
+  digests = {base.digest()}
+  for name, value in changed.items():
+    other = dataclasses.replace(base, **{name: value})
+    assert other.record()[name] != base.record()[name]
+    digests.add(other.digest())
+  assert len(digests) == 1 + len(changed)
+
+
+def test_script_default_workdir_follows_the_engine_options(tmp_path):
+  args = ["--task=adding", "--seq_len=8", "--num_trials=1", "--steps=1",
+          "--eval_every=1", "--max_group_size=1", f"--space={TINY_SPACE}"]
+  plain = run_script(*args, cwd=tmp_path)
+  hoisted = run_script(*args, "--hoist_input", cwd=tmp_path)
+  assert plain.returncode == 0 and hoisted.returncode == 0, hoisted.stderr
+  assert len(os.listdir(tmp_path / "runs")) == 2

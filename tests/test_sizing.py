@@ -92,7 +92,7 @@ def test_auto_is_the_default_and_changes_no_number(tiny_lm):
   lines = []
   before = engine.trace_counts().get("segment", 0)
   # 10 steps: segments of 4, 4 and 2 updates.
-  auto = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=10, eval_every=4,
+  auto = rs.run_trials(tiny_lm, CONFIGS, steps=10, eval_every=4,
                     log=lines.append)
   # The run reuses the executable auto compiled to read its memory.
   assert engine.trace_counts()["segment"] - before <= 1
@@ -130,7 +130,7 @@ def test_out_of_memory_splits_the_group_and_loses_nothing(tiny_lm, tmp_path,
                         max_group_size=2)
   _fake_oom_above(monkeypatch, 2)
   lines = []
-  split = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=8, eval_every=4,
+  split = rs.run_trials(tiny_lm, CONFIGS, steps=8, eval_every=4,
                      max_group_size=4, workdir=str(tmp_path),
                      log=lines.append)
   assert not split.failed
@@ -146,7 +146,7 @@ def test_out_of_memory_splits_the_group_and_loses_nothing(tiny_lm, tmp_path,
   assert sorted(rows) == [(1, 2, "done"), (2, 2, "done")]
   assert trial_groups == {1, 2}
   # Continuing the finished sweep finds nothing left to run.
-  again = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=8, eval_every=4,
+  again = rs.run_trials(tiny_lm, CONFIGS, steps=8, eval_every=4,
                      max_group_size=4, workdir=str(tmp_path))
   assert [r.curves for r in again.trials] == [r.curves for r in split.trials]
 
@@ -174,7 +174,7 @@ def test_out_of_memory_in_evaluation_resumes_from_the_checkpoint(
   monkeypatch.setattr(engine.Program, "evaluate", evaluate)
   monkeypatch.setattr(engine.Program, "segment", segment)
   lines = []
-  split = rs.execute(tiny_lm, rs.make_trials(CONFIGS), steps=12,
+  split = rs.run_trials(tiny_lm, CONFIGS, steps=12,
                      eval_every=4, max_group_size=4, workdir=str(tmp_path),
                      checkpoint_seconds=0, log=lines.append)
   assert not split.failed
@@ -191,7 +191,7 @@ def test_out_of_memory_in_evaluation_resumes_from_the_checkpoint(
 def test_a_single_trial_out_of_memory_fails_without_crashing(
     tiny_lm, tmp_path, monkeypatch):
   _fake_oom_above(monkeypatch, 0)
-  result = rs.execute(tiny_lm, rs.make_trials(CONFIGS[:2]), steps=4,
+  result = rs.run_trials(tiny_lm, CONFIGS[:2], steps=4,
                       eval_every=4, max_group_size=2, workdir=str(tmp_path))
   assert sorted(result.failed) == [0, 1]
   assert all("RESOURCE_EXHAUSTED" in e for e in result.failed.values())

@@ -1,0 +1,98 @@
+"""Creating a sweep's store, or continuing the one a workdir holds.
+
+The policy lives here, beside the runner; :class:`~rnnsweep.store.Store`
+only runs the SQL. Continuing needs the same settings (every key of
+:data:`~rnnsweep.settings.COMPARED`; a refusal names the first entry that
+differs, down inside nested settings such as the space), the same trials
+(ids, parameters, seeds), and may grow the sweep when ``extend`` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping, Sequence
+
+from rnnsweep.groups import Group, GroupSizer, plan_groups
+from rnnsweep.settings import COMPARED
+from rnnsweep.store import Store, clean_json
+
+
+def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
+            max_group_size: int | GroupSizer, extend: bool = False
+            ) -> list[Group]:
+  """Creates the sweep in ``store``, or checks the stored one and returns
+  what is left of it.
+
+  Args:
+    store: the workdir's store.
+    record: the run's settings (:meth:`SweepSettings.record`, plus
+      anything else worth saving, such as library versions).
+    trials: every trial of the sweep, ids ``0..n-1``.
+    max_group_size: largest K for planning new groups, or a function of
+      the bucket giving it (only called when groups are planned).
+    extend: allow ``trials`` to hold more trials than the stored sweep;
+      the new ones are planned into new groups.
+
+  Returns:
+    The groups that still need to run, in plan order.
+  """
+  store.remove_leftovers()
+  if not store.exists():
+    plan = plan_groups(trials, max_group_size)
+    if store.create(record, trials, plan):
+      return plan
+    # Another process created the sweep first: continue it instead.
+  store.open_for_writing()
+  stored = store.settings()
+  if "num_trials" not in stored:
+    raise store.unreadable("no sweep settings in it")
+  diffs = [k for k in COMPARED if _json(stored.get(k)) != _json(record.get(k))]
+  n_old = stored["num_trials"]
+  growing = extend and len(trials) > n_old
+  if diffs and not (growing and diffs == ["num_trials"]):
+    shown = "; ".join(_difference(k, clean_json(stored.get(k)),
+                                  clean_json(record.get(k))) for k in diffs)
+    hint = (" (pass extend / --extend to add trials)"
+            if diffs == ["num_trials"] and len(trials) > n_old else "")
+    raise ValueError(f"workdir {store.workdir!r} holds a sweep with other "
+                     f"settings: {shown}; use another workdir{hint}")
+  by_id = {t.trial_id: t for t in trials}
+  for tid, params, seed in store.stored_trials():
+    t = by_id.get(tid)
+    if t is None or params != clean_json(dict(t.params)) or seed != t.seed:
+      raise ValueError(
+          f"workdir {store.workdir!r}: stored trial {tid} differs from the "
+          f"trial the sampler gives now; use another workdir")
+  plan, statuses = store.plan(by_id)
+  todo = [g for g, status in zip(plan, statuses) if status != "done"]
+  if growing:
+    new = plan_groups(trials[n_old:], max_group_size)
+    first = max((g.group_id for g in plan), default=-1) + 1
+    new = [dataclasses.replace(g, group_id=first + i)
+           for i, g in enumerate(new)]
+    store.add_trials(trials[n_old:], new, num_trials=len(trials))
+    todo += new
+  return todo
+
+
+def _json(value: Any) -> str:
+  return json.dumps(clean_json(value), sort_keys=True)
+
+
+def _difference(path: str, old: Any, new: Any) -> str:
+  """``path.to.entry: stored X, now Y`` for the first entry that differs
+  (nested settings such as the space are followed down to it)."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    for k in sorted(set(old) | set(new), key=str):
+      if k not in old or k not in new:
+        return (f"{path}.{k}: " + (f"only now {_short(new[k])}" if k in new
+                                   else f"only stored {_short(old[k])}"))
+      if _json(old[k]) != _json(new[k]):
+        return _difference(f"{path}.{k}", old[k], new[k])
+  return f"{path}: stored {_short(old)}, now {_short(new)}"
+
+
+def _short(v: Any) -> str:
+  text = json.dumps(v, sort_keys=True)
+  return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,95 @@
+"""One frozen value holds every setting that shapes a sweep's results.
+
+:class:`SweepSettings` is built once (from :func:`~rnnsweep.sweep`'s
+arguments, :func:`~rnnsweep.run_trials`'s, or the script's flags) and then
+used in three places that must never disagree: the default workdir is named
+by its :meth:`~SweepSettings.digest`, the store saves its
+:meth:`~SweepSettings.record`, and continuing a workdir compares that record
+with the stored one. A setting added here is in all three at once.
+
+Runtime knobs that cannot change a number (how often to checkpoint, whether
+to draw a progress bar, ``extend``) are not settings: they are arguments of
+the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Mapping
+
+from rnnsweep import engine
+from rnnsweep import sizing
+from rnnsweep import space as space_lib
+from rnnsweep.tasks.base import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+  """Everything a sweep's results depend on.
+
+  Attributes:
+    task: the task's name.
+    task_config: the task's own settings (sequence length, data set, ...).
+    sampler: ``random``, ``grid`` or ``explicit`` (a list of configs).
+    space: the full search space as JSON (``None`` for explicit trials).
+    num_trials: trials in the sweep.
+    steps: updates per trial.
+    eval_every: validation interval in steps.
+    max_group_size: ``"auto"`` or the largest K.
+    seed: the sweep seed (sampling, trial seeds, the shared data stream).
+    engine: how programs are built (precision, unroll, donation, hoisting).
+    selection_metric, selection_mode: the task's validation metric and
+      whether lower (``min``) or higher (``max``) is better.
+  """
+
+  task: str
+  task_config: Mapping[str, Any]
+  sampler: str
+  space: Mapping[str, Any] | None
+  num_trials: int
+  steps: int
+  eval_every: int
+  max_group_size: int | str
+  seed: int
+  engine: engine.EngineOptions
+  selection_metric: str
+  selection_mode: str
+
+  @classmethod
+  def make(cls, task: Task, *, sampler: str, space: Any, num_trials: int,
+           steps: int, eval_every: int, max_group_size: int | str,
+           seed: int, options: engine.EngineOptions | None = None
+           ) -> "SweepSettings":
+    """Checks and builds the settings of a sweep on ``task`` (one
+    :class:`ValueError` line naming the bad setting)."""
+    for name, value in (("steps", steps), ("eval_every", eval_every),
+                        ("num_trials", num_trials)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    space_lib.check_seed("seed", seed)
+    return cls(task=task.name, task_config=task.config(), sampler=sampler,
+               space=space.to_json() if space is not None else None,
+               num_trials=num_trials, steps=steps, eval_every=eval_every,
+               max_group_size=sizing.check_max_group_size(max_group_size),
+               seed=seed, engine=options or engine.EngineOptions(),
+               selection_metric=task.selection_metric,
+               selection_mode=task.selection_mode)
+
+  def record(self) -> dict[str, Any]:
+    """The settings as JSON-ready values (what the store saves and
+    compares)."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    out["engine"] = dataclasses.asdict(self.engine)
+    out["task_config"] = dict(self.task_config)
+    return json.loads(json.dumps(out, sort_keys=True))
+
+  def digest(self) -> str:
+    """Eight hex digits naming these settings (the default workdir)."""
+    text = json.dumps(self.record(), sort_keys=True)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+#: The record's keys that must match to continue a sweep in a workdir.
+COMPARED = tuple(f.name for f in dataclasses.fields(SweepSettings))
