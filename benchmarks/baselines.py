@@ -102,7 +102,7 @@ def _steady_state(w, task, options, out):
   if _TORCH.value and not torch_ok:
     print("  (PyTorch rows skipped: torch is not installed)")
   if torch_ok:
-    from rnnsweep import bench_torch  # pylint: disable=import-outside-toplevel
+    import bench_torch  # pylint: disable=import-outside-toplevel
     cudnn = bench_torch.measure_cudnn_sequential(w, _SEQUENTIAL_TRIALS.value)
     out["torch_lstm_sequential"] = cudnn
     _row(f"PyTorch nn.LSTM ({cudnn['device']}), sequential",

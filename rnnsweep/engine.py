@@ -46,6 +46,7 @@ import numpy as np
 import optax
 
 from rnnsweep import models
+from rnnsweep import selection
 from rnnsweep import space as space_lib
 from rnnsweep.groups import StaticConfig
 from rnnsweep.tasks.base import Batch, Task
@@ -455,7 +456,7 @@ class Program:
     params = self.model.init(init_key(key),
                              self.zero_carry(b), dummy, masks)["params"]
     opt_state = make_optimizer(self.static.optimizer, hp).init(params)
-    worst = jnp.inf if self.task.selection_mode == "min" else -jnp.inf
+    worst = selection.worst(self.task.selection_mode)
     return TrialState(params=params, opt_state=opt_state,
                       carry=self.zero_carry(self.static.batch_size), key=key,
                       diverged=jnp.asarray(False),
@@ -531,8 +532,8 @@ class Program:
 
   def keep_best_trial(self, state: TrialState, value: Array) -> TrialState:
     """Remembers the parameters if ``value`` (validation) beats the best."""
-    better = (value < state.best_value if self.task.selection_mode == "min"
-              else value > state.best_value)
+    better = selection.better(value, state.best_value,
+                              self.task.selection_mode)
     take = better & jnp.isfinite(value) & ~state.diverged
     return state.replace(
         best_params=_select(take, state.params, state.best_params),

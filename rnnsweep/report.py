@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rnnsweep import selection
 from rnnsweep import space as space_lib
 from rnnsweep.store import Store, TrialResult
 
@@ -35,7 +36,7 @@ def _key(mode: str):
     v = r.best_value
     if v is None or not math.isfinite(v):
       return (1, 0.0, r.trial_id)
-    return (0, v if mode == "min" else -v, r.trial_id)
+    return (0, selection.lower_is_better(v, mode), r.trial_id)
   return key
 
 

@@ -28,6 +28,7 @@ from rnnsweep import progress as progress_lib
 from rnnsweep import report
 from rnnsweep import resume
 from rnnsweep import samplers
+from rnnsweep import selection
 from rnnsweep import sizing
 from rnnsweep import space as space_lib
 from rnnsweep.groups import Group, plan_groups, split_group
@@ -175,10 +176,9 @@ def _trial_results(task: Task, group: Group, progress: dict,
     finite = np.isfinite(sel)
     best_value = best_step = None
     if finite.any():
-      pick = np.where(finite, sel, np.inf if task.selection_mode == "min"
-                      else -np.inf)
-      j = int(np.argmin(pick) if task.selection_mode == "min"
-              else np.argmax(pick))
+      j = int(np.argmin(np.where(
+          finite, selection.lower_is_better(sel, task.selection_mode),
+          np.inf)))
       best_value, best_step = float(sel[j]), int(eval_steps[j])
     final = {k: float(series[-1][i]) if alive[-1] else math.nan
              for k, series in progress["val"].items()}
