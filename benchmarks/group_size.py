@@ -99,7 +99,7 @@ def main(argv):
            "rounds_s": walls[k], "auto": why[k]} for k in names]
   best = min(rows[1:], key=lambda r: r["wall_s"])
   ratio = best["wall_s"] / rows[0]["wall_s"]
-  print(f"\nfastest round of each: " + ", ".join(
+  print("\nfastest round of each: " + ", ".join(
       f"{r['max_group_size']} {r['wall_s']:.1f} s" for r in rows))
   print(f"best fixed K: {best['max_group_size']}; auto's speed relative to "
         f"it: {ratio:.2f} (goal >= 0.95)")

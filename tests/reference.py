@@ -16,7 +16,6 @@ its documented names). Gate equations:
   the GRU) and the LSTM's ``c`` are never masked.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
