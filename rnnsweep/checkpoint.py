@@ -18,6 +18,7 @@ Sharded multi-device state may warrant orbax later.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -30,6 +31,7 @@ import jax
 import numpy as np
 
 from rnnsweep import faults
+from rnnsweep import store as store_lib
 
 _NAME = "group{group:05d}-step{step:09d}.npz"
 _PATTERN = re.compile(r"group(\d{5})-step(\d{9})\.npz$")
@@ -160,6 +162,21 @@ def load_latest(directory: str, group_id: int, template: Any
           "checkpoint %s (step %d) is unusable (%s); trying an older one",
           path, step, e)
   return None
+
+
+def remove_stale(directory: str, unfinished: set[int]) -> None:
+  """At a sweep's start: deletes the checkpoints of groups that are no
+  longer unfinished (a kill between recording a group and deleting its
+  files leaves them behind), and temporary files of dead processes."""
+  for path in glob.glob(os.path.join(directory, "group*")):
+    name = os.path.basename(path)
+    m = re.match(r"group(\d{5})-", name)
+    tmp = re.search(r"\.tmp(\d+)$", name)
+    stale = (m is not None and int(m.group(1)) not in unfinished) or (
+        tmp is not None and not store_lib.pid_alive(int(tmp.group(1))))
+    if stale:
+      with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def remove(directory: str, group_id: int) -> None:

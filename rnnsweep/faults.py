@@ -5,6 +5,7 @@ the n-th time (1-based) it passes ``point``. Unset, a point costs one
 dictionary lookup. Points: ``segment_start`` (before a segment is launched;
 the first one of a fresh program is during compilation), ``segment_done``,
 ``checkpoint_written`` (temporary file written, not yet renamed),
+``group_committed`` (a group committed, its checkpoints not yet deleted),
 ``group_recorded`` (a group committed, the next not started),
 ``store_write`` (inside a database transaction, before commit).
 """

@@ -259,6 +259,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec],
         store, dict(settings.record(), versions=_versions(),
                     created=time.time()), trials, sizer, extend)
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+    checkpoint.remove_stale(ckpt_dir, {g.group_id for g in groups})
     if resuming:
       log(f"continuing the sweep in {workdir}: {len(groups)} groups to go")
   else:
@@ -409,6 +410,7 @@ def _train_group(task, group, queue, next_id, *, steps, eval_every, seed,
       log(f"group {group.group_id + 1} was taken over by another process "
           f"while this one trained it; its results are left to that one")
       return next_id
+    faults.point("group_committed")  # recorded, checkpoints not yet deleted
     checkpoint.remove(ckpt_dir, group.group_id)
     store.write_csv(task.selection_metric)
     faults.point("group_recorded")

@@ -120,7 +120,8 @@ class Claim:
     return f"process {self.pid} on host {self.host} since {when}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether a process of this host with that PID exists."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -136,7 +137,7 @@ def _claim_alive(pid: int, host: str, heartbeat: float, now: float) -> bool:
   if now - heartbeat > STALE_SECONDS:
     return False
   if host == socket.gethostname():
-    return _pid_alive(pid)
+    return pid_alive(pid)
   return True  # another host: only its heartbeat tells
 
 
@@ -381,7 +382,7 @@ class Store:
     for path in glob.glob(glob.escape(self.db_path) + ".tmp*") + glob.glob(
         glob.escape(self.csv_path) + ".tmp*"):
       m = re.search(r"\.tmp(\d+)(-journal|-wal|-shm)?$", path)
-      if m and int(m.group(1)) != os.getpid() and not _pid_alive(
+      if m and int(m.group(1)) != os.getpid() and not pid_alive(
           int(m.group(1))):
         with contextlib.suppress(OSError):
           os.remove(path)

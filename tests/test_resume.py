@@ -86,6 +86,7 @@ def assert_resumes_to(reference, workdir):
     "segment_start:1",       # first program compiling, nothing trained
     "segment_done:2",        # mid-group, one checkpoint on disk
     "checkpoint_written:2",  # a checkpoint's temporary file complete
+    "group_committed:1",     # recorded, its checkpoints not yet deleted
     "group_recorded:1",      # between groups
     "store_write:2",         # inside the second group's transaction
     "segment_start:10",      # the last group's second segment
