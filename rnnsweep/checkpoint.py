@@ -36,6 +36,9 @@ from rnnsweep import store as store_lib
 _NAME = "group{group:05d}-step{step:09d}.npz"
 _PATTERN = re.compile(r"group(\d{5})-step(\d{9})\.npz$")
 KEEP = 2
+#: What reading a truncated, corrupt or foreign checkpoint raises.
+_UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile,
+               json.JSONDecodeError)
 
 
 class Restored(NamedTuple):
@@ -113,8 +116,7 @@ def split(directory: str, group: Any, parts: list) -> int | None:
   for step, path in checkpoints(directory, group.group_id):
     try:
       leaves, progress = _read_raw(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile,
-            json.JSONDecodeError):
+    except _UNREADABLE:
       continue
     if any(a.ndim and a.shape[0] != group.size for a in leaves):
       continue  # not this group's shapes
@@ -132,20 +134,16 @@ def split(directory: str, group: Any, parts: list) -> int | None:
 
 
 def _read(path: str, template: Any) -> Restored:
+  """A checkpoint checked against ``template``'s structure and shapes."""
   leaves_t, treedef = jax.tree_util.tree_flatten(template)
-  with np.load(path) as z:
-    names = sorted(n for n in z.files if n.startswith("leaf"))
-    if len(names) != len(leaves_t):
-      raise ValueError(f"{len(names)} arrays, the program has "
-                       f"{len(leaves_t)}")
-    leaves = []
-    for name, t in zip(names, leaves_t):
-      a = z[name]
-      if a.shape != tuple(t.shape) or a.dtype != t.dtype:
-        raise ValueError(f"{name} is {a.dtype}{list(a.shape)}, the program "
-                         f"expects {t.dtype}{list(t.shape)}")
-      leaves.append(a)
-    progress = json.loads(z["progress"].tobytes().decode("utf-8"))
+  leaves, progress = _read_raw(path)
+  if len(leaves) != len(leaves_t):
+    raise ValueError(f"{len(leaves)} arrays, the program has "
+                     f"{len(leaves_t)}")
+  for i, (a, t) in enumerate(zip(leaves, leaves_t)):
+    if a.shape != tuple(t.shape) or a.dtype != t.dtype:
+      raise ValueError(f"leaf{i:05d} is {a.dtype}{list(a.shape)}, the "
+                       f"program expects {t.dtype}{list(t.shape)}")
   return Restored(jax.tree_util.tree_unflatten(treedef, leaves), progress)
 
 
@@ -156,8 +154,7 @@ def load_latest(directory: str, group_id: int, template: Any
   for step, path in checkpoints(directory, group_id):
     try:
       return _read(path, template)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile,
-            json.JSONDecodeError) as e:
+    except _UNREADABLE as e:
       logging.getLogger("rnnsweep").warning(
           "checkpoint %s (step %d) is unusable (%s); trying an older one",
           path, step, e)
@@ -169,12 +166,9 @@ def remove_stale(directory: str, unfinished: set[int]) -> None:
   longer unfinished (a kill between recording a group and deleting its
   files leaves them behind), and temporary files of dead processes."""
   for path in glob.glob(os.path.join(directory, "group*")):
-    name = os.path.basename(path)
-    m = re.match(r"group(\d{5})-", name)
-    tmp = re.search(r"\.tmp(\d+)$", name)
-    stale = (m is not None and int(m.group(1)) not in unfinished) or (
-        tmp is not None and not store_lib.pid_alive(int(tmp.group(1))))
-    if stale:
+    m = re.match(r"group(\d{5})-", os.path.basename(path))
+    if (m is not None and int(m.group(1)) not in unfinished) or (
+        store_lib.left_by_dead_process(path)):
       with contextlib.suppress(OSError):
         os.remove(path)
 

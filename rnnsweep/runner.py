@@ -239,21 +239,19 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec],
     raise ValueError(f"checkpoint_seconds must be >= 0, got "
                      f"{checkpoint_seconds!r}")
   log = log or _quiet
-  steps, eval_every, seed = (settings.steps, settings.eval_every,
-                             settings.seed)
-  options = settings.engine
-  if workdir is not None:
-    Store(workdir).check_workdir()
+  steps = settings.steps
+  store = Store(workdir) if workdir is not None else None
+  if store is not None:
+    store.check_workdir()
   task.data()  # build (and so validate) the data before writing anything
   for b in sorted({t.params["batch_size"] for t in trials}):
     task.check_batch_size(b)
   sizer = settings.max_group_size
   if sizer == sizing.AUTO:
-    sizer = sizing.AutoSizer(task, steps=steps, options=options,
-                             data_seed=seed, log=log)
-  store = ckpt_dir = None
-  if workdir is not None:
-    store = Store(workdir)
+    sizer = sizing.AutoSizer(task, steps=steps, options=settings.engine,
+                             data_seed=settings.seed, log=log)
+  ckpt_dir = None
+  if store is not None:
     resuming = store.exists()
     groups = resume.prepare(
         store, dict(settings.record(), versions=_versions(),
@@ -266,7 +264,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec],
     groups = plan_groups(trials, sizer)
   log(f"{len(trials)} trials, {len(groups)} groups to run on "
       f"{jax.devices()[0].platform}; {steps} steps each, evaluating every "
-      f"{eval_every}")
+      f"{settings.eval_every}")
   results: list[TrialResult] = []
   failed: dict[int, str] = {}
   bar = progress_lib.SweepProgress(
@@ -276,10 +274,9 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec],
       enabled=progress)
   log = bar.wrap_log(log)
   with bar:
-    _run_groups(task, groups, steps=steps, eval_every=eval_every, seed=seed,
-                store=store, ckpt_dir=ckpt_dir,
+    _run_groups(task, groups, settings, store=store, ckpt_dir=ckpt_dir,
                 checkpoint_seconds=checkpoint_seconds, log=log, bar=bar,
-                results=results, failed=failed, options=options)
+                results=results, failed=failed)
   if store is not None:
     store.write_csv(task.selection_metric)
     results = store.results()  # every finished trial, earlier runs included
@@ -319,9 +316,8 @@ class _Heartbeat:
       self._thread.join()
 
 
-def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
-                checkpoint_seconds, log, bar, results, failed,
-                options) -> None:
+def _run_groups(task, groups, settings, *, store, ckpt_dir,
+                checkpoint_seconds, log, bar, results, failed) -> None:
   """The loop of :func:`execute`: train, record and report each group.
 
   With a store, a group is trained only after this process claims it: a
@@ -344,36 +340,37 @@ def _run_groups(task, groups, *, steps, eval_every, seed, store, ckpt_dir,
       if store is not None:
         claim = store.claim(group, owner)
         if claim == "done":
-          bar.group_skipped(len(group.trials), len(group.trials) * steps)
+          bar.group_skipped(len(group.trials),
+                            len(group.trials) * settings.steps)
           continue
         if claim is not None:
           held_elsewhere[group.group_id] = (group, claim)
           continue
-      next_id = _train_group(task, group, queue, next_id, steps=steps,
-                             eval_every=eval_every, seed=seed, store=store,
-                             ckpt_dir=ckpt_dir, owner=owner,
+      next_id = _train_group(task, group, queue, next_id, settings,
+                             store=store, ckpt_dir=ckpt_dir, owner=owner,
                              checkpoint_seconds=checkpoint_seconds, log=log,
-                             bar=bar, results=results, failed=failed,
-                             options=options)
+                             bar=bar, results=results, failed=failed)
   for group, claim in held_elsewhere.values():
-    bar.group_skipped(len(group.trials), len(group.trials) * steps)
+    bar.group_skipped(len(group.trials), len(group.trials) * settings.steps)
     log(f"group {group.group_id + 1} is being trained by {claim.describe()}; "
         f"its {len(group.trials)} trials are not in this result (run the "
         f"command again, or report the workdir, once it is done)")
 
 
-def _train_group(task, group, queue, next_id, *, steps, eval_every, seed,
-                 store, ckpt_dir, owner, checkpoint_seconds, log, bar,
-                 results, failed, options) -> int:
+def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
+                 owner, checkpoint_seconds, log, bar, results,
+                 failed) -> int:
   """Trains one claimed group and records it; returns the next free group
   id (a group that runs out of memory is split and queued)."""
   before = sum(engine.trace_counts().values())
   try:
-    group_results = run_group(task, group, steps=steps,
-                              eval_every=eval_every, data_seed=seed,
+    group_results = run_group(task, group, steps=settings.steps,
+                              eval_every=settings.eval_every,
+                              data_seed=settings.seed,
                               checkpoint_dir=ckpt_dir,
                               checkpoint_seconds=checkpoint_seconds,
-                              on_segment=bar.advance, options=options)
+                              on_segment=bar.advance,
+                              options=settings.engine)
   except Exception as e:  # pylint: disable=broad-except
     error = f"{type(e).__name__}: {e}".splitlines()[0]
     if engine.is_out_of_memory(e) and len(group.trials) > 1:

@@ -7,8 +7,9 @@ K per static configuration (per bucket of trials that share shapes):
 - **Memory**, on every backend: every program a group runs (the training
   segment, validation, and the test split) is compiled ahead of time for
   the largest candidate K (the run reuses those executables) and the
-  largest ``memory_analysis`` compared with the free memory (device memory on an
-  accelerator, available RAM on a CPU), keeping :data:`MEMORY_FRACTION`.
+  largest ``memory_analysis`` compared with the free memory (device memory
+  on an accelerator, available RAM on a CPU), keeping
+  :data:`MEMORY_FRACTION`.
   When it does not fit, a second compile at a small K gives the line
   ``bytes = a + b*K`` (temporaries grow linearly in K) and K is the largest
   that fits.
@@ -247,6 +248,8 @@ class AutoSizer:
     data = self.task.data()
     key = engine.data_key(self.data_seed)
     state = prog.init(seeds, hp)
+    # Compiled before any clock starts (a no-op for the K compiled already).
+    prog.compiled_segment(state, hp, data.train, key)
     updates = 1
     if warm:
       t0 = time.perf_counter()

@@ -133,6 +133,13 @@ def pid_alive(pid: int) -> bool:
   return True
 
 
+def left_by_dead_process(path: str) -> bool:
+  """Whether ``path`` is a temporary file (``<name>.tmp<pid>``, with
+  SQLite's side-file suffixes) whose writer on this host has died."""
+  m = re.search(r"\.tmp(\d+)(-journal|-wal|-shm)?$", path)
+  return m is not None and not pid_alive(int(m.group(1)))
+
+
 def _claim_alive(pid: int, host: str, heartbeat: float, now: float) -> bool:
   if now - heartbeat > STALE_SECONDS:
     return False
@@ -381,9 +388,7 @@ class Store:
     """Temporary files of processes that died while writing them."""
     for path in glob.glob(glob.escape(self.db_path) + ".tmp*") + glob.glob(
         glob.escape(self.csv_path) + ".tmp*"):
-      m = re.search(r"\.tmp(\d+)(-journal|-wal|-shm)?$", path)
-      if m and int(m.group(1)) != os.getpid() and not pid_alive(
-          int(m.group(1))):
+      if left_by_dead_process(path):
         with contextlib.suppress(OSError):
           os.remove(path)
 
