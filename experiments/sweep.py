@@ -83,6 +83,25 @@ _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", rs.engine.DEFAULT_COMPILATION_CACHE, "Persistent "
     "XLA compilation cache, so a rerun or resumed sweep does not compile "
     "again; empty to turn it off.")
+_SCHEDULER = flags.DEFINE_enum(
+    "scheduler", "none", list(rs.schedulers.SCHEDULERS), "Stop hopeless "
+    "trials early and give their slots to the next trials (asha, hyperband, "
+    "median), or evolve each group's population (pbt).")
+_MIN_STEPS = flags.DEFINE_integer(
+    "min_steps", None, "asha/hyperband: the first rung; median: the warm-up. "
+    "A multiple of --eval_every (default: --eval_every).")
+_REDUCTION_FACTOR = flags.DEFINE_integer(
+    "reduction_factor", 3, "asha/hyperband: rungs at min_steps * eta**k; "
+    "the top 1/eta of a rung continue.")
+_PBT_INTERVAL = flags.DEFINE_integer(
+    "pbt_interval", None, "pbt: steps between exploit steps, a multiple of "
+    "--eval_every (default: --eval_every).")
+_PBT_FRACTION = flags.DEFINE_float(
+    "pbt_fraction", 0.25, "pbt: the bottom fraction copies the top "
+    "fraction's weights.")
+_PBT_RESAMPLE = flags.DEFINE_float(
+    "pbt_resample_probability", 0.25, "pbt: chance a copied value is drawn "
+    "afresh instead of multiplied by 0.8 or 1.25.")
 _TOP = flags.DEFINE_integer("top", 10, "Leaderboard rows.", lower_bound=1)
 _QUIET = flags.DEFINE_bool("quiet", False, "Print only the leaderboard.")
 
@@ -97,6 +116,25 @@ def build_space(task: rs.Task) -> rs.Space:
   if _SPACE.value is not None:
     space = space.updated(rs.load_space(_SPACE.value))
   return space
+
+
+def scheduler_settings() -> rs.SchedulerSettings:
+  """--scheduler and its options; an option for another scheduler is an
+  error rather than silently ignored."""
+  name = _SCHEDULER.value
+  uses = {"min_steps": ("asha", "hyperband", "median"),
+          "reduction_factor": ("asha", "hyperband"),
+          "pbt_interval": ("pbt",), "pbt_fraction": ("pbt",),
+          "pbt_resample_probability": ("pbt",)}
+  for flag, users in uses.items():
+    if flags.FLAGS[flag].present and name not in users:
+      raise ValueError(f"--{flag} applies to --scheduler="
+                       f"{'/'.join(users)}, not --scheduler={name}")
+  return rs.SchedulerSettings(
+      name, min_steps=_MIN_STEPS.value,
+      reduction_factor=_REDUCTION_FACTOR.value,
+      pbt_interval=_PBT_INTERVAL.value, pbt_fraction=_PBT_FRACTION.value,
+      pbt_resample_probability=_PBT_RESAMPLE.value)
 
 
 def main(argv):
@@ -129,7 +167,8 @@ def main(argv):
         max_group_size=max_group_size, seed=_SEED.value,
         options=rs.EngineOptions(compute_dtype=_PRECISION.value,
                                  unroll=_UNROLL.value, donate=_DONATE.value,
-                                 hoist_input=_HOIST_INPUT.value))
+                                 hoist_input=_HOIST_INPUT.value),
+        scheduler=scheduler_settings())
     # The same settings, the same folder: every setting a resume compares
     # is in the name.
     workdir = _WORKDIR.value or os.path.join(

@@ -21,7 +21,8 @@ from rnnsweep.settings import SweepSettings
 from rnnsweep.samplers import TrialSpec, grid, make_trials, random
 from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
                             LogUniform, PARAMS, Space, Uniform, load_space)
-from rnnsweep import interop, report, resume, sizing
+from rnnsweep.schedulers import SchedulerSettings
+from rnnsweep import interop, report, resume, schedulers, sizing
 from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
                             make_task)
@@ -29,9 +30,10 @@ from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
 __all__ = [
     "Adding", "CharLM", "Choice", "Classify", "Copy", "EngineOptions",
     "Forecast", "Fixed", "Group", "IntLogUniform",
-    "IntUniform", "LogUniform", "PARAMS", "Space", "StaticConfig", "Store",
+    "IntUniform", "LogUniform", "PARAMS", "SchedulerSettings", "Space",
+    "StaticConfig", "Store",
     "SweepResult", "SweepSettings", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
     "grid", "load_space", "make_task", "make_trials", "plan_groups", "random",
-    "interop", "report", "resume", "run_trials", "sizing", "sweep",
+    "interop", "report", "resume", "run_trials", "schedulers", "sizing", "sweep",
     "sweep_settings", "task_space",
 ]

@@ -107,12 +107,13 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
   data = task.data()
   key = engine.data_key(0)
   state = prog.init(seeds, hp)
-  compiled = prog.compiled_segment(state, hp, data.train, key)
+  compiled = prog.compiled_segment(state, data.train, key)
   mem = compiled.executable.memory_analysis()
   box = [state]
+  no_limit = np.full((k,), engine.NO_LIMIT, np.int32)
 
   def run():
-    box[0], metrics = compiled.executable(box[0], hp, data.train, key,
+    box[0], metrics = compiled.executable(box[0], data.train, key, no_limit,
                                           np.int32(w.updates))
     return metrics
 
@@ -153,21 +154,18 @@ def measure_naive(w: Workload, trials: int, *,
   with engine.count_compiles() as compiles:
     for trial in make_trials(configs):
       group = plan_groups([trial], 1)[0]
-      prog = engine.Program(group.static, task)  # a fresh, uncached program
+      one = engine.OneTrial(group.static, task)  # nothing cached
       hp = {k: float(trial.params[k]) for k in engine.space_lib.VECTOR_NAMES}
 
-      def train(seed, data_train, data_key, prog=prog, hp=hp):
-        state = prog.init_trial(seed, hp)
+      def train(seed, data_train, data_key, one=one, hp=hp):
+        state = one.init(seed, hp)
 
-        def body(carry, step):
-          window, seq_batch, first = prog.train_window(data_train, data_key,
-                                                       step)
-          carry, loss = prog.train_step(carry, hp, window, seq_batch, first,
-                                        step)
-          return carry, loss
+        def body(state, _):
+          state, loss, _ = one.update(state, data_train, data_key)
+          return state, loss
 
-        state, _ = jax.lax.scan(body, state, np.arange(w.updates))
-        return prog.eval_trial(state.params, data.val)
+        state, _ = jax.lax.scan(body, state, None, length=w.updates)
+        return one.evaluate(state.params, data.val)
 
       jax.block_until_ready(jax.jit(train)(trial.seed, data.train, key))
   sec = time.perf_counter() - start

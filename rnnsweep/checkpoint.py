@@ -2,8 +2,10 @@
 
 A checkpoint is one ``.npz`` file holding every leaf of the group's
 :class:`~rnnsweep.engine.GroupState` (parameters, optimizer state, carries,
-PRNG keys, divergence flags, the shared step, which fixes the data position)
-plus a JSON record of the curves so far. It is written to a temporary file,
+PRNG keys, per-trial hyperparameters, divergence flags, each slot's step,
+which fixes its data position) plus a JSON record of the host side: the
+curves so far, which trial each slot holds, the queue position and the
+scheduler's memory. It is written to a temporary file,
 flushed and fsynced, then renamed over the final name, so a kill at any
 instant leaves either the previous checkpoint or the new one, never half a
 file. The last two are kept: if the newest cannot be read or does not match
@@ -107,12 +109,15 @@ def split(directory: str, group: Any, parts: list) -> int | None:
   into (a group too big for memory), so they continue from its step
   instead of step 0.
 
-  Every leaf with a leading trial axis is sliced to each part's trials (and
+  Every leaf with a leading slot axis is sliced to each part's trials (and
   padded as :meth:`~rnnsweep.groups.Group.padded_trials` pads: copies of the
-  part's first trial); the shared step (a scalar) is kept; the curves so
-  far are sliced the same way. Returns the step handed on, or ``None`` when
-  there was no usable checkpoint.
+  part's first trial); each part's host record keeps its own trials'
+  curves and which of them still run. A queued group (slots taking trials
+  in turn) starts over instead. Returns the step handed on, or ``None``
+  when there was no usable checkpoint.
   """
+  if group.queued:
+    return None
   for step, path in checkpoints(directory, group.group_id):
     try:
       leaves, progress = _read_raw(path)
@@ -123,10 +128,16 @@ def split(directory: str, group: Any, parts: list) -> int | None:
     position = {t.trial_id: i for i, t in enumerate(group.trials)}
     for part in parts:
       rows = [position[t.trial_id] for t in part.padded_trials()]
-      take = lambda xs: [xs[i] for i in rows]
+      ids = {str(t.trial_id) for t in part.trials}
+      mine = lambda d: {k: v for k, v in d.items() if k in ids}
       part_progress = dict(
-          progress, train_loss=[take(x) for x in progress["train_loss"]],
-          val={k: [take(x) for x in v] for k, v in progress["val"].items()})
+          progress, next=len(part.trials),
+          slots=[j if j < len(part.trials) and progress["slots"][row] >= 0
+                 else -1 for j, row in enumerate(rows)],
+          curves=mine(progress["curves"]),
+          started=mine(progress["started"]),
+          lineage=mine(progress.get("lineage", {})),
+          unwritten=[d for d in progress["unwritten"] if str(d[0]) in ids])
       _write(directory, part.group_id, step,
              [a[rows] if a.ndim else a for a in leaves], part_progress)
     return step

@@ -1,17 +1,22 @@
 """The vectorised trial engine: the ONE module that calls ``jit`` and ``vmap``.
 
-Everything below :class:`Program` is written for one trial; the trial axis
-appears only where :func:`jax.vmap` is applied in ``Program._segment`` and
-``Program._evaluate``. A :class:`Program` is built once per
-(:class:`~rnnsweep.groups.StaticConfig`, task) and cached, so every group of
-the same shapes reuses its compiled executables.
+:class:`OneTrial` holds the maths of one trial as plain functions (``init``,
+``update`` for one TBPTT window, ``evaluate``, ``keep_best``) of a
+:class:`TrialState` whose hyperparameters live inside it. :class:`Program` is
+the thin group layer: it vmaps those over K *slots* (the trial axis appears
+only there), jits them, caches compiled executables and counts compiles,
+and adds the slot operations a scheduler needs between segments: writing a
+fresh trial into one slot (``reset_slot``) and PBT's gather along the trial
+axis (``exploit``); neither ever recompiles. A :class:`Program` is built once
+per (:class:`~rnnsweep.groups.StaticConfig`, task, options) and cached.
 
 Training is truncated BPTT. Each update consumes one window of
 ``truncation`` steps from a batch of sequences; the recurrent carry passes to
 the next window through ``lax.stop_gradient`` and is reset to zero when a new
 batch of sequences starts. Windows whose targets all have weight zero (the
 early windows of a sequence -> value task) advance the carry without an
-update. Steps are counted in windows.
+update. Steps are counted in windows, per slot: a trial written into a slot
+mid-sweep starts at step 0 and sees the data a trial alone would see.
 
 RNG: two disjoint streams under every seed. A trial's key is
 ``fold_in(PRNGKey(seed), TRIAL_STREAM)``; its init key is ``fold_in(key, 0)``
@@ -189,6 +194,12 @@ class TrialState(flax.struct.PyTreeNode):
     opt_state: optimizer state.
     carry: recurrent state per layer, each ``[B, H]``.
     key: the trial's PRNG key (``uint32[2]``).
+    hp: the trial's vectorised hyperparameters, ``{name: float32}`` (a
+      scheduler may change them between segments; they are checkpointed
+      with everything else).
+    step: int32, updates (TBPTT windows) this trial has done; it fixes the
+      trial's data position, so a trial written into a slot mid-sweep
+      starts from the first batch, as it would alone.
     diverged: bool, frozen once set.
     diverged_step: int32, the step that diverged, -1 if none.
     best_params: the parameters at the best validation evaluation so far
@@ -201,6 +212,8 @@ class TrialState(flax.struct.PyTreeNode):
   opt_state: Any
   carry: Any
   key: Array
+  hp: Any
+  step: Array
   diverged: Array
   diverged_step: Array
   best_params: Any
@@ -208,15 +221,18 @@ class TrialState(flax.struct.PyTreeNode):
 
 
 class GroupState(flax.struct.PyTreeNode):
-  """K trials that train in lockstep.
+  """K slots, each holding one trial; they train in lockstep.
 
   Attributes:
     trials: a :class:`TrialState` whose leaves have a leading ``[K]`` axis.
-    step: int32 scalar, updates (windows) done so far, shared by the group.
   """
 
   trials: TrialState
-  step: Array
+
+  @property
+  def step(self) -> Array:
+    """``int32[K]``: each slot's own step."""
+    return self.trials.step
 
 
 class SegmentMetrics(flax.struct.PyTreeNode):
@@ -224,8 +240,9 @@ class SegmentMetrics(flax.struct.PyTreeNode):
 
   Attributes:
     train_loss: ``[K]`` mean loss over the segment's windows with targets
-      (NaN once a trial has diverged).
-    windows_with_targets: scalar, how many windows produced an update.
+      (NaN once a trial has diverged, or when it trained none).
+    windows_with_targets: ``int32[K]``, how many windows produced an
+      update for each slot.
   """
 
   train_loss: Array
@@ -332,14 +349,17 @@ class EngineOptions:
                        f"{self.unroll!r}")
 
 
-class Program:
-  """Init, train and evaluate functions for one static configuration.
+class OneTrial:
+  """The maths of ONE trial as plain functions (no vmap, no jit, no cache).
+
+  ``init``, ``update`` (one TBPTT window), ``evaluate`` and ``keep_best``
+  take and return a :class:`TrialState`; hyperparameters are read from
+  ``state.hp``. :class:`Program` vmaps and compiles them for K slots.
 
   Args:
     static: shapes and structure shared by every trial.
-    task: the task (its data arrays are passed in at call time, not baked
-      into the program).
-    options: how to build the program.
+    task: the task (its data arrays are arguments, never baked in).
+    options: how the model is built (precision, unroll, hoisting).
   """
 
   def __init__(self, static: StaticConfig, task: Task,
@@ -357,12 +377,183 @@ class Program:
     self.input_size = (static.embed_size if task.vocab_size is not None
                        else task.input_size)
     self.windows_per_sequence = math.ceil(task.seq_len / static.truncation)
+
+  def zero_carry(self, batch_size: int):
+    return models.zero_carry(self.static.cell, self.static.num_layers,
+                             batch_size, self.static.hidden_size)
+
+  def flops_per_update(self) -> float:
+    """Analytic training FLOPs of one trial's update (one window)."""
+    s = self.static
+    return models.training_flops(
+        cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers,
+        input_size=self.input_size, output_size=self.task.output_size,
+        tokens=s.batch_size * s.truncation)
+
+  def forward(self, params, carry, inputs: Array, masks: models.DropoutMasks):
+    """The model on one window: ``(new_carry, outputs)``."""
+    return self.model.apply({"params": params}, carry, inputs, masks)
+
+  def init(self, seed: Array, hp: Mapping[str, Array]) -> TrialState:
+    """A fresh trial at step 0: parameters, optimizer state, its values."""
+    key = trial_key(seed)
+    b = 1
+    dummy = (jnp.zeros((b, 1), jnp.int32) if self.task.vocab_size is not None
+             else jnp.zeros((b, 1, self.task.input_size), jnp.float32))
+    masks = models.no_dropout(batch_size=b, input_size=self.input_size,
+                              hidden_size=self.static.hidden_size,
+                              num_layers=self.static.num_layers)
+    params = self.model.init(init_key(key),
+                             self.zero_carry(b), dummy, masks)["params"]
+    hp = {n: jnp.asarray(hp[n], jnp.float32) for n in space_lib.VECTOR_NAMES}
+    opt_state = make_optimizer(self.static.optimizer, hp).init(params)
+    worst = selection.worst(self.task.selection_mode)
+    return TrialState(params=params, opt_state=opt_state,
+                      carry=self.zero_carry(self.static.batch_size), key=key,
+                      hp=hp, step=jnp.asarray(0, jnp.int32),
+                      diverged=jnp.asarray(False),
+                      diverged_step=jnp.asarray(-1, jnp.int32),
+                      best_params=params,
+                      best_value=jnp.asarray(worst, jnp.float32))
+
+  def masks(self, key: Array, hp: Mapping[str, Array], sequence_batch: Array
+            ) -> models.DropoutMasks:
+    """One trial's dropout masks for one batch of sequences."""
+    return models.dropout_masks(
+        dropout_key(key, sequence_batch), batch_size=self.static.batch_size,
+        input_size=self.input_size, hidden_size=self.static.hidden_size,
+        num_layers=self.static.num_layers, input_rate=hp["input_dropout"],
+        recurrent_rate=hp["recurrent_dropout"],
+        output_rate=hp["output_dropout"])
+
+  def window_loss(self, params, carry, window: Batch,
+                  masks: models.DropoutMasks):
+    """Weighted mean loss of one window; returns ``(loss, new_carry)``."""
+    new_carry, outputs = self.forward(params, carry, window.inputs, masks)
+    per_step = self.task.loss(outputs, window.targets)
+    total = jnp.sum(window.weights)
+    loss = jnp.sum(per_step * window.weights) / jnp.maximum(total, 1e-12)
+    return loss, new_carry
+
+  def train_window(self, data_train: Any, data_key: Array, step: Array
+                   ) -> tuple[Batch, Array, Array]:
+    """The window trained at ``step`` (the same for every trial at that
+    step: common random numbers).
+
+    Returns:
+      ``(window, sequence_batch, is_first_window)``.
+    """
+    w = self.static.truncation
+    seq_batch, idx = jnp.divmod(step, self.windows_per_sequence)
+    full = self.task.train_batch(data_train, batch_key(data_key, seq_batch),
+                                 self.static.batch_size)
+    pad = self.windows_per_sequence * w - self.task.seq_len
+    if pad:
+      # Padded steps carry weight 0: they never enter the loss.
+      full = jax.tree_util.tree_map(
+          lambda a: jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)),
+          full)
+    window = jax.tree_util.tree_map(
+        lambda a: jax.lax.dynamic_slice_in_dim(a, idx * w, w, axis=1), full)
+    return window, seq_batch, idx == 0
+
+  def update(self, state: TrialState, data_train: Any, data_key: Array
+             ) -> tuple[TrialState, Array, Array]:
+    """One TBPTT update on the window at ``state.step``.
+
+    Returns:
+      ``(state, loss, has_targets)``: the loss is NaN once diverged;
+      ``has_targets`` is False for a window with nothing to learn (the
+      carry advances, the parameters do not).
+    """
+    step = state.step
+    window, seq_batch, first = self.train_window(data_train, data_key, step)
+    carry = carry_handoff(state.carry, first)
+    masks = self.masks(state.key, state.hp, seq_batch)
+    (loss, new_carry), grads = jax.value_and_grad(
+        self.window_loss, has_aux=True)(state.params, carry, window, masks)
+    tx = make_optimizer(self.static.optimizer, state.hp)
+    updates, new_opt = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    has_targets = jnp.sum(window.weights) > 0
+    bad = has_targets & ~(jnp.isfinite(loss) & _all_finite(new_params))
+    newly = bad & ~state.diverged
+    diverged = state.diverged | bad
+    take = has_targets & ~diverged
+    reported = jnp.where(state.diverged, jnp.nan, loss)
+    return state.replace(
+        params=_select(take, new_params, state.params),
+        opt_state=_select(take, new_opt, state.opt_state),
+        carry=_select(diverged, self.zero_carry(self.static.batch_size),
+                      new_carry),
+        step=step + 1,
+        diverged=diverged,
+        diverged_step=jnp.where(newly, step, state.diverged_step),
+    ), reported, has_targets
+
+  def keep_best(self, state: TrialState, value: Array) -> TrialState:
+    """Remembers the parameters if ``value`` (validation) beats the best."""
+    better = selection.better(value, state.best_value,
+                              self.task.selection_mode)
+    take = better & jnp.isfinite(value) & ~state.diverged
+    return state.replace(
+        best_params=_select(take, state.params, state.best_params),
+        best_value=jnp.where(take, value, state.best_value))
+
+  def evaluate(self, params, data: Batch) -> dict[str, Array]:
+    """Weighted mean metrics of ``params`` on an evaluation set
+    (``[num_batches, B, T, ...]``), without dropout."""
+    be = data.inputs.shape[1]
+    masks = models.no_dropout(batch_size=be, input_size=self.input_size,
+                              hidden_size=self.static.hidden_size,
+                              num_layers=self.static.num_layers)
+
+    def one_batch(batch: Batch):
+      _, outputs = self.forward(params, self.zero_carry(be), batch.inputs,
+                                masks)
+      per_step = self.task.step_metrics(outputs, batch.targets)
+      sums = {k: jnp.sum(v * batch.weights) for k, v in per_step.items()}
+      sums["_weight"] = jnp.sum(batch.weights)
+      return sums
+
+    sums = jax.lax.map(one_batch, data)
+    sums = jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=0), sums)
+    weight = sums.pop("_weight")
+    return {k: v / jnp.maximum(weight, 1e-12) for k, v in sums.items()}
+
+
+#: ``stop_at`` for a slot with no limit within the segment.
+NO_LIMIT = np.iinfo(np.int32).max
+
+
+class Program:
+  """The group layer: :class:`OneTrial`'s functions vmapped over K slots,
+  jitted, compiled ahead of time once per argument shapes, and counted.
+
+  Args:
+    static: shapes and structure shared by every trial.
+    task: the task (its data arrays are passed in at call time, not baked
+      into the program).
+    options: how to build the program.
+  """
+
+  def __init__(self, static: StaticConfig, task: Task,
+               options: EngineOptions | None = None):
+    self.trial = OneTrial(static, task, options)
+    self.static = static
+    self.task = task
+    self.options = self.trial.options
     self.init = jax.jit(self._init_group)
     self._segment_jit = jax.jit(
         self._segment, donate_argnums=(0,) if self.options.donate else ())
     self._compiled: dict[Any, Compiled] = {}
     self._evaluate_jit = jax.jit(self._evaluate, static_argnames=("best",))
     self.keep_best = jax.jit(self._keep_best)
+    self.reset_slot = jax.jit(self._reset_slot)
+    self.exploit = jax.jit(self._exploit)
+
+  def flops_per_update(self) -> float:
+    return self.trial.flops_per_update()
 
   # -- compiled executables -----------------------------------------------------
 
@@ -387,12 +578,21 @@ class Program:
     with _LOCK:
       return self._compiled.setdefault(key, found)
 
-  def compiled_segment(self, state: GroupState, hp: Mapping[str, Array],
-                       data_train: Any, data_key: Array) -> "Compiled":
+  @staticmethod
+  def _stop_at(state: GroupState, stop_at: Any) -> np.ndarray:
+    k = np.shape(state.trials.step)[0]
+    if stop_at is None:
+      return np.full((k,), NO_LIMIT, np.int32)
+    return np.asarray(stop_at, np.int32).reshape(k)
+
+  def compiled_segment(self, state: GroupState, data_train: Any,
+                       data_key: Array) -> "Compiled":
     """The training segment's executable for these shapes (every segment
     length shares it)."""
-    return self._executable("segment", self._segment_jit,
-                            (state, hp, data_train, data_key, np.int32(1)))
+    return self._executable(
+        "segment", self._segment_jit,
+        (state, data_train, data_key, self._stop_at(state, None),
+         np.int32(1)))
 
   def compiled_evaluate(self, state: GroupState, data: Batch,
                         best: bool = False) -> "Compiled":
@@ -401,24 +601,25 @@ class Program:
     return self._executable("evaluate", self._evaluate_jit, (state, data),
                             best=best)
 
-  def segment(self, state: GroupState, hp: Mapping[str, Array],
-              data_train: Any, data_key: Array, *, num_steps: int
+  def segment(self, state: GroupState, data_train: Any, data_key: Array, *,
+              num_steps: int, stop_at: Any = None
               ) -> tuple[GroupState, SegmentMetrics]:
-    """Trains every trial of the group ``num_steps`` more updates.
+    """Trains every slot up to ``num_steps`` more updates.
 
-    ``num_steps`` is a runtime value: one executable serves every segment
-    length (a shorter last segment, a short timing probe).
+    ``num_steps`` and ``stop_at`` are runtime values: one executable serves
+    every segment length (a shorter last segment, a short timing probe).
 
     Args:
       state: the group's state (donated when ``options.donate``).
-      hp: per-trial vectorised values, each ``[K]``.
       data_train: the task's training data (on the device).
       data_key: the sweep's data key (:func:`data_key`).
-      num_steps: updates (windows) to run, ``>= 0``.
+      num_steps: iterations of the loop, ``>= 0``.
+      stop_at: ``int32[K]``: a slot trains only while its own step is
+        below this (an empty slot: its step; ``None``: no limit).
     """
-    exe = self.compiled_segment(state, hp, data_train, data_key)
-    return exe.executable(state, hp, data_train, data_key,
-                          np.int32(num_steps))
+    exe = self.compiled_segment(state, data_train, data_key)
+    return exe.executable(state, data_train, data_key,
+                          self._stop_at(state, stop_at), np.int32(num_steps))
 
   def evaluate(self, state: GroupState, data: Batch, *, best: bool = False
                ) -> dict[str, Array]:
@@ -426,182 +627,78 @@ class Program:
     current parameters or (``best=True``) of each trial's best ones."""
     return self.compiled_evaluate(state, data, best).executable(state, data)
 
-  # -- one trial ----------------------------------------------------------------
-
-  def zero_carry(self, batch_size: int):
-    return models.zero_carry(self.static.cell, self.static.num_layers,
-                             batch_size, self.static.hidden_size)
-
-  def flops_per_update(self) -> float:
-    """Analytic training FLOPs of one trial's update (one window)."""
-    s = self.static
-    return models.training_flops(
-        cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers,
-        input_size=self.input_size, output_size=self.task.output_size,
-        tokens=s.batch_size * s.truncation)
-
-  def forward(self, params, carry, inputs: Array, masks: models.DropoutMasks):
-    """The model on one window: ``(new_carry, outputs)``."""
-    return self.model.apply({"params": params}, carry, inputs, masks)
-
-  def init_trial(self, seed: Array, hp: Mapping[str, Array]) -> TrialState:
-    """Fresh parameters and optimizer state for one trial."""
-    key = trial_key(seed)
-    b = 1
-    dummy = (jnp.zeros((b, 1), jnp.int32) if self.task.vocab_size is not None
-             else jnp.zeros((b, 1, self.task.input_size), jnp.float32))
-    masks = models.no_dropout(batch_size=b, input_size=self.input_size,
-                              hidden_size=self.static.hidden_size,
-                              num_layers=self.static.num_layers)
-    params = self.model.init(init_key(key),
-                             self.zero_carry(b), dummy, masks)["params"]
-    opt_state = make_optimizer(self.static.optimizer, hp).init(params)
-    worst = selection.worst(self.task.selection_mode)
-    return TrialState(params=params, opt_state=opt_state,
-                      carry=self.zero_carry(self.static.batch_size), key=key,
-                      diverged=jnp.asarray(False),
-                      diverged_step=jnp.asarray(-1, jnp.int32),
-                      best_params=params,
-                      best_value=jnp.asarray(worst, jnp.float32))
-
-  def masks(self, key: Array, hp: Mapping[str, Array], sequence_batch: Array
-            ) -> models.DropoutMasks:
-    """One trial's dropout masks for one batch of sequences."""
-    return models.dropout_masks(
-        dropout_key(key, sequence_batch), batch_size=self.static.batch_size, input_size=self.input_size,
-        hidden_size=self.static.hidden_size,
-        num_layers=self.static.num_layers, input_rate=hp["input_dropout"],
-        recurrent_rate=hp["recurrent_dropout"],
-        output_rate=hp["output_dropout"])
-
-  def window_loss(self, params, carry, window: Batch,
-                  masks: models.DropoutMasks):
-    """Weighted mean loss of one window; returns ``(loss, new_carry)``."""
-    new_carry, outputs = self.forward(params, carry, window.inputs, masks)
-    per_step = self.task.loss(outputs, window.targets)
-    total = jnp.sum(window.weights)
-    loss = jnp.sum(per_step * window.weights) / jnp.maximum(total, 1e-12)
-    return loss, new_carry
-
-  def train_window(self, data_train: Any, data_key: Array, step: Array
-                   ) -> tuple[Batch, Array, Array]:
-    """The window trained at ``step`` (shared by every trial).
-
-    Returns:
-      ``(window, sequence_batch, is_first_window)``.
-    """
-    w = self.static.truncation
-    seq_batch, idx = jnp.divmod(step, self.windows_per_sequence)
-    full = self.task.train_batch(data_train, batch_key(data_key, seq_batch),
-                                 self.static.batch_size)
-    pad = self.windows_per_sequence * w - self.task.seq_len
-    if pad:
-      # Padded steps carry weight 0: they never enter the loss.
-      full = jax.tree_util.tree_map(
-          lambda a: jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)),
-          full)
-    window = jax.tree_util.tree_map(
-        lambda a: jax.lax.dynamic_slice_in_dim(a, idx * w, w, axis=1), full)
-    return window, seq_batch, idx == 0
-
-  def train_step(self, state: TrialState, hp: Mapping[str, Array],
-                 window: Batch, seq_batch: Array, first: Array, step: Array
-                 ) -> tuple[TrialState, Array]:
-    """One TBPTT update of one trial; returns ``(state, loss)``."""
-    carry = carry_handoff(state.carry, first)
-    masks = self.masks(state.key, hp, seq_batch)
-    (loss, new_carry), grads = jax.value_and_grad(
-        self.window_loss, has_aux=True)(state.params, carry, window, masks)
-    tx = make_optimizer(self.static.optimizer, hp)
-    updates, new_opt = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    has_targets = jnp.sum(window.weights) > 0
-    bad = has_targets & ~(jnp.isfinite(loss) & _all_finite(new_params))
-    newly = bad & ~state.diverged
-    diverged = state.diverged | bad
-    take = has_targets & ~diverged
-    reported = jnp.where(state.diverged, jnp.nan, loss)
-    return state.replace(
-        params=_select(take, new_params, state.params),
-        opt_state=_select(take, new_opt, state.opt_state),
-        carry=_select(diverged, self.zero_carry(self.static.batch_size),
-                      new_carry),
-        diverged=diverged,
-        diverged_step=jnp.where(newly, step, state.diverged_step),
-    ), reported
-
-  def keep_best_trial(self, state: TrialState, value: Array) -> TrialState:
-    """Remembers the parameters if ``value`` (validation) beats the best."""
-    better = selection.better(value, state.best_value,
-                              self.task.selection_mode)
-    take = better & jnp.isfinite(value) & ~state.diverged
-    return state.replace(
-        best_params=_select(take, state.params, state.best_params),
-        best_value=jnp.where(take, value, state.best_value))
-
-  def eval_trial(self, params, val: Batch) -> dict[str, Array]:
-    """Weighted metric sums over the validation set, plus ``"_weight"``."""
-    be = val.inputs.shape[1]
-    masks = models.no_dropout(batch_size=be, input_size=self.input_size,
-                              hidden_size=self.static.hidden_size,
-                              num_layers=self.static.num_layers)
-
-    def one_batch(batch: Batch):
-      _, outputs = self.forward(params, self.zero_carry(be), batch.inputs,
-                                masks)
-      per_step = self.task.step_metrics(outputs, batch.targets)
-      sums = {k: jnp.sum(v * batch.weights) for k, v in per_step.items()}
-      sums["_weight"] = jnp.sum(batch.weights)
-      return sums
-
-    sums = jax.lax.map(one_batch, val)
-    return jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=0), sums)
-
-  # -- K trials (the only vmap) ---------------------------------------------------
+  # -- K slots (the only vmap) ----------------------------------------------------
 
   def _init_group(self, seeds: Array, hp: Mapping[str, Array]) -> GroupState:
     _count_trace("init")
     # lax.map, not vmap: batched QR in the orthogonal initialiser deadlocks
     # jaxlib 0.10.2's CPU backend.
-    trials = jax.lax.map(lambda a: self.init_trial(*a), (seeds, hp))
-    return GroupState(trials=trials, step=jnp.asarray(0, jnp.int32))
+    trials = jax.lax.map(lambda a: self.trial.init(*a), (seeds, dict(hp)))
+    return GroupState(trials=trials)
 
-  def _segment(self, state: GroupState, hp: Mapping[str, Array],
-               data_train: Any, data_key: Array, num_steps: Array
+  def _segment(self, state: GroupState, data_train: Any, data_key: Array,
+               stop_at: Array, num_steps: Array
                ) -> tuple[GroupState, SegmentMetrics]:
     _count_trace("segment")
-    step_all = jax.vmap(self.train_step, in_axes=(0, 0, None, None, None, None))
+
+    def one(trial: TrialState, stop: Array):
+      new, loss, has_targets = self.trial.update(trial, data_train, data_key)
+      go = trial.step < stop
+      counted = go & has_targets
+      return (_select(go, new, trial), jnp.where(counted, loss, 0.0),
+              counted.astype(jnp.int32))
 
     def body(_, carry):
-      trials, step, loss_sum, count = carry
-      window, seq_batch, first = self.train_window(data_train, data_key, step)
-      trials, loss = step_all(trials, hp, window, seq_batch, first, step)
-      has_targets = jnp.sum(window.weights) > 0
-      return (trials, step + 1,
-              loss_sum + jnp.where(has_targets, loss, 0.0),
-              count + has_targets.astype(jnp.int32))
+      trials, loss_sum, count = carry
+      trials, loss, counted = jax.vmap(one)(trials, stop_at)
+      return trials, loss_sum + loss, count + counted
 
-    k = jax.tree_util.tree_leaves(state.trials)[0].shape[0]
-    trials, step, loss_sum, count = jax.lax.fori_loop(
+    k = stop_at.shape[0]
+    trials, loss_sum, count = jax.lax.fori_loop(
         0, num_steps, body,
-        (state.trials, state.step, jnp.zeros((k,), jnp.float32),
-         jnp.asarray(0, jnp.int32)))
-    mean = loss_sum / jnp.maximum(count, 1)
-    mean = jnp.where(count > 0, mean, jnp.nan)
-    return GroupState(trials=trials, step=step), SegmentMetrics(mean, count)
+        (state.trials, jnp.zeros((k,), jnp.float32),
+         jnp.zeros((k,), jnp.int32)))
+    mean = jnp.where(count > 0, loss_sum / jnp.maximum(count, 1), jnp.nan)
+    return GroupState(trials=trials), SegmentMetrics(mean, count)
 
   def _keep_best(self, state: GroupState, value: Array) -> GroupState:
     _count_trace("keep_best")
-    return state.replace(trials=jax.vmap(self.keep_best_trial)(state.trials,
-                                                               value))
+    return state.replace(
+        trials=jax.vmap(self.trial.keep_best)(state.trials, value))
 
-  def _evaluate(self, state: GroupState, val: Batch, *, best: bool = False
+  def _evaluate(self, state: GroupState, data: Batch, *, best: bool = False
                 ) -> dict[str, Array]:
     _count_trace("evaluate")
     params = state.trials.best_params if best else state.trials.params
-    sums = jax.vmap(self.eval_trial, in_axes=(0, None))(params, val)
-    weight = sums.pop("_weight")
-    return {k: v / jnp.maximum(weight, 1e-12) for k, v in sums.items()}
+    return jax.vmap(self.trial.evaluate, in_axes=(0, None))(params, data)
+
+  def _reset_slot(self, state: GroupState, slot: Array, seed: Array,
+                  hp: Mapping[str, Array]) -> GroupState:
+    """A fresh trial (``seed``, ``hp``) written into ``slot``: new
+    parameters, optimizer state, key and values, its step back at 0. The
+    other slots are untouched. ``slot`` is a traced index, so refilling
+    any slot reuses one executable."""
+    _count_trace("reset_slot")
+    fresh = self.trial.init(seed, hp)
+    return GroupState(trials=jax.tree_util.tree_map(
+        lambda all_, one: jax.lax.dynamic_update_index_in_dim(
+            all_, one.astype(all_.dtype), slot, 0),
+        state.trials, fresh))
+
+  def _exploit(self, state: GroupState, sources: Array,
+               hp: Mapping[str, Array]) -> GroupState:
+    """PBT's exploit step as a gather along the trial axis: slot ``i``
+    takes the parameters, optimizer state, carry and divergence flags of
+    slot ``sources[i]`` (itself: unchanged) and the values ``hp[name][i]``.
+    Each slot keeps its own key, step and best-so-far record."""
+    _count_trace("exploit")
+    t = state.trials
+    take = lambda tree: jax.tree_util.tree_map(lambda a: a[sources], tree)
+    return GroupState(trials=t.replace(
+        params=take(t.params), opt_state=take(t.opt_state),
+        carry=take(t.carry), diverged=take(t.diverged),
+        diverged_step=take(t.diverged_step),
+        hp={n: jnp.asarray(hp[n], jnp.float32) for n in t.hp}))
 
 
 class Compiled(NamedTuple):

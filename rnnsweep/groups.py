@@ -4,7 +4,11 @@ Trials whose static hyperparameters agree share a :class:`StaticConfig`.
 Each bucket is split into groups of at most ``max_group_size`` trials, as
 evenly as possible, and every group of a bucket is padded to the same size
 K, so one bucket compiles exactly one program however many groups it has.
-Padding slots repeat a real trial's values; their results are dropped.
+Padding slots repeat a real trial's values and never train.
+
+With an early-stopping scheduler (``queue=True``) a bucket becomes one group
+whose K slots work through all of the bucket's trials: a slot freed by a
+stopped or finished trial takes the next one (continuous batching).
 """
 
 from __future__ import annotations
@@ -46,9 +50,10 @@ class Group:
   Attributes:
     group_id: position in the plan.
     static: the configuration every trial here shares.
-    trials: the real trials, in id order.
-    size: K, the program's trial axis (``>= len(trials)``; the rest is
-      padding).
+    trials: the real trials, in id order (the order slots take them).
+    size: K, the program's trial axis (slots). Without a queue
+      ``size >= len(trials)`` and the rest is padding; a queued group may
+      hold more trials than slots.
   """
 
   group_id: int
@@ -58,11 +63,17 @@ class Group:
 
   @property
   def num_padding(self) -> int:
-    return self.size - len(self.trials)
+    return max(0, self.size - len(self.trials))
+
+  @property
+  def queued(self) -> bool:
+    """Whether slots take further trials as others stop."""
+    return len(self.trials) > self.size
 
   def padded_trials(self) -> list[TrialSpec]:
-    """``size`` trials: the real ones, then copies of the first as padding."""
-    return list(self.trials) + [self.trials[0]] * self.num_padding
+    """``size`` trials for the slots at the start: the first real ones,
+    then copies of the first as padding."""
+    return list(self.trials[:self.size]) + [self.trials[0]] * self.num_padding
 
 
 #: Chooses a bucket's largest K from its static config and its trials.
@@ -70,7 +81,8 @@ GroupSizer = Callable[[StaticConfig, Sequence[TrialSpec]], int]
 
 
 def plan_groups(trials: Sequence[TrialSpec],
-                max_group_size: int | GroupSizer) -> list[Group]:
+                max_group_size: int | GroupSizer, *,
+                queue: bool = False) -> list[Group]:
   """Buckets trials by static config and splits buckets into groups.
 
   Args:
@@ -78,10 +90,12 @@ def plan_groups(trials: Sequence[TrialSpec],
     max_group_size: the largest K a group may have (``1`` runs every trial
       alone), or a function giving it per bucket (see
       :class:`rnnsweep.sizing.AutoSizer`), called once per bucket.
+    queue: one group per bucket, with K slots taking its trials in turn.
 
   Returns:
     Groups ordered by first appearance of their static config, each bucket's
-    groups of equal padded size ``ceil(n / ceil(n / max_group_size))``.
+    groups of equal padded size ``ceil(n / ceil(n / max_group_size))`` (with
+    ``queue``: one group of ``min(n, max_group_size)`` slots).
   """
   if not callable(max_group_size):
     _check_size(max_group_size)
@@ -98,6 +112,10 @@ def plan_groups(trials: Sequence[TrialSpec],
     if callable(limit):
       limit = limit(static, members)
       _check_size(limit)
+    if queue:
+      groups.append(Group(len(groups), static, tuple(members),
+                          min(limit, len(members))))
+      continue
     n_groups = math.ceil(len(members) / limit)
     size = math.ceil(len(members) / n_groups)
     for start in range(0, len(members), size):
@@ -108,7 +126,12 @@ def plan_groups(trials: Sequence[TrialSpec],
 
 def split_group(group: Group, first_id: int) -> list[Group]:
   """Two groups of half the size holding ``group``'s trials (ids
-  ``first_id`` and ``first_id + 1``); for a group too big for memory."""
+  ``first_id`` and ``first_id + 1``); for a group too big for memory. A
+  queued group becomes one group with half the slots."""
+  if group.queued:
+    # Slots work through a queue: fewer slots, the same queue.
+    return [Group(first_id, group.static, group.trials,
+                  math.ceil(group.size / 2))]
   if len(group.trials) < 2:
     raise ValueError("a group of one trial cannot be split")
   size = math.ceil(len(group.trials) / 2)

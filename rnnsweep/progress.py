@@ -1,7 +1,8 @@
 """A live progress bar for sweeps (rich, which flax already depends on).
 
-Shows trials done / total, the group running, trial-steps per second, the
-best metric so far and the time left. It draws only on a terminal: when
+Shows trials done / total (moving as each trial finishes, not only when a
+group does), trials pruned and slots refilled by a scheduler, groups done,
+trial-steps per second, the best metric so far and the time left. It draws only on a terminal: when
 stderr is a file or a pipe (CI, ``nohup``, a notebook's captured output) it
 stays silent and the per-group log lines are all that is printed.
 """
@@ -47,6 +48,8 @@ class SweepProgress:
     self.metric = metric
     self.trials_done = 0
     self.groups_done = 0
+    self.pruned = 0
+    self.refilled = 0
     self.best: float | None = None
     self._progress = None
     self._task = None
@@ -61,7 +64,9 @@ class SweepProgress:
           best=self._best_text())
 
   def _describe(self) -> str:
-    return (f"trials {self.trials_done}/{self.total_trials} "
+    scheduled = (f" ({self.pruned} pruned, {self.refilled} slots refilled)"
+                 if self.pruned or self.refilled else "")
+    return (f"trials {self.trials_done}/{self.total_trials}{scheduled} "
             f"groups {self.groups_done}/{self.total_groups}")
 
   def _best_text(self) -> str:
@@ -81,17 +86,28 @@ class SweepProgress:
     if self._progress is not None:
       self._progress.advance(self._task, trial_steps)
 
-  def group_done(self, num_trials: int, best: float | None) -> None:
+  def trials_finished(self, num_trials: int, *, pruned: int = 0,
+                      refilled: int = 0, steps_saved: int = 0) -> None:
+    """Trials finished at an evaluation; ``steps_saved``: trial-steps the
+    ones stopped early will not train (out of the total)."""
     self.trials_done += num_trials
+    self.pruned += pruned
+    self.refilled += refilled
+    if self._progress is not None:
+      total = self._progress.tasks[0].total
+      self._progress.update(self._task, description=self._describe(),
+                            total=max(total - steps_saved, 1))
+
+  def group_done(self, best: float | None) -> None:
     self.groups_done += 1
     self.best = best
     if self._progress is not None:
       self._progress.update(self._task, description=self._describe(),
                             best=self._best_text())
 
-  def group_split(self) -> None:
-    """A group was split in two (out of memory): one more to run."""
-    self.total_groups += 1
+  def group_split(self, more: int = 1) -> None:
+    """A group was split (out of memory): ``more`` groups to run."""
+    self.total_groups += more
     if self._progress is not None:
       self._progress.update(self._task, description=self._describe())
 

@@ -19,8 +19,8 @@ from rnnsweep.store import Store, clean_json
 
 
 def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
-            max_group_size: int | GroupSizer, extend: bool = False
-            ) -> list[Group]:
+            max_group_size: int | GroupSizer, extend: bool = False, *,
+            queue: bool = False) -> list[Group]:
   """Creates the sweep in ``store``, or checks the stored one and returns
   what is left of it.
 
@@ -33,13 +33,15 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
       the bucket giving it (only called when groups are planned).
     extend: allow ``trials`` to hold more trials than the stored sweep;
       the new ones are planned into new groups.
+    queue: plan one group per static configuration whose slots take its
+      trials in turn (an early-stopping scheduler).
 
   Returns:
     The groups that still need to run, in plan order.
   """
   store.remove_leftovers()
   if not store.exists():
-    plan = plan_groups(trials, max_group_size)
+    plan = plan_groups(trials, max_group_size, queue=queue)
     if store.create(record, trials, plan):
       return plan
     # Another process created the sweep first: continue it instead.
@@ -67,7 +69,7 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
   plan, statuses = store.plan(by_id)
   todo = [g for g, status in zip(plan, statuses) if status != "done"]
   if growing:
-    new = plan_groups(trials[n_old:], max_group_size)
+    new = plan_groups(trials[n_old:], max_group_size, queue=queue)
     first = max((g.group_id for g in plan), default=-1) + 1
     new = [dataclasses.replace(g, group_id=first + i)
            for i, g in enumerate(new)]

@@ -28,6 +28,7 @@ from rnnsweep import progress as progress_lib
 from rnnsweep import report
 from rnnsweep import resume
 from rnnsweep import samplers
+from rnnsweep import schedulers
 from rnnsweep import selection
 from rnnsweep import sizing
 from rnnsweep import space as space_lib
@@ -83,17 +84,38 @@ def log_stderr(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
 
 
-def _empty_progress() -> dict:
-  return {"eval_steps": [], "train_loss": [], "val": {}, "wall_s": 0.0}
+class _TakenOver(Exception):
+  """Another process took the group over while this one trained it."""
+
+
+def _fresh_progress(group: Group) -> dict:
+  """The host side of a group's run (checkpointed beside the state)."""
+  n = min(group.size, len(group.trials))
+  return {"wall_s": 0.0,
+          # slot -> position in group.trials of the trial it holds, or -1
+          "slots": [i if i < n else -1 for i in range(group.size)],
+          "next": n,
+          "curves": {}, "started": {}, "scheduler": None,
+          # decisions taken but not yet written (the first slots' starts)
+          "unwritten": [[group.trials[i].trial_id, 0, "start", None,
+                         {"slot": i}] for i in range(n)]}
 
 
 def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
               data_seed: int, checkpoint_dir: str | None = None,
               checkpoint_seconds: float = 0.0,
               on_segment: Callable[[int], None] | None = None,
-              options: engine.EngineOptions | None = None
+              options: engine.EngineOptions | None = None,
+              scheduler: schedulers.SchedulerSettings | None = None,
+              space: space_lib.Space | None = None,
+              on_tick: Callable[..., bool] | None = None
               ) -> list[TrialResult]:
-  """Trains one group to ``steps`` and returns its real trials' results.
+  """Trains one group until every trial it holds or queues has finished.
+
+  The loop runs one segment (up to the next evaluation boundary of each
+  slot), evaluates, lets the scheduler decide, writes what finished and
+  what was decided (``on_tick``), refills freed slots from the queue and
+  applies PBT exploits, then maybe checkpoints.
 
   Args:
     task, group: what to train.
@@ -104,14 +126,25 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
       ``checkpoint_seconds`` have passed since the last (0: every segment).
     on_segment: called with the trial-steps each finished segment trained.
     options: how the program is built (precision, unroll, donation).
+    scheduler: early stopping or PBT (checked settings; ``None``: none).
+    space: the sweep's space (PBT perturbs within it).
+    on_tick: ``on_tick(results, decisions, done, refilled)`` after each
+      evaluation, with the trials that finished there, the decisions taken
+      and how many slots were refilled; it returns False when the group is
+      no longer this process's.
+
+  Returns:
+    The results of the trials that finished (every trial of the group).
   """
+  scheduler = scheduler or schedulers.SchedulerSettings()
   prog = engine.get_program(group.static, task, options)
   padded = group.padded_trials()
   hp = engine.hparam_arrays([t.params for t in padded])
   seeds = engine.seed_array([t.seed for t in padded])
   data = task.data()
   data_key = engine.data_key(data_seed)
-  state, progress = None, _empty_progress()
+  sel = task.selection_metric
+  state, progress = None, None
   # Tracing init for the state's shapes costs time: only when there is a
   # checkpoint to check against them.
   if checkpoint_dir is not None and checkpoint.checkpoints(checkpoint_dir,
@@ -121,82 +154,158 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     if restored is not None:
       state, progress = restored
   start = time.perf_counter()
-  wall_before = progress["wall_s"]
   if state is None:
-    state = prog.init(seeds, hp)
-  done = progress["eval_steps"][-1] if progress["eval_steps"] else 0
+    state, progress = prog.init(seeds, hp), _fresh_progress(group)
+  wall_before = progress["wall_s"]
+  sched = schedulers.Scheduler(scheduler, steps=steps,
+                               mode=task.selection_mode, space=space,
+                               seed=data_seed, state=progress["scheduler"])
+  slots, curves = progress["slots"], progress["curves"]
+  finished_results: list[TrialResult] = []
   last_save = time.monotonic()
-  while done < steps:
+  while any(i >= 0 for i in slots):
     faults.point("segment_start")
-    n = min(eval_every, steps - done)
-    state, seg = prog.segment(state, hp, data.train, data_key, num_steps=n)
-    metrics = prog.evaluate(state, data.val)
-    state = prog.keep_best(state, metrics[task.selection_metric])
-    done += n
-    progress["eval_steps"].append(done)
-    # Python floats of float32 values: exact through the JSON checkpoint.
-    progress["train_loss"].append(
-        np.asarray(seg.train_loss, np.float64).tolist())
-    for k, v in metrics.items():
-      progress["val"].setdefault(k, []).append(
-          np.asarray(v, np.float64).tolist())
+    step_now = np.asarray(state.trials.step)
+    stop_at = step_now.copy()
+    for s, i in enumerate(slots):
+      if i >= 0:
+        stop_at[s] = min((step_now[s] // eval_every + 1) * eval_every, steps)
+    state, seg = prog.segment(state, data.train, data_key,
+                              num_steps=int(np.max(stop_at - step_now)),
+                              stop_at=stop_at)
+    metrics = {k: np.asarray(v, np.float64)
+               for k, v in prog.evaluate(state, data.val).items()}
+    held = np.array([i >= 0 for i in slots])
+    state = prog.keep_best(state, np.where(held, metrics[sel], np.nan
+                                           ).astype(np.float32))
     faults.point("segment_done")
     if on_segment is not None:
-      on_segment(n * len(group.trials))
-    if (checkpoint_dir is not None and done < steps and
+      on_segment(int(np.sum(stop_at - step_now)))
+    wall = wall_before + time.perf_counter() - start
+    diverged = np.asarray(state.trials.diverged)
+    diverged_step = np.asarray(state.trials.diverged_step)
+    trial_hp = {k: np.asarray(v, np.float64)
+                for k, v in state.trials.hp.items()}
+    loss = np.asarray(seg.train_loss, np.float64)
+    finished, arrivals = [], []
+    for s, i in enumerate(slots):
+      if i < 0:
+        continue
+      tid = str(group.trials[i].trial_id)
+      c = curves.setdefault(tid, {"step": [], "train_loss": []})
+      c["step"].append(int(stop_at[s]))
+      c["train_loss"].append(float(loss[s]))
+      for k, v in metrics.items():
+        # An evaluation after the diverging update saw frozen parameters.
+        c.setdefault(f"val/{k}", []).append(
+            math.nan if diverged[s] else float(v[s]))
+      if stop_at[s] >= steps:
+        finished.append((s, "diverged" if diverged[s] else "completed"))
+      elif diverged[s] and scheduler.name != "pbt":
+        finished.append((s, "diverged"))  # nothing left to learn
+      else:
+        arrivals.append(schedulers.Arrival(
+            s, int(tid), int(stop_at[s]),
+            math.nan if diverged[s] else float(metrics[sel][s]),
+            {k: float(v[s]) for k, v in trial_hp.items()}))
+    outcome = sched.decide(arrivals)
+    finished += [(a.slot, "pruned") for a in arrivals
+                 if a.trial_id in outcome.pruned]
+    lineage = progress.setdefault("lineage", {})
+    for d in outcome.decisions:
+      if d.kind == "exploit":
+        lineage.setdefault(str(d.trial_id), []).append(
+            dict(d.detail, step=d.step))
+    decisions = [schedulers.Decision(*d) for d in progress["unwritten"]]
+    decisions += outcome.decisions
+    results = []
+    if finished:
+      # Each finished trial's best-validation parameters meet the test
+      # split once.
+      test = {k: np.asarray(v, np.float64) for k, v in
+              prog.evaluate(state, data.test, best=True).items()}
+      for s, status in finished:
+        trial = group.trials[slots[s]]
+        results.append(_trial_result(
+            task, group, trial, curves[str(trial.trial_id)],
+            {k: v[s] for k, v in test.items()}, status,
+            int(diverged_step[s]) if diverged[s] else None,
+            wall - progress["started"].get(str(trial.trial_id), 0.0),
+            lineage.get(str(trial.trial_id), ())))
+    refills = []
+    for s, _ in finished:
+      slots[s] = -1
+      if progress["next"] < len(group.trials):
+        slots[s] = progress["next"]
+        trial = group.trials[progress["next"]]
+        progress["next"] += 1
+        progress["started"][str(trial.trial_id)] = wall
+        refills.append((s, trial))
+        decisions.append(schedulers.Decision(trial.trial_id, 0, "start",
+                                             None, {"slot": s}))
+    done = not any(i >= 0 for i in slots)
+    if on_tick is not None and not on_tick(results, decisions, done,
+                                           len(refills)):
+      raise _TakenOver()
+    finished_results += results
+    progress["unwritten"] = []
+    faults.point("tick_recorded")  # written; slots not refilled yet
+    for s, trial in refills:
+      state = prog.reset_slot(
+          state, np.int32(s), np.int32(trial.seed),
+          {k: np.float32(v[0]) for k, v in
+           engine.hparam_arrays([trial.params]).items()})
+    if outcome.exploits:
+      sources = np.arange(group.size, dtype=np.int32)
+      new_hp = {k: v.astype(np.float32) for k, v in trial_hp.items()}
+      for e in outcome.exploits:
+        sources[e.slot] = e.source
+        for k, v in e.hp.items():
+          new_hp[k][e.slot] = v
+      state = prog.exploit(state, sources, new_hp)
+    progress["scheduler"] = sched.state
+    if (checkpoint_dir is not None and not done and
         time.monotonic() - last_save >= checkpoint_seconds):
       progress["wall_s"] = wall_before + time.perf_counter() - start
-      checkpoint.save(checkpoint_dir, group.group_id, done, state, progress)
+      checkpoint.save(checkpoint_dir, group.group_id,
+                      int(np.max(stop_at)), state, progress)
       last_save = time.monotonic()
-  # Each trial's best-validation parameters meet the test split once.
-  test = {k: np.asarray(v, np.float64)
-          for k, v in prog.evaluate(state, data.test, best=True).items()}
-  wall = wall_before + time.perf_counter() - start
-  return _trial_results(task, group, progress, test,
-                        np.asarray(state.trials.diverged),
-                        np.asarray(state.trials.diverged_step), wall)
+  return finished_results
 
 
-def _trial_results(task: Task, group: Group, progress: dict,
-                   test: dict[str, np.ndarray], diverged: np.ndarray,
-                   diverged_step: np.ndarray, wall: float
-                   ) -> list[TrialResult]:
-  eval_steps = progress["eval_steps"]
-  results = []
-  for i, trial in enumerate(group.trials):
-    # An evaluation after the diverging update saw frozen parameters: drop it.
-    alive = [not diverged[i] or s <= diverged_step[i] for s in eval_steps]
-    curves: dict[str, list] = {
-        "step": list(eval_steps),
-        "train_loss": [float(x[i]) for x in progress["train_loss"]]}
-    for k, series in progress["val"].items():
-      curves[f"val/{k}"] = [float(x[i]) if a else math.nan
-                            for x, a in zip(series, alive)]
-    sel = np.array(curves[f"val/{task.selection_metric}"])
-    finite = np.isfinite(sel)
-    best_value = best_step = None
-    if finite.any():
-      j = int(np.argmin(np.where(
-          finite, selection.lower_is_better(sel, task.selection_mode),
-          np.inf)))
-      best_value, best_step = float(sel[j]), int(eval_steps[j])
-    final = {k: float(series[-1][i]) if alive[-1] else math.nan
-             for k, series in progress["val"].items()}
-    if alive[-1]:
-      final.update(task.derived_metrics(final))
-    test_metrics = {}
-    if best_value is not None:
-      test_metrics = {k: float(v[i]) for k, v in test.items()}
-      test_metrics.update(task.derived_metrics(test_metrics))
-    status = "diverged" if diverged[i] or not finite[-1] else "completed"
-    results.append(TrialResult(
-        trial_id=trial.trial_id, params=dict(trial.params), seed=trial.seed,
-        status=status, group_id=group.group_id,
-        metric=task.selection_metric, best_value=best_value,
-        best_step=best_step, final_metrics=final, curves=curves,
-        diverged_step=int(diverged_step[i]) if diverged[i] else None,
-        wall_time_s=wall, test_metrics=test_metrics))
-  return results
+def _trial_result(task: Task, group: Group, trial: samplers.TrialSpec,
+                  curves: Mapping[str, list], test: Mapping[str, float],
+                  status: str, diverged_step: int | None, wall: float,
+                  lineage: Sequence[Mapping[str, Any]] = ()) -> TrialResult:
+  """One finished trial's record from its curves and test metrics."""
+  sel = np.array(curves[f"val/{task.selection_metric}"])
+  finite = np.isfinite(sel)
+  best_value = best_step = None
+  if finite.any():
+    j = int(np.argmin(np.where(
+        finite, selection.lower_is_better(sel, task.selection_mode),
+        np.inf)))
+    best_value, best_step = float(sel[j]), int(curves["step"][j])
+  final = {k[4:]: float(v[-1]) for k, v in curves.items()
+           if k.startswith("val/")}
+  if finite[-1]:
+    final.update(task.derived_metrics(final))
+  test_metrics = {}
+  if best_value is not None:
+    test_metrics = {k: float(v) for k, v in test.items()}
+    test_metrics.update(task.derived_metrics(test_metrics))
+  if status == "completed" and not finite[-1]:
+    status = "diverged"
+  return TrialResult(
+      trial_id=trial.trial_id, params=dict(trial.params), seed=trial.seed,
+      status=status, group_id=group.group_id,
+      metric=task.selection_metric, best_value=best_value,
+      best_step=best_step, final_metrics=final,
+      curves={k: list(v) for k, v in curves.items()},
+      diverged_step=diverged_step, wall_time_s=wall,
+      test_metrics=test_metrics,
+      stopped_step=int(curves["step"][-1]) if status == "pruned" else None,
+      lineage=tuple(dict(e) for e in lineage))
 
 
 def execute(task: Task, trials: Sequence[samplers.TrialSpec],
@@ -255,13 +364,14 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec],
     resuming = store.exists()
     groups = resume.prepare(
         store, dict(settings.record(), versions=_versions(),
-                    created=time.time()), trials, sizer, extend)
+                    created=time.time()), trials, sizer, extend,
+        queue=settings.scheduler.queued)
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
     checkpoint.remove_stale(ckpt_dir, {g.group_id for g in groups})
     if resuming:
       log(f"continuing the sweep in {workdir}: {len(groups)} groups to go")
   else:
-    groups = plan_groups(trials, sizer)
+    groups = plan_groups(trials, sizer, queue=settings.scheduler.queued)
   log(f"{len(trials)} trials, {len(groups)} groups to run on "
       f"{jax.devices()[0].platform}; {steps} steps each, evaluating every "
       f"{settings.eval_every}")
@@ -363,6 +473,18 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
   """Trains one claimed group and records it; returns the next free group
   id (a group that runs out of memory is split and queued)."""
   before = sum(engine.trace_counts().values())
+
+  def on_tick(results, decisions, done, refilled):
+    if store is not None and not store.record(
+        group, results, owner, decisions=decisions, done=done):
+      return False
+    bar.trials_finished(
+        len(results), pruned=sum(r.status == "pruned" for r in results),
+        refilled=refilled,
+        steps_saved=sum(settings.steps - r.curves["step"][-1]
+                        for r in results))
+    return True
+  start = time.perf_counter()
   try:
     group_results = run_group(task, group, steps=settings.steps,
                               eval_every=settings.eval_every,
@@ -370,10 +492,20 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
                               checkpoint_dir=ckpt_dir,
                               checkpoint_seconds=checkpoint_seconds,
                               on_segment=bar.advance,
-                              options=settings.engine)
+                              options=settings.engine,
+                              scheduler=settings.scheduler,
+                              space=settings.full_space(),
+                              on_tick=on_tick)
+  except _TakenOver:
+    # Our claim lapsed and another process took the group over: its
+    # record (or its run) stands; ours is not written over it.
+    log(f"group {group.group_id + 1} was taken over by another process "
+        f"while this one trained it; its results are left to that one")
+    return next_id
   except Exception as e:  # pylint: disable=broad-except
     error = f"{type(e).__name__}: {e}".splitlines()[0]
-    if engine.is_out_of_memory(e) and len(group.trials) > 1:
+    if engine.is_out_of_memory(e) and group.size > 1 and len(
+        group.trials) > 1:
       # Too big for the device: halve it and run the halves next.
       resumed = None
       if store is not None:
@@ -385,7 +517,7 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
         parts = split_group(group, next_id)
       next_id = max(next_id, parts[-1].group_id + 1)
       queue.extendleft(reversed(parts))
-      bar.group_split()
+      bar.group_split(len(parts) - 1)
       log(f"group {group.group_id + 1} (K={group.size}) ran out of memory "
           f"({error}); split into groups of K={parts[0].size} and retried"
           + (f" from its checkpoint at step {resumed}" if resumed else
@@ -399,28 +531,26 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
     log(f"group {group.group_id + 1} failed ({error}); its trials are marked "
         f"failed and will be retried when the sweep is resumed")
     return next_id
+  wall = time.perf_counter() - start
   compiled = sum(engine.trace_counts().values()) - before
   if store is not None:
-    if not store.record(group, group_results, owner):
-      # Our claim lapsed and another process took the group over: its
-      # record (or its run) stands; ours is not written over it.
-      log(f"group {group.group_id + 1} was taken over by another process "
-          f"while this one trained it; its results are left to that one")
-      return next_id
     faults.point("group_committed")  # recorded, checkpoints not yet deleted
     checkpoint.remove(ckpt_dir, group.group_id)
     store.write_csv(task.selection_metric)
     faults.point("group_recorded")
   results.extend(group_results)
   so_far = report.best(results, task.selection_mode)
-  bar.group_done(len(group.trials), so_far.best_value if so_far else None)
+  bar.group_done(so_far.best_value if so_far else None)
   best_text = (f"best {task.selection_metric} so far {so_far.best_value:.4g}"
                f" (trial {so_far.trial_id})" if so_far
                else "no completed trial yet")
+  counts = collections.Counter(r.status for r in group_results)
+  pruned = (f", {counts['pruned']} pruned, "
+            f"{len(group.trials) - group.size} slot refills"
+            if group.queued else "")
   log(f"group {group.group_id + 1} {group.static.label()} "
-      f"K={group.size} ({len(group.trials)} trials): "
-      f"{group_results[0].wall_time_s:.1f}s"
-      f"{' incl. compile' if compiled else ''}; {best_text}")
+      f"K={group.size} ({len(group.trials)} trials{pruned}): "
+      f"{wall:.1f}s{' incl. compile' if compiled else ''}; {best_text}")
   return next_id
 
 
@@ -445,7 +575,8 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
                    steps: int = 300, eval_every: int = 100,
                    max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
                    seed: int = 0,
-                   options: engine.EngineOptions | None = None
+                   options: engine.EngineOptions | None = None,
+                   scheduler: schedulers.SchedulerSettings | str | None = None
                    ) -> tuple[SweepSettings, list[samplers.TrialSpec],
                               space_lib.Space]:
   """The settings of :func:`sweep` with these arguments, its trials and
@@ -456,7 +587,7 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
   settings = SweepSettings.make(
       task, sampler=sampler, space=full, num_trials=len(trials), steps=steps,
       eval_every=eval_every, max_group_size=max_group_size, seed=seed,
-      options=options)
+      options=options, scheduler=scheduler)
   return settings, trials, full
 
 
@@ -467,6 +598,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
           workdir: str | None = None, extend: bool = False,
           checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
           options: engine.EngineOptions | None = None,
+          scheduler: schedulers.SchedulerSettings | str | None = None,
           verbose: bool = False) -> SweepResult:
   """Samples a space and trains every trial.
 
@@ -489,6 +621,11 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
     workdir, extend, checkpoint_seconds: see :func:`execute`. Running again
       with the same arguments and workdir continues an interrupted sweep.
     options: how programs are built (:class:`~rnnsweep.engine.EngineOptions`).
+    scheduler: ``"asha"``, ``"hyperband"``, ``"median"``, ``"pbt"`` or a
+      :class:`~rnnsweep.schedulers.SchedulerSettings` with options: stop
+      hopeless trials early (their slots take the next trials of the same
+      static configuration) or evolve the population (PBT). Decisions read
+      the validation metric at evaluation boundaries only.
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
 
@@ -498,7 +635,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
   settings, trials, full = sweep_settings(
       task, space, sampler=sampler, num_trials=num_trials, steps=steps,
       eval_every=eval_every, max_group_size=max_group_size, seed=seed,
-      options=options)
+      options=options, scheduler=scheduler)
   return execute(task, trials, settings, workdir=workdir,
                  tuned=full.tuned_names(), extend=extend,
                  checkpoint_seconds=checkpoint_seconds,
@@ -512,6 +649,7 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                workdir: str | None = None, extend: bool = False,
                checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
                options: engine.EngineOptions | None = None,
+               scheduler: schedulers.SchedulerSettings | str | None = None,
                verbose: bool = False,
                log: Callable[[str], None] | None = None) -> SweepResult:
   """Trains an explicit list of configurations.
@@ -530,7 +668,7 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
   settings = SweepSettings.make(
       task, sampler="explicit", space=None, num_trials=max(len(trials), 1),
       steps=steps, eval_every=eval_every, max_group_size=max_group_size,
-      seed=seed, options=options)
+      seed=seed, options=options, scheduler=scheduler)
   return execute(task, trials, settings, workdir=workdir, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
                  log=log or (log_stderr if verbose else None), progress=verbose)

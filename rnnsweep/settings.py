@@ -20,6 +20,7 @@ import json
 from typing import Any, Mapping
 
 from rnnsweep import engine
+from rnnsweep import schedulers
 from rnnsweep import sizing
 from rnnsweep import space as space_lib
 from rnnsweep.tasks.base import Task
@@ -42,6 +43,7 @@ class SweepSettings:
     engine: how programs are built (precision, unroll, donation, hoisting).
     selection_metric, selection_mode: the task's validation metric and
       whether lower (``min``) or higher (``max``) is better.
+    scheduler: early stopping or PBT, with its options.
   """
 
   task: str
@@ -56,11 +58,13 @@ class SweepSettings:
   engine: engine.EngineOptions
   selection_metric: str
   selection_mode: str
+  scheduler: schedulers.SchedulerSettings = schedulers.SchedulerSettings()
 
   @classmethod
   def make(cls, task: Task, *, sampler: str, space: Any, num_trials: int,
            steps: int, eval_every: int, max_group_size: int | str,
-           seed: int, options: engine.EngineOptions | None = None
+           seed: int, options: engine.EngineOptions | None = None,
+           scheduler: schedulers.SchedulerSettings | str | None = None
            ) -> "SweepSettings":
     """Checks and builds the settings of a sweep on ``task`` (one
     :class:`ValueError` line naming the bad setting)."""
@@ -69,21 +73,33 @@ class SweepSettings:
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     space_lib.check_seed("seed", seed)
+    if scheduler is None or isinstance(scheduler, str):
+      scheduler = schedulers.SchedulerSettings(scheduler or "none")
+    scheduler = scheduler.checked(steps=steps, eval_every=eval_every)
+    if scheduler.name == "pbt" and space is None:
+      raise ValueError("scheduler 'pbt' needs a search space to perturb "
+                       "within (explicit trials have none)")
     return cls(task=task.name, task_config=task.config(), sampler=sampler,
                space=space.to_json() if space is not None else None,
                num_trials=num_trials, steps=steps, eval_every=eval_every,
                max_group_size=sizing.check_max_group_size(max_group_size),
                seed=seed, engine=options or engine.EngineOptions(),
                selection_metric=task.selection_metric,
-               selection_mode=task.selection_mode)
+               selection_mode=task.selection_mode, scheduler=scheduler)
 
   def record(self) -> dict[str, Any]:
     """The settings as JSON-ready values (what the store saves and
     compares)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     out["engine"] = dataclasses.asdict(self.engine)
+    out["scheduler"] = dataclasses.asdict(self.scheduler)
     out["task_config"] = dict(self.task_config)
     return json.loads(json.dumps(out, sort_keys=True))
+
+  def full_space(self) -> space_lib.Space | None:
+    """The sweep's space (``None`` for explicit trials)."""
+    return (None if self.space is None
+            else space_lib.space_from_json(self.space))
 
   def digest(self) -> str:
     """Eight hex digits naming these settings (the default workdir)."""

@@ -219,7 +219,7 @@ class AutoSizer:
     state = jax.eval_shape(prog.init, seeds, hp)
     data = self.task.data()
     return Programs(
-        prog.compiled_segment(state, hp, data.train,
+        prog.compiled_segment(state, data.train,
                               engine.data_key(self.data_seed)),
         (prog.compiled_evaluate(state, data.val),
          prog.compiled_evaluate(state, data.test, best=True)))
@@ -249,16 +249,16 @@ class AutoSizer:
     key = engine.data_key(self.data_seed)
     state = prog.init(seeds, hp)
     # Compiled before any clock starts (a no-op for the K compiled already).
-    prog.compiled_segment(state, hp, data.train, key)
+    prog.compiled_segment(state, data.train, key)
     updates = 1
     if warm:
       t0 = time.perf_counter()
-      state, _ = prog.segment(state, hp, data.train, key, num_steps=1)
+      state, _ = prog.segment(state, data.train, key, num_steps=1)
       jax.block_until_ready(state)
       updates = max(1, math.ceil(PROBE_SECONDS /
                                  max(time.perf_counter() - t0, 1e-6)))
     t0 = time.perf_counter()
-    state, _ = prog.segment(state, hp, data.train, key, num_steps=updates)
+    state, _ = prog.segment(state, data.train, key, num_steps=updates)
     jax.block_until_ready(state)
     rate = k * updates / (time.perf_counter() - t0)
     return rate, time.perf_counter() - start

@@ -38,6 +38,7 @@ DB_NAME = "results.db"
 CSV_NAME = "results.csv"
 
 FINISHED = ("completed", "diverged", "pruned")
+_UNFINISHED = "status NOT IN ('completed', 'diverged', 'pruned')"
 
 _SCHEMA = """
 CREATE TABLE sweep (
@@ -79,6 +80,20 @@ CREATE TABLE IF NOT EXISTS claims (
   token TEXT NOT NULL,
   since REAL NOT NULL,
   heartbeat REAL NOT NULL
+);
+"""
+
+# Scheduler decisions (rungs, stops, PBT exploits, slot starts), each written
+# with the metrics it read (older stores get it on first use).
+_DECISIONS = """
+CREATE TABLE IF NOT EXISTS decisions (
+  group_id INTEGER NOT NULL,
+  trial_id INTEGER NOT NULL,
+  step INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  value REAL,
+  detail TEXT NOT NULL,
+  PRIMARY KEY (trial_id, step, kind)
 );
 """
 
@@ -156,7 +171,8 @@ class TrialResult:
     trial_id: the trial's stable id.
     params: every hyperparameter, defaults included.
     seed: the trial's seed.
-    status: ``completed`` or ``diverged``.
+    status: ``completed``, ``diverged`` or ``pruned`` (stopped early by a
+      scheduler).
     group_id: the group it trained in.
     metric: name of the selection metric (validation).
     best_value: best validation value of ``metric`` before any divergence
@@ -168,6 +184,10 @@ class TrialResult:
     wall_time_s: wall time of the trial's group, compile included.
     test_metrics: the held-out test split's metrics of the parameters at
       ``best_step`` (empty when there is no best). Never used to select.
+    stopped_step: the step a ``pruned`` trial reached, else ``None``.
+    lineage: PBT exploits, in order: ``{"step", "parent", "parent_value",
+      "old_hp", "hp"}`` each (the trial copied ``parent``'s weights at
+      ``step`` and went on with ``hp``).
   """
 
   trial_id: int
@@ -183,6 +203,8 @@ class TrialResult:
   diverged_step: int | None
   wall_time_s: float
   test_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  stopped_step: int | None = None
+  lineage: tuple = ()
 
   @property
   def test_value(self) -> float | None:
@@ -315,6 +337,7 @@ class Store:
                        f"--out_dir)")
     with self._connect() as conn:
       conn.execute(_CLAIMS)
+      conn.execute(_DECISIONS)
 
   def stored_trials(self) -> list[tuple[int, Any, int]]:
     """``(trial_id, params, seed)`` of every planned trial."""
@@ -357,7 +380,7 @@ class Store:
           os.remove(leftover)
       conn = sqlite3.connect(tmp)
       try:
-        conn.executescript(_SCHEMA + _CLAIMS)
+        conn.executescript(_SCHEMA + _CLAIMS + _DECISIONS)
         with conn:
           conn.executemany("INSERT INTO sweep VALUES (?, ?)",
                            [(k, json.dumps(clean_json(v))) for k, v in
@@ -439,7 +462,8 @@ class Store:
       conn.execute("UPDATE groups SET status='running' WHERE group_id=?",
                    (group.group_id,))
       conn.execute("UPDATE trials SET status='running', updated_at=? "
-                   "WHERE group_id=?", (now, group.group_id))
+                   f"WHERE group_id=? AND {_UNFINISHED}",
+                   (now, group.group_id))
     return None
 
   def heartbeat(self, owner: Owner) -> None:
@@ -482,7 +506,8 @@ class Store:
       conn.execute("UPDATE groups SET status='failed', error=? "
                    "WHERE group_id=?", (error, group.group_id))
       conn.execute("UPDATE trials SET status='failed', updated_at=? "
-                   "WHERE group_id=?", (time.time(), group.group_id))
+                   f"WHERE group_id=? AND {_UNFINISHED}",
+                   (time.time(), group.group_id))
       conn.execute("DELETE FROM claims WHERE group_id=?", (group.group_id,))
     return True
 
@@ -496,10 +521,23 @@ class Store:
       conn.execute("DELETE FROM groups WHERE group_id=?", (group.group_id,))
       conn.execute("DELETE FROM claims WHERE group_id=?", (group.group_id,))
       self._insert_groups(conn, parts)
+      if group.queued:
+        # Fewer slots change which trials meet at a rung: the group starts
+        # over, its earlier decisions and stopped trials forgotten.
+        conn.execute("DELETE FROM decisions WHERE group_id=?",
+                     (group.group_id,))
+        conn.execute("UPDATE trials SET status='pending', updated_at=? "
+                     "WHERE group_id=?", (now, group.group_id))
       conn.executemany(
-          "UPDATE trials SET group_id=?, status='pending', updated_at=? "
-          "WHERE trial_id=?", [(g.group_id, now, t.trial_id)
-                               for g in parts for t in g.trials])
+          "UPDATE trials SET group_id=? WHERE trial_id=?",
+          [(g.group_id, t.trial_id) for g in parts for t in g.trials])
+      conn.executemany(
+          "UPDATE decisions SET group_id=? WHERE trial_id=?",
+          [(g.group_id, t.trial_id) for g in parts for t in g.trials])
+      conn.executemany(
+          "UPDATE trials SET status='pending', updated_at=? "
+          f"WHERE trial_id=? AND {_UNFINISHED}",
+          [(now, t.trial_id) for g in parts for t in g.trials])
       if owner is not None:
         conn.executemany(
             "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
@@ -508,11 +546,15 @@ class Store:
     return parts
 
   def record(self, group: Group, results: Sequence[TrialResult],
-             owner: Owner | None = None) -> bool:
-    """Writes one group's finished trials and marks it done, atomically.
+             owner: Owner | None = None, *,
+             decisions: Sequence[Any] = (), done: bool = True) -> bool:
+    """Writes finished trials and the scheduler decisions taken on the
+    same metrics, atomically; with ``done``, also marks the group done.
 
     Only while ``owner`` holds the group and it is not recorded yet (a
-    recorded group is never overwritten); returns whether it wrote.
+    recorded group is never overwritten); returns whether it wrote. A
+    group resumed from an older checkpoint writes the same rows again
+    (same values: the run is deterministic), so replays are harmless.
     """
     now = time.time()
     with self._connect() as conn:
@@ -527,9 +569,17 @@ class Store:
             json.dumps(clean_json(dict(r.curves))), r.diverged_step,
             r.wall_time_s, json.dumps(clean_json(dict(r.test_metrics))), now,
             r.trial_id) for r in results])
-      conn.execute("UPDATE groups SET status='done', error=NULL "
-                   "WHERE group_id=?", (group.group_id,))
-      conn.execute("DELETE FROM claims WHERE group_id=?", (group.group_id,))
+      conn.executemany(
+          "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
+          [(group.group_id, d.trial_id, d.step, d.kind,
+            _json_float(d.value), json.dumps(clean_json(dict(d.detail)),
+                                             sort_keys=True))
+           for d in decisions])
+      if done:
+        conn.execute("UPDATE groups SET status='done', error=NULL "
+                     "WHERE group_id=?", (group.group_id,))
+        conn.execute("DELETE FROM claims WHERE group_id=?",
+                     (group.group_id,))
       faults.point("store_write")
     return True
 
@@ -553,6 +603,31 @@ class Store:
           "SELECT trial_id, params, status FROM trials WHERE status NOT IN "
           "('completed', 'diverged', 'pruned') ORDER BY trial_id")]
 
+  def decisions(self) -> list[dict[str, Any]]:
+    """Every scheduler decision, in (trial, step) order: ``{"group_id",
+    "trial_id", "step", "kind", "value", "detail"}``."""
+    with self._connect(write=False) as conn:
+      if not conn.execute("SELECT name FROM sqlite_master WHERE "
+                          "name='decisions'").fetchone():
+        return []  # a store from before schedulers
+      rows = conn.execute(
+          "SELECT group_id, trial_id, step, kind, value, detail FROM "
+          "decisions ORDER BY trial_id, step, kind").fetchall()
+    return [{"group_id": g, "trial_id": t, "step": st, "kind": k,
+             "value": math.nan if v is None else v,
+             "detail": json.loads(d)} for g, t, st, k, v, d in rows]
+
+  def _outcomes(self) -> tuple[dict[int, int], dict[int, list[dict]]]:
+    """Where each pruned trial stopped, and each trial's PBT exploits."""
+    stopped, lineage = {}, {}
+    for d in self.decisions():
+      if d["kind"] == "pruned":
+        stopped[d["trial_id"]] = d["step"]
+      elif d["kind"] == "exploit":
+        lineage.setdefault(d["trial_id"], []).append(
+            dict(d["detail"], step=d["step"]))
+    return stopped, lineage
+
   def results(self) -> list[TrialResult]:
     """Every finished trial, in id order."""
     with self._connect(write=False) as conn:
@@ -561,15 +636,18 @@ class Store:
           "best_value, best_step, final_metrics, curves, diverged_step, "
           "wall_time_s, test_metrics FROM trials WHERE status IN "
           "('completed', 'diverged', 'pruned') ORDER BY trial_id").fetchall()
+    stopped, lineage = self._outcomes()
     out = []
     nan_for_null = lambda d: {k: (math.nan if v is None else v)
                               for k, v in json.loads(d or "{}").items()}
     for (tid, params, seed, status, gid, metric, best, best_step, final,
          curves, dstep, wall, test) in rows:
       curves = {k: _unnull(v) for k, v in json.loads(curves).items()}
-      out.append(TrialResult(tid, json.loads(params), seed, status, gid,
-                             metric, best, best_step, nan_for_null(final),
-                             curves, dstep, wall, nan_for_null(test)))
+      out.append(TrialResult(
+          tid, json.loads(params), seed, status, gid, metric, best, best_step,
+          nan_for_null(final), curves, dstep, wall, nan_for_null(test),
+          stopped.get(tid) if status == "pruned" else None,
+          tuple(lineage.get(tid, ()))))
     return out
 
   def write_csv(self, metric: str) -> None:
@@ -579,10 +657,14 @@ class Store:
           "SELECT trial_id, status, best_value, best_step, params, seed, "
           "group_id, diverged_step, wall_time_s, test_metrics FROM trials "
           "ORDER BY trial_id").fetchall()
+    stopped, lineage = self._outcomes()
+    parents = {t: [f"{e['parent']}@{e['step']}" for e in events]
+               for t, events in lineage.items()}
     names = [n for n in space_lib.PARAMS if n != "seed"]
     header = (["trial_id", "status", f"best_val_{metric}", "best_step",
                f"test_{metric}"] + names +
-              ["seed", "group_id", "diverged_step", "wall_time_s"])
+              ["seed", "group_id", "diverged_step", "stopped_step",
+               "pbt_parents", "wall_time_s"])
     tmp = self.csv_path + f".tmp{os.getpid()}"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
       w = csv.writer(f)
@@ -597,6 +679,8 @@ class Store:
                    [p.get(n, "") for n in names] +
                    [seed, "" if gid is None else gid,
                     "" if dstep is None else dstep,
+                    stopped.get(tid, "") if status == "pruned" else "",
+                    " ".join(parents.get(tid, ())),
                     "" if wall is None else f"{wall:.3f}"])
       f.flush()
       os.fsync(f.fileno())
