@@ -161,7 +161,7 @@ def test_engine_masks_per_sequence_trial_and_batch(tiny_lm):
   static = StaticConfig(cell="lstm", hidden_size=8, num_layers=2,
                         batch_size=4, truncation=4, embed_size=8,
                         optimizer="adam")
-  prog = engine.Program(static, tiny_lm)
+  prog = engine.OneTrial(static, tiny_lm)
   hp = {k: jnp.float32(v) for k, v in rs.space.resolve_params(
       {"input_dropout": 0.3, "recurrent_dropout": 0.3,
        "output_dropout": 0.3}).items() if k in rs.space.VECTOR_NAMES}
