@@ -7,6 +7,8 @@ matplotlib's Agg canvas (no display needed):
 - ``points.png``: the sampled points in the plane of two parameters,
   coloured by the selection metric (the classic grid-versus-random picture);
 - ``curves.png``: validation curves, the top trials bold, all others faint;
+- ``pbt_schedules.png`` and ``pbt_lineage.png`` (PBT sweeps): each trial's
+  hyperparameter schedule, and who copied whose weights when.
 - ``axis_<param>.png``: the metric against each tuned parameter (log axis
   where the space is log-scaled), with a warning in the report when the best
   trials sit at the edge of the search range (Google's tuning playbook);
@@ -15,6 +17,7 @@ matplotlib's Agg canvas (no display needed):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -404,7 +407,9 @@ def write_report(workdir: str, *, top: int = 10,
   ranked = rank(results, mode)
   warnings = boundary_warnings(results, axes, mode)
   lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
-           f"{settings.get('sampler')}, {settings.get('steps')} steps, "
+           f"{settings.get('sampler')}, scheduler "
+           f"{(settings.get('scheduler') or {}).get('name', 'none')}, "
+           f"{settings.get('steps')} steps, "
            f"seed {settings.get('seed')}",
            "Trials by status: " + ", ".join(
                f"{s} {n}" for s, n in sorted(counts.items())), "",
@@ -418,6 +423,19 @@ def write_report(workdir: str, *, top: int = 10,
     lines += ["", f"Best: trial {b.trial_id}, val {metric} "
               f"{_fmt(b.best_value)} at step {b.best_step}{test}",
               "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items())]
+    if b.lineage:
+      last = b.lineage[-1]
+      changed = {k: v for k, v in last["hp"].items()
+                 if _fmt(v) != _fmt(b.params.get(k))}
+      lines.append(f"  (PBT: its starting values; from step {last['step']} "
+                   f"it ran with " + (", ".join(
+                       f"{k}={_fmt(v)}" for k, v in changed.items())
+                       or "the same values") + " on trial "
+                   f"{last['parent']}'s weights)")
+  scheduled = scheduler_summary(settings.get("scheduler"), results,
+                                store.decisions())
+  if scheduled:
+    lines += [""] + scheduled
   if warnings:
     lines += [""] + warnings
   figures = []
@@ -465,4 +483,118 @@ def _write_figures(out_dir, results, pending, axes, ranked_top, metric, mode,
               warn)
   if ranked_top and axes:
     plot_parallel(path("parallel.png"), ranked_top, axes, metric, mode)
+  if any(r.lineage for r in results):
+    plot_pbt(path("pbt_schedules.png"), path("pbt_lineage.png"), results,
+             ranked_top, axes)
   return figures
+
+
+def scheduler_summary(scheduler: dict | None, results, decisions
+                      ) -> list[str]:
+  """What a scheduler did: where trials were pruned, how many slots were
+  refilled, PBT's exploits and the best trial's lineage."""
+  if not scheduler or scheduler.get("name", "none") == "none":
+    return []
+  name = scheduler["name"]
+  relevant = {"asha": ("min_steps", "reduction_factor"),
+              "hyperband": ("min_steps", "reduction_factor"),
+              "median": ("min_steps",),
+              "pbt": ("pbt_interval", "pbt_fraction",
+                      "pbt_resample_probability")}.get(name, ())
+  options = ", ".join(f"{k}={scheduler[k]}" for k in relevant
+                      if scheduler.get(k) is not None)
+  lines = [f"Scheduler {name} ({options}):"]
+  pruned = [r.stopped_step for r in results if r.status == "pruned"]
+  if name != "pbt":
+    at = collections.Counter(pruned)
+    lines.append(f"  {len(pruned)} trials pruned" + (
+        " (at step " + ", ".join(f"{s}: {n}" for s, n in sorted(at.items()))
+        + ")" if at else ""))
+    starts = collections.Counter(d["group_id"] for d in decisions
+                                 if d["kind"] == "start")
+    slots = {g: len({d["detail"]["slot"] for d in decisions
+                     if d["kind"] == "start" and d["group_id"] == g})
+             for g in starts}
+    lines.append(f"  {sum(starts[g] - slots[g] for g in starts)} slots "
+                 f"refilled with the next trial of their group")
+    return lines
+  exploits = [d for d in decisions if d["kind"] == "exploit"]
+  lines.append(f"  {len(exploits)} exploits (a trial copied a better one's "
+               f"weights and perturbed its values)")
+  ranked = [r for r in results if r.lineage and r.status == "completed"]
+  if ranked:
+    best_one = min(ranked, key=lambda r: (r.best_value is None,
+                                          r.best_value or 0.0))
+    chain = " <- ".join(f"trial {e['parent']} at step {e['step']}"
+                        for e in reversed(best_one.lineage))
+    lines.append(f"  e.g. trial {best_one.trial_id}: copied {chain}")
+  return lines
+
+
+def hp_schedule(result: TrialResult, name: str, steps: int
+                ) -> tuple[list[int], list[float]]:
+  """A PBT trial's value of ``name`` over its steps, as a step function:
+  its own value until the first exploit, then each exploit's."""
+  xs, ys = [0], [float(result.params[name])]
+  for event in result.lineage:
+    xs += [event["step"], event["step"]]
+    ys += [ys[-1], float(event["hp"][name])]
+  xs.append(steps)
+  ys.append(ys[-1])
+  return xs, ys
+
+
+def plot_pbt(schedules_path: str, lineage_path: str, results, ranked_top,
+             axes: Sequence[Axis]) -> None:
+  """PBT's figures: each tuned value's schedule per trial (the top trials
+  bold), and the family tree (who copied whom, when)."""
+  names = [a.name for a in axes if a.name in space_lib.VECTOR_NAMES] or [
+      "learning_rate"]
+  steps = max(r.curves["step"][-1] for r in results)
+  top_ids = {r.trial_id for r in ranked_top}
+  fig = _figure(6.5, 2.6 * len(names))
+  for i, name in enumerate(names):
+    ax = fig.add_subplot(len(names), 1, i + 1)
+    for r in results:
+      xs, ys = hp_schedule(r, name, steps)
+      bold = r.trial_id in top_ids
+      ax.plot(xs, ys, linewidth=1.8 if bold else 0.8,
+              alpha=1.0 if bold else 0.35,
+              label=f"trial {r.trial_id}" if bold else None)
+    axis = next((a for a in axes if a.name == name), None)
+    if axis is not None and axis.log:
+      ax.set_yscale("log")
+    ax.set_ylabel(name)
+    if i == 0:
+      ax.set_title("PBT hyperparameter schedules (top trials bold)")
+      if top_ids:
+        ax.legend(loc="best", fontsize=7)
+  ax.set_xlabel("step")
+  fig.tight_layout()
+  fig.savefig(schedules_path)
+
+  fig = _figure(6.5, max(3.0, 0.3 * len(results)))
+  ax = fig.add_subplot()
+  row = {r.trial_id: j for j, r in enumerate(sorted(results,
+                                                    key=lambda r: r.trial_id))}
+  seen = collections.Counter()
+  for r in results:
+    ax.plot([0, r.curves["step"][-1]], [row[r.trial_id]] * 2, color="grey",
+            linewidth=0.8)
+  for r in results:
+    for e in r.lineage:
+      if e["parent"] in row:
+        # Side by side when several copies happen at one step.
+        x = e["step"] + 0.012 * steps * seen[e["step"]]
+        seen[e["step"]] += 1
+        ax.plot([x], [row[e["parent"]]], "o", color="tab:blue",
+                markersize=3)
+        ax.annotate("", xy=(x, row[r.trial_id]),
+                    xytext=(x, row[e["parent"]]),
+                    arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+  ax.set_yticks(range(len(row)), [str(t) for t in sorted(row)])
+  ax.set_ylabel("trial")
+  ax.set_xlabel("step")
+  ax.set_title("PBT family tree (arrow: weights copied from -> to)")
+  fig.tight_layout()
+  fig.savefig(lineage_path)

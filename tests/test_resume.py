@@ -240,3 +240,75 @@ def test_reader_sees_whole_groups_after_every_commit(tmp_path, monkeypatch):
   rs.sweep(rs.Adding(seq_len=6, num_val=8), space, num_trials=5, steps=4,
            eval_every=2, max_group_size=2, workdir=str(tmp_path))
   assert {"running", "done"} <= seen and len(commits) >= 6
+
+
+# ASHA: six trials through two slots (rungs at 4 and 8); PBT: four trials
+# exploiting at steps 4, 8 and 12. A checkpoint after every evaluation.
+SCHEDULED = """
+import sys
+import rnnsweep as rs
+space = rs.Space({"hidden_size": 8, "batch_size": 4, "learning_rate":
+                  rs.LogUniform(1e-3, 3e-2), "output_dropout":
+                  rs.Uniform(0.0, 0.3)})
+name = sys.argv[2]
+scheduler = (rs.SchedulerSettings("asha", min_steps=4, reduction_factor=2)
+             if name == "asha" else rs.SchedulerSettings("pbt"))
+rs.sweep(rs.Adding(seq_len=8, num_val=32), space,
+         num_trials=6 if name == "asha" else 4, steps=16, eval_every=4,
+         max_group_size=2 if name == "asha" else 4, seed=5,
+         workdir=sys.argv[1], checkpoint_seconds=0, scheduler=scheduler,
+         verbose=True)
+print("finished")
+"""
+
+
+def _run_scheduled(workdir, name, kill_at=None):
+  env = subprocess_env(**({"RNNSWEEP_KILL_AT": kill_at} if kill_at else {}))
+  proc = subprocess.run([sys.executable, "-c", SCHEDULED, str(workdir), name],
+                        env=env, capture_output=True, text=True, timeout=300,
+                        check=False)
+  return proc.returncode, proc.stdout, proc.stderr
+
+
+def _scheduled_snapshot(workdir):
+  rows, counts = snapshot(workdir)
+  decisions = [(d["trial_id"], d["step"], d["kind"], d["value"],
+                json.dumps(d["detail"], sort_keys=True))
+               for d in rs.Store(str(workdir)).decisions()]
+  return rows, counts, decisions
+
+
+@pytest.fixture(scope="module")
+def scheduled_reference(tmp_path_factory):
+  out = {}
+  for name in ("asha", "pbt"):
+    workdir = tmp_path_factory.mktemp(name) / "run"
+    code, stdout, err = _run_scheduled(workdir, name)
+    assert code == 0 and "finished" in stdout, err[-2000:]
+    out[name] = _scheduled_snapshot(workdir)
+  _, asha_counts, asha_decisions = out["asha"]
+  assert asha_counts.get("pruned", 0) >= 2
+  assert sum(1 for d in asha_decisions if d[2] == "start") == 6
+  _, _, pbt_decisions = out["pbt"]
+  assert [d[1] for d in pbt_decisions if d[2] == "exploit"] == [4, 8, 12]
+  return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, kill_at", [
+    ("asha", "tick_recorded:1"),  # first rung decided and written, slots
+                                  # not refilled yet
+    ("asha", "store_write:3"),    # inside a later decision's transaction
+    ("asha", "segment_done:4"),   # a refilled slot mid-training
+    ("pbt", "tick_recorded:2"),   # exploit written, not yet applied
+    ("pbt", "segment_start:3"),   # after an exploit was checkpointed
+])
+def test_killed_scheduled_sweep_makes_the_same_decisions(
+    tmp_path, scheduled_reference, name, kill_at):
+  workdir = tmp_path / "run"
+  code, out, _ = _run_scheduled(workdir, name, kill_at)
+  assert code == -signal.SIGKILL and "finished" not in out
+  code, out, err = _run_scheduled(workdir, name)
+  assert code == 0 and "finished" in out, err[-2000:]
+  assert _scheduled_snapshot(workdir) == scheduled_reference[name]
+  assert os.listdir(workdir / "checkpoints") == []
