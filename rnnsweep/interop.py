@@ -130,7 +130,12 @@ def export_optuna(workdir: str, storage: str, study_name: str | None = None,
       attrs.update(best_step=item.best_step,
                    final_metrics={k: v for k, v in item.final_metrics.items()
                                   if math.isfinite(v)},
-                   group_id=item.group_id, diverged_step=item.diverged_step)
+                   group_id=item.group_id, diverged_step=item.diverged_step,
+                   stopped_step=item.stopped_step)
+      if item.lineage:
+        attrs["pbt_lineage"] = [
+            {"step": e["step"], "parent": e["parent"], "hp": e["hp"]}
+            for e in item.lineage]
     attrs["fixed_params"] = {k: v for k, v in params.items()
                              if k not in dists}
     study.add_trial(optuna.trial.create_trial(

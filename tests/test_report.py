@@ -92,19 +92,32 @@ def test_progress_bar_draws_on_a_terminal_only():
   console = Console(file=buf, force_terminal=True, width=150)
   with SweepProgress(total_trial_steps=40, total_trials=4, total_groups=2,
                      metric="mse", console=console) as bar:
-    bar.advance(20)
-    bar.group_done(2, 0.125)
+    bar.advance(10)
+    bar.trials_finished(1, pruned=1, refilled=1, steps_saved=5)
+    # Trials count as they finish, not only when their group does.
+    described = [bar._describe()]
+    bar.advance(10)
+    bar.trials_finished(1)
+    described.append(bar._describe())
+    bar.group_done(0.125)
     bar.wrap_log(print)("group 1 done")
-    bar.advance(20)
-    bar.group_done(2, 0.0625)
+    bar.advance(15)
+    bar.trials_finished(2)
+    bar.group_done(0.0625)
   text = buf.getvalue()
-  assert "trials 4/4 groups 2/2" in text and "best mse 0.0625" in text
+  assert described == [
+      "trials 1/4 (1 pruned, 1 slots refilled) groups 0/2",
+      "trials 2/4 (1 pruned, 1 slots refilled) groups 0/2"]
+  assert bar._progress.tasks[0].total == 35  # the pruned trial's 5 steps
+  assert "trials 4/4 (1 pruned, 1 slots refilled) groups 2/2" in text
+  assert "best mse 0.0625" in text
   assert "trial-steps/s" in text and "group 1 done" in text
   quiet = io.StringIO()
   plain = Console(file=quiet, force_terminal=False)
   with SweepProgress(total_trial_steps=40, total_trials=4, total_groups=2,
                      metric="mse", console=plain) as bar:
     bar.advance(40)
-    bar.group_done(4, 0.5)
+    bar.trials_finished(4)
+    bar.group_done(0.5)
   assert quiet.getvalue() == ""
   assert not bar.enabled

@@ -356,3 +356,23 @@ def test_pbt_records_lineage(tiny_adding, tmp_path):
   csv = (tmp_path / "results.csv").read_text().splitlines()
   assert "pbt_parents" in csv[0]
   assert any("@3" in line or "@6" in line for line in csv[1:])
+
+
+def test_report_and_optuna_export_show_pruned_trials(asha_run, tmp_path):
+  optuna = pytest.importorskip("optuna")
+  result, store, _, _ = asha_run
+  report = rs.report.write_report(store.workdir, plots=False)
+  assert "scheduler asha" in report.text
+  assert "7 trials pruned (at step 3: 7)" in report.text, report.text
+  assert "6 slots refilled" in report.text
+  storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+  study = rs.interop.export_optuna(store.workdir, storage, study_name="a")
+  by_id = {t.user_attrs["rnnsweep_trial_id"]: t for t in study.trials}
+  for r in result.trials:
+    t = by_id[r.trial_id]
+    if r.status == "pruned":
+      assert t.state == optuna.trial.TrialState.PRUNED
+      assert t.user_attrs["stopped_step"] == r.stopped_step
+      assert max(t.intermediate_values) == r.stopped_step
+    else:
+      assert t.state == optuna.trial.TrialState.COMPLETE

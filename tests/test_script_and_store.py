@@ -299,7 +299,8 @@ def test_workdir_name_resume_and_store_use_one_settings_value(tiny_adding):
       "space": {"hidden_size": 8}, "num_trials": 4, "steps": 5,
       "eval_every": 3, "max_group_size": 2, "seed": 1,
       "engine": rs.EngineOptions(hoist_input=True),
-      "selection_metric": "mae", "selection_mode": "max"}
+      "selection_metric": "mae", "selection_mode": "max",
+      "scheduler": rs.SchedulerSettings("asha", min_steps=2)}
   assert set(changed) == set(rs.settings.COMPARED)
   digests = {base.digest()}
   for name, value in changed.items():
