@@ -356,6 +356,11 @@ def test_pbt_records_lineage(tiny_adding, tmp_path):
     for event in r.lineage:
       assert event["parent"] != r.trial_id and event["step"] in (3, 6)
       assert 1e-4 <= event["hp"]["learning_rate"] <= 3e-2
+  # Without a workdir the results carry the same lineage and numbers.
+  unstored = rs.sweep(tiny_adding, space, num_trials=4, steps=9,
+                      eval_every=3, max_group_size=4, scheduler="pbt")
+  for a, b in zip(result.trials, unstored.trials):
+    assert a.lineage == b.lineage and a.curves == b.curves
   csv = (tmp_path / "results.csv").read_text().splitlines()
   assert "pbt_parents" in csv[0]
   assert any("@3" in line or "@6" in line for line in csv[1:])
