@@ -145,9 +145,12 @@ def split(directory: str, group: Any, parts: list) -> int | None:
 
 
 def _read(path: str, template: Any) -> Restored:
-  """A checkpoint checked against ``template``'s structure and shapes."""
-  leaves_t, treedef = jax.tree_util.tree_flatten(template)
+  """A checkpoint checked against ``template``'s structure and shapes
+  (``template`` may be a function of the checkpoint's progress record)."""
   leaves, progress = _read_raw(path)
+  if callable(template):
+    template = template(progress)
+  leaves_t, treedef = jax.tree_util.tree_flatten(template)
   if len(leaves) != len(leaves_t):
     raise ValueError(f"{len(leaves)} arrays, the program has "
                      f"{len(leaves_t)}")
@@ -161,7 +164,8 @@ def _read(path: str, template: Any) -> Restored:
 def load_latest(directory: str, group_id: int, template: Any
                 ) -> Restored | None:
   """The newest readable checkpoint of a group that fits ``template``
-  (a pytree of ``jax.ShapeDtypeStruct``), or ``None``."""
+  (a pytree of ``jax.ShapeDtypeStruct``, or a function of the progress
+  record giving one: a group may have shrunk), or ``None``."""
   for step, path in checkpoints(directory, group_id):
     try:
       return _read(path, template)

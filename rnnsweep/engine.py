@@ -551,6 +551,7 @@ class Program:
     self.keep_best = jax.jit(self._keep_best)
     self.reset_slot = jax.jit(self._reset_slot)
     self.exploit = jax.jit(self._exploit)
+    self.compact = jax.jit(self._compact)
 
   def flops_per_update(self) -> float:
     return self.trial.flops_per_update()
@@ -684,6 +685,14 @@ class Program:
         lambda all_, one: jax.lax.dynamic_update_index_in_dim(
             all_, one.astype(all_.dtype), slot, 0),
         state.trials, fresh))
+
+  def _compact(self, state: GroupState, rows: Array) -> GroupState:
+    """A smaller group: slot ``i`` of the result is slot ``rows[i]`` of
+    ``state`` (its whole state, bit for bit). One program per pair of
+    sizes."""
+    _count_trace("compact")
+    return GroupState(trials=jax.tree_util.tree_map(lambda a: a[rows],
+                                                    state.trials))
 
   def _exploit(self, state: GroupState, sources: Array,
                hp: Mapping[str, Array]) -> GroupState:

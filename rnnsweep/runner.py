@@ -149,8 +149,12 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   # checkpoint to check against them.
   if checkpoint_dir is not None and checkpoint.checkpoints(checkpoint_dir,
                                                            group.group_id):
+    # A queued group may have shrunk: the record says to how many slots.
+    template = lambda progress: jax.eval_shape(
+        prog.init, seeds[:len(progress["slots"])],
+        {k: v[:len(progress["slots"])] for k, v in hp.items()})
     restored = checkpoint.load_latest(checkpoint_dir, group.group_id,
-                                      jax.eval_shape(prog.init, seeds, hp))
+                                      template)
     if restored is not None:
       state, progress = restored
   start = time.perf_counter()
@@ -256,13 +260,16 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
           {k: np.float32(v[0]) for k, v in
            engine.hparam_arrays([trial.params]).items()})
     if outcome.exploits:
-      sources = np.arange(group.size, dtype=np.int32)
+      sources = np.arange(len(slots), dtype=np.int32)
       new_hp = {k: v.astype(np.float32) for k, v in trial_hp.items()}
       for e in outcome.exploits:
         sources[e.slot] = e.source
         for k, v in e.hp.items():
           new_hp[k][e.slot] = v
       state = prog.exploit(state, sources, new_hp)
+    if scheduler.queued and progress["next"] >= len(group.trials):
+      state, slots = _shrink(prog, state, slots)
+      progress["slots"] = slots
     progress["scheduler"] = sched.state
     if (checkpoint_dir is not None and not done and
         time.monotonic() - last_save >= checkpoint_seconds):
@@ -271,6 +278,21 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
                       int(np.max(stop_at)), state, progress)
       last_save = time.monotonic()
   return finished_results
+
+
+def _shrink(prog: engine.Program, state: engine.GroupState,
+            slots: list[int]) -> tuple[engine.GroupState, list[int]]:
+  """Once a queued group has no trials left to start: when at most half
+  its slots still hold a trial, move those into a smaller group (the next
+  power of two, so groups of one shape share the smaller programs).
+  Empty slots still cost compute; a trial's numbers do not depend on K."""
+  held = [s for s, i in enumerate(slots) if i >= 0]
+  k = 1 << max(0, len(held) - 1).bit_length()
+  if not held or k > len(slots) // 2:
+    return state, slots
+  rows = held + [held[0]] * (k - len(held))
+  state = prog.compact(state, np.asarray(rows, np.int32))
+  return state, [slots[s] for s in held] + [-1] * (k - len(held))
 
 
 def _trial_result(task: Task, group: Group, trial: samplers.TrialSpec,

@@ -85,9 +85,11 @@ def test_refilled_slots_get_fresh_trials_and_compile_nothing(asha_run):
   seeds = [t.seed for t in rs.make_trials(PLANTED)]
   assert [r.seed for r in result.trials] == seeds
   assert all(r.curves["step"][0] == EVAL for r in result.trials)
-  # Six refills, one compile of the refill program.
+  # Six refills, one compile of the refill program; at the end the last
+  # trial runs alone in a group shrunk to K=1 (one more segment program).
   assert new_traces.get("reset_slot", 0) <= 1
-  assert new_traces.get("segment", 0) <= 1
+  assert new_traces.get("segment", 0) <= 2
+  assert new_traces.get("compact", 0) <= 1
 
 
 def test_a_second_asha_sweep_compiles_nothing(asha_run, tiny_lm):
@@ -188,6 +190,23 @@ def test_stop_at_holds_a_slot_still(tiny_adding):
                          _slot(state, 1))
   assert np.asarray(moved.step).tolist() == [3, 0]
   assert np.asarray(seg.windows_with_targets)[1] == 0
+
+
+def test_a_spent_queue_shrinks_to_its_running_trials(tiny_adding):
+  configs = [dict(TINY, cell="gru", learning_rate=lr)
+             for lr in (1e-2, 2e-2, 3e-2, 4e-2, 5e-2)]
+  prog, _, state = _group(tiny_adding, configs)
+  state, _ = prog.segment(state, tiny_adding.data().train, engine.data_key(0),
+                          num_steps=2)
+  same, slots = rs.runner._shrink(prog, state, [0, -1, 2, 3, -1])
+  assert slots == [0, -1, 2, 3, -1] and same is state  # 3 of 5: no gain
+  small, slots = rs.runner._shrink(prog, state, [-1, 1, -1, -1, 4])
+  assert slots == [1, 4]
+  for new, old in ((0, 1), (1, 4)):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(small, new),
+                           _slot(state, old))
+  one, slots = rs.runner._shrink(prog, state, [-1, -1, 2, -1, -1])
+  assert slots == [2] and np.shape(one.step) == (1,)
 
 
 def test_exploit_copies_weights_and_optimizer_state_bit_for_bit(tiny_adding):
