@@ -311,5 +311,6 @@ def test_killed_scheduled_sweep_makes_the_same_decisions(
   assert code == -signal.SIGKILL and "finished" not in out
   code, out, err = _run_scheduled(workdir, name)
   assert code == 0 and "finished" in out, err[-2000:]
+  assert "is unusable" not in err  # the newest checkpoint was used
   assert _scheduled_snapshot(workdir) == scheduled_reference[name]
   assert os.listdir(workdir / "checkpoints") == []
