@@ -35,8 +35,8 @@ import numpy as np
 from rnnsweep import faults
 from rnnsweep import store as store_lib
 
-_NAME = "group{group:05d}-step{step:09d}.npz"
-_PATTERN = re.compile(r"group(\d{5})-step(\d{9})\.npz$")
+_NAME = "group{group:05d}-tick{tick:09d}.npz"
+_PATTERN = re.compile(r"group(\d{5})-tick(\d{9})\.npz$")
 KEEP = 2
 #: What reading a truncated, corrupt or foreign checkpoint raises.
 _UNREADABLE = (OSError, ValueError, KeyError, zipfile.BadZipFile,
@@ -59,7 +59,8 @@ def _fsync_dir(path: str) -> None:
 
 
 def checkpoints(directory: str, group_id: int) -> list[tuple[int, str]]:
-  """``(step, path)`` of a group's checkpoints, newest first."""
+  """``(tick, path)`` of a group's checkpoints, newest first (a tick is
+  one evaluation of the group; its slots' steps may differ)."""
   found = []
   for path in glob.glob(os.path.join(directory, f"group{group_id:05d}-*.npz")):
     m = _PATTERN.search(os.path.basename(path))
@@ -68,21 +69,21 @@ def checkpoints(directory: str, group_id: int) -> list[tuple[int, str]]:
   return sorted(found, reverse=True)
 
 
-def save(directory: str, group_id: int, step: int, state: Any,
+def save(directory: str, group_id: int, tick: int, state: Any,
          progress: dict) -> str:
   """Writes one checkpoint atomically and prunes older ones."""
-  return _write(directory, group_id, step,
+  return _write(directory, group_id, tick,
                 [np.asarray(x) for x in jax.tree_util.tree_leaves(state)],
                 progress)
 
 
-def _write(directory: str, group_id: int, step: int,
+def _write(directory: str, group_id: int, tick: int,
            leaves: list[np.ndarray], progress: dict) -> str:
   os.makedirs(directory, exist_ok=True)
   arrays = {f"leaf{i:05d}": a for i, a in enumerate(leaves)}
   arrays["progress"] = np.frombuffer(json.dumps(progress).encode("utf-8"),
                                      np.uint8)
-  final = os.path.join(directory, _NAME.format(group=group_id, step=step))
+  final = os.path.join(directory, _NAME.format(group=group_id, tick=tick))
   tmp = final + f".tmp{os.getpid()}"
   with open(tmp, "wb") as f:
     np.savez(f, **arrays)
@@ -118,7 +119,7 @@ def split(directory: str, group: Any, parts: list) -> int | None:
   """
   if group.queued:
     return None
-  for step, path in checkpoints(directory, group.group_id):
+  for tick, path in checkpoints(directory, group.group_id):
     try:
       leaves, progress = _read_raw(path)
     except _UNREADABLE:
@@ -138,9 +139,10 @@ def split(directory: str, group: Any, parts: list) -> int | None:
           started=mine(progress["started"]),
           lineage=mine(progress.get("lineage", {})),
           unwritten=[d for d in progress["unwritten"] if str(d[0]) in ids])
-      _write(directory, part.group_id, step,
+      _write(directory, part.group_id, tick,
              [a[rows] if a.ndim else a for a in leaves], part_progress)
-    return step
+    return max((c["step"][-1] for c in progress["curves"].values()),
+               default=0)
   return None
 
 
@@ -166,13 +168,13 @@ def load_latest(directory: str, group_id: int, template: Any
   """The newest readable checkpoint of a group that fits ``template``
   (a pytree of ``jax.ShapeDtypeStruct``, or a function of the progress
   record giving one: a group may have shrunk), or ``None``."""
-  for step, path in checkpoints(directory, group_id):
+  for tick, path in checkpoints(directory, group_id):
     try:
       return _read(path, template)
     except _UNREADABLE as e:
       logging.getLogger("rnnsweep").warning(
-          "checkpoint %s (step %d) is unusable (%s); trying an older one",
-          path, step, e)
+          "checkpoint %s (evaluation %d) is unusable (%s); trying an older "
+          "one", path, tick, e)
   return None
 
 

@@ -92,6 +92,8 @@ def _fresh_progress(group: Group) -> dict:
   """The host side of a group's run (checkpointed beside the state)."""
   n = min(group.size, len(group.trials))
   return {"wall_s": 0.0,
+          # evaluations so far: names the checkpoints (slots' steps differ)
+          "tick": 0,
           # slot -> position in group.trials of the trial it holds, or -1
           "slots": [i if i < n else -1 for i in range(group.size)],
           "next": n,
@@ -183,6 +185,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     state = prog.keep_best(state, np.where(held, metrics[sel], np.nan
                                            ).astype(np.float32))
     faults.point("segment_done")
+    progress["tick"] += 1
     if on_segment is not None:
       on_segment(int(np.sum(stop_at - step_now)))
     wall = wall_before + time.perf_counter() - start
@@ -274,8 +277,8 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     if (checkpoint_dir is not None and not done and
         time.monotonic() - last_save >= checkpoint_seconds):
       progress["wall_s"] = wall_before + time.perf_counter() - start
-      checkpoint.save(checkpoint_dir, group.group_id,
-                      int(np.max(stop_at)), state, progress)
+      checkpoint.save(checkpoint_dir, group.group_id, progress["tick"],
+                      state, progress)
       last_save = time.monotonic()
   return finished_results
 
