@@ -403,3 +403,29 @@ def test_report_and_optuna_export_show_pruned_trials(asha_run, tmp_path):
       assert max(t.intermediate_values) == r.stopped_step
     else:
       assert t.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_pbt_needs_a_space(tiny_adding):
+  with pytest.raises(ValueError, match="'pbt' needs a search space"):
+    rs.run_trials(tiny_adding, PLANTED[:2], steps=6, eval_every=3,
+                  scheduler="pbt")
+
+
+@pytest.mark.parametrize("name", ["hyperband", "median"])
+def test_hyperband_and_median_stop_trials_where_their_rules_say(
+    tiny_lm, name):
+  settings = rs.SchedulerSettings(name, min_steps=3, reduction_factor=3)
+  result = rs.run_trials(tiny_lm, PLANTED, steps=STEPS, eval_every=EVAL,
+                         max_group_size=3, scheduler=settings)
+  assert len(result.trials) == len(PLANTED)
+  status = {r.trial_id: r.status for r in result.trials}
+  assert status[0] == status[8] == "completed"  # the good ones
+  pruned = [r for r in result.trials if r.status == "pruned"]
+  assert pruned
+  checked = settings.checked(steps=STEPS, eval_every=EVAL)
+  rules = sch.Scheduler(checked, steps=STEPS, mode="min", space=None, seed=0)
+  for r in pruned:
+    if name == "hyperband":
+      assert r.stopped_step in rules.rungs(r.trial_id)
+    else:
+      assert 3 <= r.stopped_step < STEPS

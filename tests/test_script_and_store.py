@@ -74,6 +74,17 @@ def test_script_runs_end_to_end(tmp_path):
     (["--task=classify", "--data_path=classes.npz"],
      ["classes.npz", "'num_classes'", "one positive integer"]),
     (["--seed=2147483648"], ["--seed"]),
+    (["--scheduler=asha", "--min_steps=30"],
+     ["min_steps must be a positive multiple of eval_every (100)", "30"]),
+    (["--pbt_interval=200"], ["--pbt_interval", "--scheduler=pbt",
+                              "--scheduler=none"]),
+    (["--scheduler=median", "--reduction_factor=2"],
+     ["--reduction_factor", "--scheduler=median"]),
+    (["--scheduler=asha", "--reduction_factor=1"], ["reduction_factor",
+                                                    ">= 2"]),
+    (["--scheduler=asha", "--steps=100"], ["min_steps (100)",
+                                           "below steps (100)"]),
+    (["--scheduler=bohb"], ["--scheduler"]),
 ])
 def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
   workdir = tmp_path / "run"
