@@ -51,9 +51,8 @@ def space(hidden: int) -> rs.Space:
                    "output_dropout": rs.Uniform(0.0, 0.5)})
 
 
-def run_rnnsweep(task, method: str, seed: int, steps: int | None = None
-                 ) -> dict:
-  n, steps = _TRIALS.value, steps or _STEPS.value
+def run_rnnsweep(task, method: str, seed: int) -> dict:
+  n, steps = _TRIALS.value, _STEPS.value
   eval_every = _STEPS.value // 9
   scheduler = {"random": None,
                "asha": rs.SchedulerSettings("asha", min_steps=eval_every,
@@ -152,12 +151,13 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   task = rs.make_task("lm")
   rows = []
-  # Warm-up: every program compiled once (same shapes as the timed runs).
+  # Warm-up: every program compiled once (a whole run of each kind, so
+  # ASHA's shrunk groups are compiled too).
   for method in _METHODS.value:
     if method == "optuna":
       run_optuna(task, 99, steps=_STEPS.value // 9)
     else:
-      run_rnnsweep(task, method, 99, steps=2 * (_STEPS.value // 9))
+      run_rnnsweep(task, method, 99)
   for seed in range(_SEEDS.value):
     for method in _METHODS.value:
       row = (run_optuna(task, seed) if method == "optuna"

@@ -774,6 +774,11 @@ def hparam_arrays(params_list: Sequence[Mapping[str, Any]]
           for n in space_lib.VECTOR_NAMES}
 
 
+def trial_hparams(params: Mapping[str, Any]) -> dict[str, np.float32]:
+  """One trial's vectorised values as float32 scalars (for a slot)."""
+  return {n: np.float32(params[n]) for n in space_lib.VECTOR_NAMES}
+
+
 def seed_array(seeds: Sequence[int]) -> np.ndarray:
   """Trial seeds as ``int32[K]`` (seeds lie in ``[0, 2**31)``)."""
   return np.asarray(seeds, np.int32)

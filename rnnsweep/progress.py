@@ -50,6 +50,7 @@ class SweepProgress:
     self.groups_done = 0
     self.pruned = 0
     self.refilled = 0
+    self.running = 0
     self.best: float | None = None
     self._progress = None
     self._task = None
@@ -66,8 +67,9 @@ class SweepProgress:
   def _describe(self) -> str:
     scheduled = (f" ({self.pruned} pruned, {self.refilled} slots refilled)"
                  if self.pruned or self.refilled else "")
-    return (f"trials {self.trials_done}/{self.total_trials}{scheduled} "
-            f"groups {self.groups_done}/{self.total_groups}")
+    training = f", {self.running} training" if self.running else ""
+    return (f"trials {self.trials_done}/{self.total_trials}{scheduled}"
+            f"{training} groups {self.groups_done}/{self.total_groups}")
 
   def _best_text(self) -> str:
     return ("" if self.best is None
@@ -87,16 +89,25 @@ class SweepProgress:
       self._progress.advance(self._task, trial_steps)
 
   def trials_finished(self, num_trials: int, *, pruned: int = 0,
-                      refilled: int = 0, steps_saved: int = 0) -> None:
+                      refilled: int = 0, steps_saved: int = 0,
+                      running: int = 0) -> None:
     """Trials finished at an evaluation; ``steps_saved``: trial-steps the
-    ones stopped early will not train (out of the total)."""
+    ones stopped early will not train (out of the total); ``running``:
+    trials the group now trains."""
     self.trials_done += num_trials
     self.pruned += pruned
     self.refilled += refilled
+    self.running = running
     if self._progress is not None:
       total = self._progress.tasks[0].total
       self._progress.update(self._task, description=self._describe(),
                             total=max(total - steps_saved, 1))
+
+  def training(self, running: int) -> None:
+    """A group starts with ``running`` trials."""
+    self.running = running
+    if self._progress is not None:
+      self._progress.update(self._task, description=self._describe())
 
   def group_done(self, best: float | None) -> None:
     self.groups_done += 1

@@ -130,13 +130,15 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     options: how the program is built (precision, unroll, donation).
     scheduler: early stopping or PBT (checked settings; ``None``: none).
     space: the sweep's space (PBT perturbs within it).
-    on_tick: ``on_tick(results, decisions, done, refilled)`` after each
-      evaluation, with the trials that finished there, the decisions taken
-      and how many slots were refilled; it returns False when the group is
-      no longer this process's.
+    on_tick: ``on_tick(results, decisions, done, refilled, running)`` after
+      each evaluation, with the trials that finished there, the decisions
+      taken, how many slots were refilled and how many trials the group
+      now trains; it returns False when the group is no longer this
+      process's.
 
   Returns:
-    The results of the trials that finished (every trial of the group).
+    The results of the trials that finished in this call (a resumed group's
+    trials recorded before the interruption are in the store).
   """
   scheduler = scheduler or schedulers.SchedulerSettings()
   prog = engine.get_program(group.static, task, options)
@@ -251,17 +253,16 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
         decisions.append(schedulers.Decision(trial.trial_id, 0, "start",
                                              None, {"slot": s}))
     done = not any(i >= 0 for i in slots)
-    if on_tick is not None and not on_tick(results, decisions, done,
-                                           len(refills)):
+    if on_tick is not None and not on_tick(
+        results, decisions, done, len(refills),
+        sum(i >= 0 for i in slots)):
       raise _TakenOver()
     finished_results += results
     progress["unwritten"] = []
     faults.point("tick_recorded")  # written; slots not refilled yet
     for s, trial in refills:
-      state = prog.reset_slot(
-          state, np.int32(s), np.int32(trial.seed),
-          {k: np.float32(v[0]) for k, v in
-           engine.hparam_arrays([trial.params]).items()})
+      state = prog.reset_slot(state, np.int32(s), np.int32(trial.seed),
+                              engine.trial_hparams(trial.params))
     if outcome.exploits:
       sources = np.arange(len(slots), dtype=np.int32)
       new_hp = {k: v.astype(np.float32) for k, v in trial_hp.items()}
@@ -499,7 +500,7 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
   id (a group that runs out of memory is split and queued)."""
   before = sum(engine.trace_counts().values())
 
-  def on_tick(results, decisions, done, refilled):
+  def on_tick(results, decisions, done, refilled, running):
     if store is not None and not store.record(
         group, results, owner, decisions=decisions, done=done):
       return False
@@ -507,9 +508,10 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
         len(results), pruned=sum(r.status == "pruned" for r in results),
         refilled=refilled,
         steps_saved=sum(settings.steps - r.curves["step"][-1]
-                        for r in results))
+                        for r in results), running=running)
     return True
   start = time.perf_counter()
+  bar.training(min(group.size, len(group.trials)))
   try:
     group_results = run_group(task, group, steps=settings.steps,
                               eval_every=settings.eval_every,
@@ -571,7 +573,7 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
                else "no completed trial yet")
   counts = collections.Counter(r.status for r in group_results)
   pruned = (f", {counts['pruned']} pruned, "
-            f"{len(group.trials) - group.size} slot refills"
+            f"{len(group.trials) - group.size} slots refilled"
             if group.queued else "")
   log(f"group {group.group_id + 1} {group.static.label()} "
       f"K={group.size} ({len(group.trials)} trials{pruned}): "

@@ -58,6 +58,17 @@ def tiny_adding():
   return rs.Adding(seq_len=12, num_val=64)
 
 
+def group_state(task, configs):
+  """``(program, trials, initial state)`` of one group of ``configs``."""
+  from rnnsweep import engine  # pylint: disable=import-outside-toplevel
+  trials = rs.make_trials(configs)
+  group = rs.plan_groups(trials, len(trials))[0]
+  prog = engine.get_program(group.static, task)
+  state = prog.init(engine.seed_array([t.seed for t in trials]),
+                    engine.hparam_arrays([t.params for t in trials]))
+  return prog, trials, state
+
+
 PLANTED_SPACE = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-1),
                           "output_dropout": rs.Uniform(0.0, 0.5),
                           "cell": rs.Choice(["lstm", "gru"])})

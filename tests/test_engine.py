@@ -14,7 +14,7 @@ import pytest
 import rnnsweep as rs
 from rnnsweep import engine
 from rnnsweep.groups import StaticConfig
-from conftest import TINY, subprocess_env
+from conftest import TINY, group_state, subprocess_env
 import reference
 
 CELLS = ["simple", "lstm", "gru"]
@@ -126,12 +126,9 @@ def test_divergent_trial_is_frozen_and_isolated(tiny_adding):
 
 def _one_group(task, configs):
   """``(program, hp, data, data_key, initial state)`` of one group."""
-  trials = rs.make_trials(configs)
-  group = rs.plan_groups(trials, len(trials))[0]
-  prog = engine.get_program(group.static, task)
+  prog, trials, state = group_state(task, configs)
   hp = engine.hparam_arrays([t.params for t in trials])
-  seeds = engine.seed_array([t.seed for t in trials])
-  return prog, hp, task.data(), jax.random.PRNGKey(0), prog.init(seeds, hp)
+  return prog, hp, task.data(), jax.random.PRNGKey(0), state
 
 
 def test_diverged_parameters_stay_frozen(tiny_adding):

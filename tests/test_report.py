@@ -93,11 +93,11 @@ def test_progress_bar_draws_on_a_terminal_only():
   with SweepProgress(total_trial_steps=40, total_trials=4, total_groups=2,
                      metric="mse", console=console) as bar:
     bar.advance(10)
-    bar.trials_finished(1, pruned=1, refilled=1, steps_saved=5)
+    bar.trials_finished(1, pruned=1, refilled=1, steps_saved=5, running=2)
     # Trials count as they finish, not only when their group does.
     described = [bar._describe()]
     bar.advance(10)
-    bar.trials_finished(1)
+    bar.trials_finished(1, running=1)
     described.append(bar._describe())
     bar.group_done(0.125)
     bar.wrap_log(print)("group 1 done")
@@ -106,8 +106,8 @@ def test_progress_bar_draws_on_a_terminal_only():
     bar.group_done(0.0625)
   text = buf.getvalue()
   assert described == [
-      "trials 1/4 (1 pruned, 1 slots refilled) groups 0/2",
-      "trials 2/4 (1 pruned, 1 slots refilled) groups 0/2"]
+      "trials 1/4 (1 pruned, 1 slots refilled), 2 training groups 0/2",
+      "trials 2/4 (1 pruned, 1 slots refilled), 1 training groups 0/2"]
   assert bar._progress.tasks[0].total == 35  # the pruned trial's 5 steps
   assert "trials 4/4 (1 pruned, 1 slots refilled) groups 2/2" in text
   assert "best mse 0.0625" in text

@@ -10,7 +10,7 @@ import pytest
 import rnnsweep as rs
 from rnnsweep import engine
 from rnnsweep import schedulers as sch
-from conftest import TINY
+from conftest import TINY, group_state
 
 # Same static config for every trial: one queued group. Good trials learn;
 # hopeless ones (a learning rate of 1e-7) stay where they started, near
@@ -121,56 +121,47 @@ def test_stopped_trials_match_the_same_trials_without_a_scheduler(
 # ---------------------------------------------------------------------------
 
 
-def _group(task, configs):
-  trials = rs.make_trials(configs)
-  group = rs.plan_groups(trials, len(trials))[0]
-  prog = engine.get_program(group.static, task)
-  hp = engine.hparam_arrays([t.params for t in trials])
-  seeds = engine.seed_array([t.seed for t in trials])
-  return prog, trials, prog.init(seeds, hp)
-
-
 def _slot(state, i):
   return jax.tree_util.tree_map(lambda a: np.asarray(a[i]), state.trials)
+
+
+def _reset(task, configs, steps_before, slot, **newcomer):
+  """A group trained ``steps_before`` steps, then a new trial (``configs[0]``
+  with ``newcomer``'s values) written into ``slot``."""
+  prog, _, state = group_state(task, configs)
+  key = engine.data_key(0)
+  state, _ = prog.segment(state, task.data().train, key,
+                          num_steps=steps_before)
+  trial = rs.make_trials([dict(configs[0], **newcomer)], seed=9)[0]
+  reset = prog.reset_slot(state, np.int32(slot), np.int32(trial.seed),
+                          engine.trial_hparams(trial.params))
+  return prog, state, reset, trial
 
 
 def test_reset_slot_writes_a_fresh_trial_and_leaves_the_others(tiny_adding):
   configs = [dict(TINY, cell="gru", learning_rate=lr)
              for lr in (1e-2, 2e-2, 3e-2)]
-  prog, trials, state = _group(tiny_adding, configs)
-  data = tiny_adding.data()
-  key = engine.data_key(0)
-  state, _ = prog.segment(state, data.train, key, num_steps=4)
-  newcomer = rs.make_trials([dict(configs[0], learning_rate=5e-3,
-                                  recurrent_dropout=0.3)], seed=9)[0]
-  hp = {k: np.float32(v[0]) for k, v in
-        engine.hparam_arrays([newcomer.params]).items()}
-  reset = prog.reset_slot(state, np.int32(1), np.int32(newcomer.seed), hp)
-  fresh = prog.init(engine.seed_array([newcomer.seed]),
-                    engine.hparam_arrays([newcomer.params]))
+  _, before, reset, newcomer = _reset(tiny_adding, configs, 4, 1,
+                                      learning_rate=5e-3,
+                                      recurrent_dropout=0.3)
+  _, _, fresh = group_state(tiny_adding, [newcomer.params])
   jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(reset, 1),
                          _slot(fresh, 0))
   for i in (0, 2):
     jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(reset, i),
-                           _slot(state, i))
+                           _slot(before, i))
   assert np.asarray(reset.step).tolist() == [4, 0, 4]
 
 
 def test_a_reset_slot_trains_like_a_fresh_group(tiny_adding):
   configs = [dict(TINY, cell="lstm", learning_rate=lr, output_dropout=0.2)
              for lr in (1e-2, 2e-2, 3e-2)]
-  prog, trials, state = _group(tiny_adding, configs)
-  data = tiny_adding.data()
-  key = engine.data_key(0)
-  state, _ = prog.segment(state, data.train, key, num_steps=5)
-  newcomer = rs.make_trials([dict(configs[0], learning_rate=7e-3,
-                                  input_dropout=0.2)], seed=4)[0]
-  hp = {k: np.float32(v[0]) for k, v in
-        engine.hparam_arrays([newcomer.params]).items()}
-  state = prog.reset_slot(state, np.int32(2), np.int32(newcomer.seed), hp)
+  prog, _, state, newcomer = _reset(tiny_adding, configs, 5, 2,
+                                    learning_rate=7e-3, input_dropout=0.2)
+  data, key = tiny_adding.data(), engine.data_key(0)
   # Slot 2 trains 6 steps from 0 while the others go from 5 to 11.
   state, seg = prog.segment(state, data.train, key, num_steps=6)
-  alone_prog, _, alone = _group(tiny_adding, [newcomer.params])
+  alone_prog, _, alone = group_state(tiny_adding, [newcomer.params])
   alone, alone_seg = alone_prog.segment(alone, data.train, key, num_steps=6)
   np.testing.assert_allclose(seg.train_loss[2], alone_seg.train_loss[0],
                              rtol=1e-5)
@@ -181,7 +172,7 @@ def test_a_reset_slot_trains_like_a_fresh_group(tiny_adding):
 
 def test_stop_at_holds_a_slot_still(tiny_adding):
   configs = [dict(TINY, cell="gru", learning_rate=lr) for lr in (1e-2, 2e-2)]
-  prog, _, state = _group(tiny_adding, configs)
+  prog, _, state = group_state(tiny_adding, configs)
   data = tiny_adding.data()
   key = engine.data_key(0)
   moved, seg = prog.segment(state, data.train, key, num_steps=3,
@@ -195,7 +186,7 @@ def test_stop_at_holds_a_slot_still(tiny_adding):
 def test_a_spent_queue_shrinks_to_its_running_trials(tiny_adding):
   configs = [dict(TINY, cell="gru", learning_rate=lr)
              for lr in (1e-2, 2e-2, 3e-2, 4e-2, 5e-2)]
-  prog, _, state = _group(tiny_adding, configs)
+  prog, _, state = group_state(tiny_adding, configs)
   state, _ = prog.segment(state, tiny_adding.data().train, engine.data_key(0),
                           num_steps=2)
   same, slots = rs.runner._shrink(prog, state, [0, -1, 2, 3, -1])
@@ -212,7 +203,7 @@ def test_a_spent_queue_shrinks_to_its_running_trials(tiny_adding):
 def test_exploit_copies_weights_and_optimizer_state_bit_for_bit(tiny_adding):
   configs = [dict(TINY, cell="gru", learning_rate=lr)
              for lr in (1e-2, 2e-2, 3e-2, 4e-2)]
-  prog, _, state = _group(tiny_adding, configs)
+  prog, _, state = group_state(tiny_adding, configs)
   data = tiny_adding.data()
   state, _ = prog.segment(state, data.train, engine.data_key(0), num_steps=4)
   hp = {k: np.asarray(v) for k, v in state.trials.hp.items()}
