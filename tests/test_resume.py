@@ -299,10 +299,8 @@ def scheduled_reference(tmp_path_factory):
     ("asha", "tick_recorded:1"),  # first rung decided and written, slots
                                   # not refilled yet
     ("asha", "store_write:3"),    # inside a later decision's transaction
-    ("asha", "segment_done:4"),   # a refilled slot mid-training
     ("asha", "segment_start:6"),  # resumes a group shrunk to K=1
     ("pbt", "tick_recorded:2"),   # exploit written, not yet applied
-    ("pbt", "segment_start:3"),   # after an exploit was checkpointed
 ])
 def test_killed_scheduled_sweep_makes_the_same_decisions(
     tmp_path, scheduled_reference, name, kill_at):

@@ -125,39 +125,43 @@ def _slot(state, i):
   return jax.tree_util.tree_map(lambda a: np.asarray(a[i]), state.trials)
 
 
-def _reset(task, configs, steps_before, slot, **newcomer):
-  """A group trained ``steps_before`` steps, then a new trial (``configs[0]``
+# One static configuration and K for every slot test: one set of programs.
+FOUR = [dict(TINY, cell="gru", learning_rate=lr, output_dropout=0.2)
+        for lr in (1e-2, 2e-2, 3e-2, 4e-2)]
+
+
+def _trained(task, steps):
+  prog, _, state = group_state(task, FOUR)
+  state, _ = prog.segment(state, task.data().train, engine.data_key(0),
+                          num_steps=steps)
+  return prog, state
+
+
+def _reset(task, steps_before, slot, **newcomer):
+  """The group trained ``steps_before`` steps, then a new trial (``FOUR[0]``
   with ``newcomer``'s values) written into ``slot``."""
-  prog, _, state = group_state(task, configs)
-  key = engine.data_key(0)
-  state, _ = prog.segment(state, task.data().train, key,
-                          num_steps=steps_before)
-  trial = rs.make_trials([dict(configs[0], **newcomer)], seed=9)[0]
+  prog, state = _trained(task, steps_before)
+  trial = rs.make_trials([dict(FOUR[0], **newcomer)], seed=9)[0]
   reset = prog.reset_slot(state, np.int32(slot), np.int32(trial.seed),
                           engine.trial_hparams(trial.params))
   return prog, state, reset, trial
 
 
 def test_reset_slot_writes_a_fresh_trial_and_leaves_the_others(tiny_adding):
-  configs = [dict(TINY, cell="gru", learning_rate=lr)
-             for lr in (1e-2, 2e-2, 3e-2)]
-  _, before, reset, newcomer = _reset(tiny_adding, configs, 4, 1,
-                                      learning_rate=5e-3,
+  _, before, reset, newcomer = _reset(tiny_adding, 4, 1, learning_rate=5e-3,
                                       recurrent_dropout=0.3)
   _, _, fresh = group_state(tiny_adding, [newcomer.params])
   jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(reset, 1),
                          _slot(fresh, 0))
-  for i in (0, 2):
+  for i in (0, 2, 3):
     jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(reset, i),
                            _slot(before, i))
-  assert np.asarray(reset.step).tolist() == [4, 0, 4]
+  assert np.asarray(reset.step).tolist() == [4, 0, 4, 4]
 
 
 def test_a_reset_slot_trains_like_a_fresh_group(tiny_adding):
-  configs = [dict(TINY, cell="lstm", learning_rate=lr, output_dropout=0.2)
-             for lr in (1e-2, 2e-2, 3e-2)]
-  prog, _, state, newcomer = _reset(tiny_adding, configs, 5, 2,
-                                    learning_rate=7e-3, input_dropout=0.2)
+  prog, _, state, newcomer = _reset(tiny_adding, 5, 2, learning_rate=7e-3,
+                                    input_dropout=0.2)
   data, key = tiny_adding.data(), engine.data_key(0)
   # Slot 2 trains 6 steps from 0 while the others go from 5 to 11.
   state, seg = prog.segment(state, data.train, key, num_steps=6)
@@ -171,41 +175,32 @@ def test_a_reset_slot_trains_like_a_fresh_group(tiny_adding):
 
 
 def test_stop_at_holds_a_slot_still(tiny_adding):
-  configs = [dict(TINY, cell="gru", learning_rate=lr) for lr in (1e-2, 2e-2)]
-  prog, _, state = group_state(tiny_adding, configs)
-  data = tiny_adding.data()
-  key = engine.data_key(0)
-  moved, seg = prog.segment(state, data.train, key, num_steps=3,
-                            stop_at=[3, 0])
-  jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(moved, 1),
-                         _slot(state, 1))
-  assert np.asarray(moved.step).tolist() == [3, 0]
+  prog, _, state = group_state(tiny_adding, FOUR)
+  moved, seg = prog.segment(state, tiny_adding.data().train,
+                            engine.data_key(0), num_steps=3,
+                            stop_at=[3, 0, 3, 0])
+  for i in (1, 3):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(moved, i),
+                           _slot(state, i))
+  assert np.asarray(moved.step).tolist() == [3, 0, 3, 0]
   assert np.asarray(seg.windows_with_targets)[1] == 0
 
 
 def test_a_spent_queue_shrinks_to_its_running_trials(tiny_adding):
-  configs = [dict(TINY, cell="gru", learning_rate=lr)
-             for lr in (1e-2, 2e-2, 3e-2, 4e-2, 5e-2)]
-  prog, _, state = group_state(tiny_adding, configs)
-  state, _ = prog.segment(state, tiny_adding.data().train, engine.data_key(0),
-                          num_steps=2)
-  same, slots = rs.runner._shrink(prog, state, [0, -1, 2, 3, -1])
-  assert slots == [0, -1, 2, 3, -1] and same is state  # 3 of 5: no gain
-  small, slots = rs.runner._shrink(prog, state, [-1, 1, -1, -1, 4])
-  assert slots == [1, 4]
-  for new, old in ((0, 1), (1, 4)):
+  prog, state = _trained(tiny_adding, 2)
+  same, slots = rs.runner._shrink(prog, state, [0, -1, 2, 3])
+  assert slots == [0, -1, 2, 3] and same is state  # 3 of 4: no gain
+  small, slots = rs.runner._shrink(prog, state, [-1, 1, -1, 3])
+  assert slots == [1, 3]
+  for new, old in ((0, 1), (1, 3)):
     jax.tree_util.tree_map(np.testing.assert_array_equal, _slot(small, new),
                            _slot(state, old))
-  one, slots = rs.runner._shrink(prog, state, [-1, -1, 2, -1, -1])
+  one, slots = rs.runner._shrink(prog, state, [-1, -1, 2, -1])
   assert slots == [2] and np.shape(one.step) == (1,)
 
 
 def test_exploit_copies_weights_and_optimizer_state_bit_for_bit(tiny_adding):
-  configs = [dict(TINY, cell="gru", learning_rate=lr)
-             for lr in (1e-2, 2e-2, 3e-2, 4e-2)]
-  prog, _, state = group_state(tiny_adding, configs)
-  data = tiny_adding.data()
-  state, _ = prog.segment(state, data.train, engine.data_key(0), num_steps=4)
+  prog, state = _trained(tiny_adding, 4)
   hp = {k: np.asarray(v) for k, v in state.trials.hp.items()}
   hp["learning_rate"] = np.array([1e-2, 2e-2, 3e-2, 1.25 * 2e-2], np.float32)
   sources = np.array([0, 1, 2, 1], np.int32)
