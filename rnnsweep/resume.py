@@ -14,6 +14,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from rnnsweep.groups import Group, GroupSizer, plan_groups
+from rnnsweep.schedulers import SchedulerSettings
 from rnnsweep.settings import COMPARED
 from rnnsweep.store import Store, clean_json
 
@@ -49,6 +50,8 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
   stored = store.settings()
   if "num_trials" not in stored:
     raise store.unreadable("no sweep settings in it")
+  # Sweeps stored before schedulers existed ran without one.
+  stored.setdefault("scheduler", SchedulerSettings().record())
   diffs = [k for k in COMPARED if _json(stored.get(k)) != _json(record.get(k))]
   n_old = stored["num_trials"]
   growing = extend and len(trials) > n_old

@@ -115,6 +115,10 @@ class SchedulerSettings:
   def queued(self) -> bool:
     return self.name in QUEUED
 
+  def record(self) -> dict[str, Any]:
+    """The settings as stored with a sweep."""
+    return dataclasses.asdict(self)
+
 
 class Arrival(NamedTuple):
   """A running trial at an evaluation boundary.

@@ -92,7 +92,7 @@ class SweepSettings:
     compares)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     out["engine"] = dataclasses.asdict(self.engine)
-    out["scheduler"] = dataclasses.asdict(self.scheduler)
+    out["scheduler"] = self.scheduler.record()
     out["task_config"] = dict(self.task_config)
     return json.loads(json.dumps(out, sort_keys=True))
 

@@ -328,3 +328,23 @@ def test_script_default_workdir_follows_the_engine_options(tmp_path):
   hoisted = run_script(*args, "--hoist_input", cwd=tmp_path)
   assert plain.returncode == 0 and hoisted.returncode == 0, hoisted.stderr
   assert len(os.listdir(tmp_path / "runs")) == 2
+
+
+def test_a_sweep_stored_before_schedulers_continues(tmp_path):
+  """A workdir written before schedulers existed (no scheduler setting, no
+  decisions table) continues as a sweep without one."""
+  task = rs.Adding(seq_len=6, num_val=8)
+  configs = [{"hidden_size": 4, "batch_size": 2, "learning_rate": lr}
+             for lr in (1e-3, 2e-3)]
+  first = rs.run_trials(task, configs, steps=4, eval_every=2,
+                        workdir=str(tmp_path))
+  with sqlite3.connect(tmp_path / "results.db") as conn:
+    conn.execute("DELETE FROM sweep WHERE key='scheduler'")
+    conn.execute("DROP TABLE decisions")
+  again = rs.run_trials(task, configs, steps=4, eval_every=2,
+                        workdir=str(tmp_path))
+  assert [r.curves for r in again.trials] == [r.curves for r in first.trials]
+  # ... as a sweep without one: another scheduler is another sweep.
+  with pytest.raises(ValueError, match=r"other settings: scheduler\."):
+    rs.run_trials(task, configs, steps=4, eval_every=2, scheduler="asha",
+                  workdir=str(tmp_path))
