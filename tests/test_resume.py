@@ -298,7 +298,6 @@ def scheduled_reference(tmp_path_factory):
 @pytest.mark.parametrize("name, kill_at", [
     ("asha", "tick_recorded:1"),  # first rung decided and written, slots
                                   # not refilled yet
-    ("asha", "store_write:3"),    # inside a later decision's transaction
     ("asha", "segment_start:6"),  # resumes a group shrunk to K=1
     ("pbt", "tick_recorded:2"),   # exploit written, not yet applied
 ])
