@@ -253,15 +253,18 @@ class Scheduler:
 
   def _successive_halving(self, arrivals):
     records = self.state["records"]
-    at_rung = [(a, f"{self.bracket(a.trial_id)}/{a.step}") for a in arrivals
-               if a.step in self.rungs(a.trial_id)]
+    # (arrival, its bracket, its rung ladder), for those at one of its rungs
+    ladders = [(a, self.bracket(a.trial_id), self.rungs(a.trial_id))
+               for a in arrivals]
+    at_rung = [(a, b, ladder, f"{b}/{a.step}") for a, b, ladder in ladders
+               if a.step in ladder]
     # Trials reaching a rung together join it together: none is judged
     # against a partial list because of its slot number.
-    for a, key in at_rung:
+    for a, _, _, key in at_rung:
       records.setdefault(key, []).append([a.trial_id, _finite(a.value)])
     decisions, pruned = [], set()
     eta = self.settings.reduction_factor
-    for a, key in at_rung:
+    for a, b, ladder, key in at_rung:
       rung = records[key]
       keep = max(1, len(rung) // eta)
       mine = _key(a.value, self.mode)
@@ -269,8 +272,8 @@ class Scheduler:
       go_on = better < keep and math.isfinite(mine)
       decisions.append(Decision(
           a.trial_id, a.step, "rung", _finite(a.value),
-          {"rung": self.rungs(a.trial_id).index(a.step),
-           "bracket": self.bracket(a.trial_id), "recorded": len(rung),
+          {"rung": ladder.index(a.step), "bracket": b,
+           "recorded": len(rung),
            "keep": keep, "continue": go_on}))
       if not go_on:
         pruned.add(a.trial_id)
