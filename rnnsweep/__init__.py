@@ -18,22 +18,25 @@ from rnnsweep.groups import Group, StaticConfig, plan_groups
 from rnnsweep.runner import (SweepResult, execute, run_trials, sweep,
                              sweep_settings, task_space)
 from rnnsweep.settings import SweepSettings
-from rnnsweep.samplers import TrialSpec, grid, make_trials, random
+from rnnsweep.samplers import (TrialSpec, around, grid, load_trials,
+                               make_trials, quasirandom, random)
 from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
                             LogUniform, PARAMS, Space, Uniform, load_space)
 from rnnsweep.schedulers import SchedulerSettings
-from rnnsweep import interop, report, resume, schedulers, sizing
+from rnnsweep import (batch_search, interop, report, resume, samplers,
+                      schedulers, sizing)
 from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
                             make_task)
 
 __all__ = [
     "Adding", "CharLM", "Choice", "Classify", "Copy", "EngineOptions",
-    "Forecast", "Fixed", "Group", "IntLogUniform",
-    "IntUniform", "LogUniform", "PARAMS", "SchedulerSettings", "Space",
-    "StaticConfig", "Store",
-    "SweepResult", "SweepSettings", "Task", "TrialResult", "TrialSpec", "Uniform", "execute",
-    "grid", "load_space", "make_task", "make_trials", "plan_groups", "random",
-    "interop", "report", "resume", "run_trials", "schedulers", "sizing", "sweep",
-    "sweep_settings", "task_space",
+    "Forecast", "Fixed", "Group", "IntLogUniform", "IntUniform",
+    "LogUniform", "PARAMS", "SchedulerSettings", "Space", "StaticConfig",
+    "Store", "SweepResult", "SweepSettings", "Task", "TrialResult",
+    "TrialSpec", "Uniform", "around", "batch_search", "execute", "grid",
+    "interop", "load_space", "load_trials", "make_task", "make_trials",
+    "plan_groups", "quasirandom", "random", "report", "resume", "run_trials",
+    "samplers", "schedulers", "sizing", "sweep", "sweep_settings",
+    "task_space",
 ]

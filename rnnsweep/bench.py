@@ -155,7 +155,7 @@ def measure_naive(w: Workload, trials: int, *,
     for trial in make_trials(configs):
       group = plan_groups([trial], 1)[0]
       one = engine.OneTrial(group.static, task)  # nothing cached
-      hp = {k: float(trial.params[k]) for k in engine.space_lib.VECTOR_NAMES}
+      hp = engine.trial_hparams(trial.params, horizon=w.updates)
 
       def train(seed, data_train, data_key, one=one, hp=hp):
         state = one.init(seed, hp)

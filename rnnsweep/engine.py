@@ -268,6 +268,55 @@ def clip_by_global_norm(max_norm: Array) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+#: The entry of a trial's values holding the number of steps its learning
+#: rate schedule spans (the sweep's ``steps``); not a hyperparameter.
+HORIZON = "horizon"
+#: Every name in a trial's ``hp``: the vectorised hyperparameters and the
+#: schedule's horizon.
+HP_NAMES = space_lib.VECTOR_NAMES + (HORIZON,)
+
+
+def learning_rate(schedule: str, hp: Mapping[str, Array], step: Array
+                  ) -> Array:
+  """The learning rate of update ``step`` (0-based) under ``schedule``.
+
+  Written on traced per-trial values (optax's schedule builders branch on
+  their peak in Python and reject tracers). With ``T = hp["horizon"]``,
+  ``lr = hp["learning_rate"]`` and ``t = step``:
+
+  - ``constant``: ``lr``.
+  - ``cosine``: ``lr * (f + (1 - f) * (1 + cos(pi * t / T)) / 2)`` with
+    ``f = final_lr_fraction``.
+  - ``warmup_cosine``: ``lr * (t + 1) / W`` while ``t < W`` (``W =
+    warmup_steps_fraction * T``), then the cosine over the remaining
+    ``T - W`` steps.
+  - ``exponential``: ``lr * decay_rate ** (t / T)``.
+  - ``step``: ``lr * decay_rate ** k``, ``k`` the number of drops passed
+    (at ``T / 2`` and ``3 T / 4``).
+  """
+  peak = hp["learning_rate"]
+  if schedule == "constant":
+    return peak
+  t = jnp.asarray(step, jnp.float32)
+  horizon = jnp.maximum(hp[HORIZON], 1.0)
+  if schedule in ("cosine", "warmup_cosine"):
+    warm = (hp["warmup_steps_fraction"] * horizon
+            if schedule == "warmup_cosine" else jnp.float32(0.0))
+    rising = jnp.minimum(1.0, (t + 1.0) / jnp.maximum(warm, 1.0))
+    p = jnp.clip((t - warm) / jnp.maximum(horizon - warm, 1.0), 0.0, 1.0)
+    f = hp["final_lr_fraction"]
+    falling = f + (1.0 - f) * 0.5 * (1.0 + jnp.cos(jnp.pi * p))
+    return peak * jnp.where(t < warm, rising, falling)
+  if schedule == "exponential":
+    return peak * hp["decay_rate"] ** (t / horizon)
+  if schedule == "step":
+    drops = ((t >= 0.5 * horizon).astype(jnp.float32)
+             + (t >= 0.75 * horizon).astype(jnp.float32))
+    return peak * hp["decay_rate"] ** drops
+  raise ValueError(f"lr_schedule must be one of {space_lib.LR_SCHEDULES}, "
+                   f"got {schedule!r}")
+
+
 def make_optimizer(name: str, hp: Mapping[str, Array]
                    ) -> optax.GradientTransformation:
   """The optimizer family ``name`` built from one trial's traced values.
@@ -405,7 +454,12 @@ class OneTrial:
                               num_layers=self.static.num_layers)
     params = self.model.init(init_key(key),
                              self.zero_carry(b), dummy, masks)["params"]
-    hp = {n: jnp.asarray(hp[n], jnp.float32) for n in space_lib.VECTOR_NAMES}
+    if HORIZON not in hp:
+      if self.static.lr_schedule != "constant":
+        raise ValueError(f"lr_schedule {self.static.lr_schedule!r} needs "
+                         f"the number of steps it spans (hp[{HORIZON!r}])")
+      hp = {**hp, HORIZON: 0.0}
+    hp = {n: jnp.asarray(hp[n], jnp.float32) for n in HP_NAMES}
     opt_state = make_optimizer(self.static.optimizer, hp).init(params)
     worst = selection.worst(self.task.selection_mode)
     return TrialState(params=params, opt_state=opt_state,
@@ -472,7 +526,10 @@ class OneTrial:
     masks = self.masks(state.key, state.hp, seq_batch)
     (loss, new_carry), grads = jax.value_and_grad(
         self.window_loss, has_aux=True)(state.params, carry, window, masks)
-    tx = make_optimizer(self.static.optimizer, state.hp)
+    tx = make_optimizer(self.static.optimizer, {
+        **state.hp,
+        "learning_rate": learning_rate(self.static.lr_schedule, state.hp,
+                                       step)})
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     has_targets = jnp.sum(window.weights) > 0
@@ -767,16 +824,37 @@ def clear_programs() -> None:
   jax.clear_caches()
 
 
-def hparam_arrays(params_list: Sequence[Mapping[str, Any]]
-                  ) -> dict[str, np.ndarray]:
-  """Per-trial vectorised values as ``{name: float32[K]}``."""
-  return {n: np.asarray([p[n] for p in params_list], np.float32)
-          for n in space_lib.VECTOR_NAMES}
+def _horizon(params_list: Sequence[Mapping[str, Any]], horizon: int | None
+             ) -> float:
+  if horizon is None:
+    if any(p.get("lr_schedule", "constant") != "constant"
+           for p in params_list):
+      raise ValueError("a learning rate schedule needs horizon= (the "
+                       "number of steps it spans)")
+    return 0.0
+  if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+    raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+  return float(horizon)
 
 
-def trial_hparams(params: Mapping[str, Any]) -> dict[str, np.float32]:
-  """One trial's vectorised values as float32 scalars (for a slot)."""
-  return {n: np.float32(params[n]) for n in space_lib.VECTOR_NAMES}
+def hparam_arrays(params_list: Sequence[Mapping[str, Any]], *,
+                  horizon: int | None = None) -> dict[str, np.ndarray]:
+  """Per-trial values as ``{name: float32[K]}``.
+
+  Args:
+    params_list: each trial's resolved parameters.
+    horizon: the steps a learning rate schedule spans (the sweep's
+      ``steps``); only needed when a trial has one.
+  """
+  h = _horizon(params_list, horizon)
+  return {n: np.asarray([h if n == HORIZON else p[n] for p in params_list],
+                        np.float32) for n in HP_NAMES}
+
+
+def trial_hparams(params: Mapping[str, Any], *, horizon: int | None = None
+                  ) -> dict[str, np.float32]:
+  """One trial's values as float32 scalars (for a slot)."""
+  return {n: v[0] for n, v in hparam_arrays([params], horizon=horizon).items()}
 
 
 def seed_array(seeds: Sequence[int]) -> np.ndarray:

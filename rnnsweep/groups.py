@@ -32,6 +32,8 @@ class StaticConfig:
   truncation: int
   embed_size: int
   optimizer: str
+  # Stores written before schedules existed have no lr_schedule.
+  lr_schedule: str = "constant"
 
   @classmethod
   def from_params(cls, params: Mapping[str, Any]) -> "StaticConfig":
@@ -40,7 +42,9 @@ class StaticConfig:
   def label(self) -> str:
     return (f"{self.cell}(h={self.hidden_size}x{self.num_layers}) "
             f"b={self.batch_size} w={self.truncation} e={self.embed_size} "
-            f"{self.optimizer}")
+            f"{self.optimizer}"
+            + ("" if self.lr_schedule == "constant"
+               else f" {self.lr_schedule}"))
 
 
 @dataclasses.dataclass(frozen=True)

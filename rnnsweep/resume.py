@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from rnnsweep.groups import Group, GroupSizer, plan_groups
 from rnnsweep.schedulers import SchedulerSettings
 from rnnsweep.settings import COMPARED
+from rnnsweep.space import PARAMS
 from rnnsweep.store import Store, clean_json
 
 
@@ -52,6 +53,7 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
     raise store.unreadable("no sweep settings in it")
   # Sweeps stored before schedulers existed ran without one.
   stored.setdefault("scheduler", SchedulerSettings().record())
+  stored.setdefault("sampler_options", {})
   diffs = [k for k in COMPARED if _json(stored.get(k)) != _json(record.get(k))]
   n_old = stored["num_trials"]
   growing = extend and len(trials) > n_old
@@ -65,7 +67,7 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
   by_id = {t.trial_id: t for t in trials}
   for tid, params, seed in store.stored_trials():
     t = by_id.get(tid)
-    if t is None or params != clean_json(dict(t.params)) or seed != t.seed:
+    if t is None or params != _stored_view(t.params, params) or seed != t.seed:
       raise ValueError(
           f"workdir {store.workdir!r}: stored trial {tid} differs from the "
           f"trial the sampler gives now; use another workdir")
@@ -79,6 +81,18 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
     store.add_trials(trials[n_old:], new, num_trials=len(trials))
     todo += new
   return todo
+
+
+def _stored_view(params: Mapping[str, Any], stored: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+  """A trial's params as a store written before some parameters existed
+  would hold them: a parameter the stored trial lacks is dropped if it
+  sits at its default (what the older version trained with)."""
+  out = clean_json(dict(params))
+  for name in set(out) - set(stored):
+    if name in PARAMS and out[name] == clean_json(PARAMS[name].default):
+      del out[name]
+  return out
 
 
 def _json(value: Any) -> str:

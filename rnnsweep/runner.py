@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from rnnsweep import batch_search
 from rnnsweep import checkpoint
 from rnnsweep import engine
 from rnnsweep import faults
@@ -143,7 +144,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   scheduler = scheduler or schedulers.SchedulerSettings()
   prog = engine.get_program(group.static, task, options)
   padded = group.padded_trials()
-  hp = engine.hparam_arrays([t.params for t in padded])
+  hp = engine.hparam_arrays([t.params for t in padded], horizon=steps)
   seeds = engine.seed_array([t.seed for t in padded])
   data = task.data()
   data_key = engine.data_key(data_seed)
@@ -216,7 +217,8 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
         arrivals.append(schedulers.Arrival(
             s, int(tid), int(stop_at[s]),
             math.nan if diverged[s] else float(metrics[sel][s]),
-            {k: float(v[s]) for k, v in trial_hp.items()}))
+            {k: float(v[s]) for k, v in trial_hp.items()
+             if k != engine.HORIZON}))
     outcome = sched.decide(arrivals)
     finished += [(a.slot, "pruned") for a in arrivals
                  if a.trial_id in outcome.pruned]
@@ -262,7 +264,8 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     faults.point("tick_recorded")  # written; slots not refilled yet
     for s, trial in refills:
       state = prog.reset_slot(state, np.int32(s), np.int32(trial.seed),
-                              engine.trial_hparams(trial.params))
+                              engine.trial_hparams(trial.params,
+                                                   horizon=steps))
     if outcome.exploits:
       sources = np.arange(len(slots), dtype=np.int32)
       new_hp = {k: v.astype(np.float32) for k, v in trial_hp.items()}
@@ -334,13 +337,17 @@ def _trial_result(task: Task, group: Group, trial: samplers.TrialSpec,
       lineage=tuple(dict(e) for e in lineage))
 
 
-def execute(task: Task, trials: Sequence[samplers.TrialSpec],
+def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
             settings: SweepSettings, *, workdir: str | None = None,
             tuned: Sequence[str] = (), extend: bool = False,
             checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
             log: Callable[[str], None] | None = None,
             progress: bool = False) -> SweepResult:
   """Trains the given trials in groups and records them.
+
+  With an ``optuna:*`` sampler ``trials`` is ``None``: the trials are asked
+  in rounds (:func:`execute_rounds`, which calls this function with each
+  round's trials so far).
 
   With a ``workdir`` that already holds this sweep (same settings), the
   run continues it: finished groups are skipped, interrupted ones resume
@@ -363,6 +370,10 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec],
     log: receives one line per group; ``None`` is silent.
     progress: draw a live progress bar on stderr when it is a terminal.
   """
+  if trials is None and settings.sampler.startswith(samplers.OPTUNA_PREFIX):
+    return execute_rounds(task, settings, workdir=workdir, tuned=tuned,
+                          checkpoint_seconds=checkpoint_seconds, log=log,
+                          progress=progress)
   if not trials:
     raise ValueError("no trials to run")
   if len(trials) != settings.num_trials:
@@ -421,6 +432,57 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec],
                      best=report.best(results, task.selection_mode),
                      metric=task.selection_metric, mode=task.selection_mode,
                      tuned=list(tuned), workdir=workdir, failed=failed)
+
+
+def execute_rounds(task: Task, settings: SweepSettings, *,
+                   workdir: str | None = None, tuned: Sequence[str] = (),
+                   checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+                   log: Callable[[str], None] | None = None,
+                   progress: bool = False) -> SweepResult:
+  """A model-based sweep: ``rounds`` rounds of ask a batch / train it as
+  groups / tell every result (:mod:`rnnsweep.batch_search`). The store
+  grows by one batch per round; continuing a workdir continues the study
+  (trials asked before an interruption are never asked again)."""
+  opts = settings.sampler_options
+  rounds, batch = opts["rounds"], opts["batch_size_trials"]
+  storage = opts.get("storage") or batch_search.default_storage(workdir)
+  first_round = 0
+  if workdir is not None:
+    store = Store(workdir)
+    store.check_workdir()
+    if store.exists():
+      stored = store.settings().get("num_trials", 0)
+      first_round = min(rounds - 1, max(0, stored // batch - 1))
+    os.makedirs(workdir, exist_ok=True)
+  study = batch_search.BatchStudy.open(
+      settings.full_space(), settings.sampler, seed=settings.seed,
+      mode=task.selection_mode, storage=storage)
+  every: dict[int, TrialResult] = {}
+  failed: dict[int, str] = {}
+
+  def train(configs, round_index):
+    trials = samplers.make_trials(configs, seed=settings.seed)
+    if workdir is None:  # nothing stored: train only this round's trials
+      trials = trials[round_index * batch:]
+    result = execute(task, trials, dataclasses.replace(
+        settings, num_trials=len(trials)), workdir=workdir, tuned=tuned,
+                     extend=True, checkpoint_seconds=checkpoint_seconds,
+                     log=log, progress=progress)
+    every.update((r.trial_id, r) for r in result.trials)
+    failed.update(result.failed)
+    return (result, result.trials, result.failed,
+            f"val/{task.selection_metric}")
+
+  batch_search.run_rounds(study, rounds=rounds, batch=batch,
+                          first_round=first_round, train=train,
+                          log=log or _quiet)
+  results = [every[k] for k in sorted(every)]
+  return SweepResult(trials=results,
+                     best=report.best(results, task.selection_mode),
+                     metric=task.selection_metric, mode=task.selection_mode,
+                     tuned=list(tuned), workdir=workdir,
+                     failed={k: v for k, v in failed.items()
+                             if k not in every})
 
 
 class _Heartbeat:
@@ -603,19 +665,62 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
                    max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
                    seed: int = 0,
                    options: engine.EngineOptions | None = None,
-                   scheduler: schedulers.SchedulerSettings | str | None = None
-                   ) -> tuple[SweepSettings, list[samplers.TrialSpec],
+                   scheduler: schedulers.SchedulerSettings | str | None = None,
+                   sampler_options: Mapping[str, Any] | None = None
+                   ) -> tuple[SweepSettings, list[samplers.TrialSpec] | None,
                               space_lib.Space]:
-  """The settings of :func:`sweep` with these arguments, its trials and
-  its full space (the script names its default workdir by
+  """The settings of :func:`sweep` with these arguments, its trials
+  (``None`` for an ``optuna:*`` sampler, which asks them in rounds) and its
+  full space (the script names its default workdir by
   ``settings.digest()``)."""
+  samplers.check_sampler(sampler)
   full = task_space(task, space)
-  trials = samplers.sample(full, sampler, num_trials=num_trials, seed=seed)
+  options_ = dict(sampler_options or {})
+  if sampler.startswith(samplers.OPTUNA_PREFIX):
+    options_ = _rounds_options(sampler, options_, max_group_size)
+    trials = None
+    count = options_["rounds"] * options_["batch_size_trials"]
+  elif sampler == "trials":
+    raise ValueError("sampler 'trials' reads a file: use run_trials("
+                     "task, rnnsweep.load_trials(path), ...)")
+  else:
+    trials = samplers.sample(full, sampler, num_trials=num_trials, seed=seed,
+                             options=options_)
+    count = len(trials)
+    if sampler == "around":
+      options_["base"] = dict(trials[0].params)
+      options_.setdefault("points_per_axis", 5)
   settings = SweepSettings.make(
-      task, sampler=sampler, space=full, num_trials=len(trials), steps=steps,
+      task, sampler=sampler, space=full, num_trials=count, steps=steps,
       eval_every=eval_every, max_group_size=max_group_size, seed=seed,
-      options=options, scheduler=scheduler)
+      options=options, scheduler=scheduler, sampler_options=options_)
   return settings, trials, full
+
+
+#: Trials per round of an ``optuna:*`` sampler when neither
+#: ``batch_size_trials`` nor an integer ``max_group_size`` says.
+DEFAULT_BATCH_SIZE_TRIALS = 16
+
+
+def _rounds_options(sampler: str, options: dict[str, Any],
+                    max_group_size: int | str) -> dict[str, Any]:
+  unknown = set(options) - {"rounds", "batch_size_trials", "storage"}
+  if unknown:
+    raise ValueError(f"sampler {sampler!r} takes options rounds, "
+                     f"batch_size_trials and storage, got {sorted(unknown)}")
+  batch_search.sampler_class(sampler)  # optuna there, and the name known
+  rounds = options.get("rounds", 4)
+  batch = options.get("batch_size_trials") or (
+      max_group_size if isinstance(max_group_size, int)
+      else DEFAULT_BATCH_SIZE_TRIALS)
+  for name, v in (("rounds", rounds), ("batch_size_trials", batch)):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+      raise ValueError(f"{name} must be a positive integer, got {v!r}")
+  storage = options.get("storage")
+  if storage is not None and not isinstance(storage, str):
+    raise ValueError(f"storage must be an Optuna storage URL, got "
+                     f"{storage!r}")
+  return {"rounds": rounds, "batch_size_trials": batch, "storage": storage}
 
 
 def sweep(task: Task, space: space_lib.Space | None = None, *,
@@ -626,6 +731,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
           checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
           options: engine.EngineOptions | None = None,
           scheduler: schedulers.SchedulerSettings | str | None = None,
+          sampler_options: Mapping[str, Any] | None = None,
           verbose: bool = False) -> SweepResult:
   """Samples a space and trains every trial.
 
@@ -634,8 +740,11 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
     space: the search space; ``None`` uses ``task.default_space()``. The
       task's own defaults (e.g. full-length truncation for the adding
       problem) apply to names the space leaves out.
-    sampler: ``random`` or ``grid``.
-    num_trials: trials for ``random`` (ignored by ``grid``).
+    sampler: ``grid``, ``random``, ``quasirandom``, ``around`` (one factor
+      at a time around ``sampler_options["base"]``) or ``optuna:<name>``
+      (``tpe``, ``cmaes``, ``gp``, ``qmc``, ``random`` or an Optuna sampler
+      class: asked in rounds of a batch each).
+    num_trials: trials for ``random`` and ``quasirandom``.
     steps: updates (TBPTT windows) per trial.
     eval_every: validation interval in steps (the last segment may be
       shorter).
@@ -653,6 +762,11 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
       hopeless trials early (their slots take the next trials of the same
       static configuration) or evolve the population (PBT). Decisions read
       the validation metric at evaluation boundaries only.
+    sampler_options: ``around``: ``base`` (a configuration) and
+      ``points_per_axis`` (default 5); ``optuna:*``: ``rounds`` (default
+      4), ``batch_size_trials`` (default: ``max_group_size`` when an
+      integer, else 16) and ``storage`` (an Optuna storage URL; default
+      ``optuna.db`` in the workdir).
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
 
@@ -662,7 +776,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
   settings, trials, full = sweep_settings(
       task, space, sampler=sampler, num_trials=num_trials, steps=steps,
       eval_every=eval_every, max_group_size=max_group_size, seed=seed,
-      options=options, scheduler=scheduler)
+      options=options, scheduler=scheduler, sampler_options=sampler_options)
   return execute(task, trials, settings, workdir=workdir,
                  tuned=full.tuned_names(), extend=extend,
                  checkpoint_seconds=checkpoint_seconds,
@@ -678,7 +792,8 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                options: engine.EngineOptions | None = None,
                scheduler: schedulers.SchedulerSettings | str | None = None,
                verbose: bool = False,
-               log: Callable[[str], None] | None = None) -> SweepResult:
+               log: Callable[[str], None] | None = None,
+               source: str | None = None) -> SweepResult:
   """Trains an explicit list of configurations.
 
   Each config is a partial ``name -> value`` mapping; the task's base
@@ -686,6 +801,8 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
   list positions. ``max_group_size=1`` trains every trial alone, which is
   how vmap invariance is checked. Arguments as in :func:`sweep`; ``log``
   receives the per-group lines (default: stderr when ``verbose``).
+  ``source`` names the file the configs came from (a ``trials`` sweep:
+  recorded with a digest of the configs).
   """
   space_lib.check_seed("seed", seed)
   base = task.base_params()
@@ -693,9 +810,13 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
   tuned = sorted({k for c in configs for k in c
                   if len({repr(cc.get(k)) for cc in configs}) > 1})
   settings = SweepSettings.make(
-      task, sampler="explicit", space=None, num_trials=max(len(trials), 1),
-      steps=steps, eval_every=eval_every, max_group_size=max_group_size,
-      seed=seed, options=options, scheduler=scheduler)
+      task, sampler="explicit" if source is None else "trials", space=None,
+      num_trials=max(len(trials), 1), steps=steps, eval_every=eval_every,
+      max_group_size=max_group_size, seed=seed, options=options,
+      scheduler=scheduler,
+      sampler_options=None if source is None else {
+          "file": os.path.basename(source),
+          "configs_sha1": samplers.configs_digest(configs)})
   return execute(task, trials, settings, workdir=workdir, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
                  log=log or (log_stderr if verbose else None), progress=verbose)

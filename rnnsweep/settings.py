@@ -33,7 +33,8 @@ class SweepSettings:
   Attributes:
     task: the task's name.
     task_config: the task's own settings (sequence length, data set, ...).
-    sampler: ``random``, ``grid`` or ``explicit`` (a list of configs).
+    sampler: ``grid``, ``random``, ``quasirandom``, ``around``, ``trials``
+      (a file), ``optuna:<name>`` or ``explicit`` (a list of configs).
     space: the full search space as JSON (``None`` for explicit trials).
     num_trials: trials in the sweep.
     steps: updates per trial.
@@ -44,6 +45,9 @@ class SweepSettings:
     selection_metric, selection_mode: the task's validation metric and
       whether lower (``min``) or higher (``max``) is better.
     scheduler: early stopping or PBT, with its options.
+    sampler_options: the sampler's own settings (``around``: the base and
+      points per axis; ``trials``: the file's name and a digest of its
+      configurations; ``optuna:*``: rounds, trials per round, storage).
   """
 
   task: str
@@ -59,12 +63,15 @@ class SweepSettings:
   selection_metric: str
   selection_mode: str
   scheduler: schedulers.SchedulerSettings = schedulers.SchedulerSettings()
+  sampler_options: Mapping[str, Any] = dataclasses.field(
+      default_factory=dict)
 
   @classmethod
   def make(cls, task: Task, *, sampler: str, space: Any, num_trials: int,
            steps: int, eval_every: int, max_group_size: int | str,
            seed: int, options: engine.EngineOptions | None = None,
-           scheduler: schedulers.SchedulerSettings | str | None = None
+           scheduler: schedulers.SchedulerSettings | str | None = None,
+           sampler_options: Mapping[str, Any] | None = None
            ) -> "SweepSettings":
     """Checks and builds the settings of a sweep on ``task`` (one
     :class:`ValueError` line naming the bad setting)."""
@@ -85,7 +92,9 @@ class SweepSettings:
                max_group_size=sizing.check_max_group_size(max_group_size),
                seed=seed, engine=options or engine.EngineOptions(),
                selection_metric=task.selection_metric,
-               selection_mode=task.selection_mode, scheduler=scheduler)
+               selection_mode=task.selection_mode, scheduler=scheduler,
+               sampler_options=json.loads(json.dumps(
+                   dict(sampler_options or {}), sort_keys=True)))
 
   def record(self) -> dict[str, Any]:
     """The settings as JSON-ready values (what the store saves and
@@ -94,6 +103,7 @@ class SweepSettings:
     out["engine"] = dataclasses.asdict(self.engine)
     out["scheduler"] = self.scheduler.record()
     out["task_config"] = dict(self.task_config)
+    out["sampler_options"] = dict(self.sampler_options)
     return json.loads(json.dumps(out, sort_keys=True))
 
   def full_space(self) -> space_lib.Space | None:

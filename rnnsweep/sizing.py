@@ -206,7 +206,8 @@ class AutoSizer:
 
   def _inputs(self, trials: Sequence[TrialSpec], k: int):
     padded = (list(trials) * math.ceil(k / len(trials)))[:k]
-    hp = engine.hparam_arrays([t.params for t in padded])
+    hp = engine.hparam_arrays([t.params for t in padded],
+                              horizon=self.steps)
     seeds = engine.seed_array([t.seed for t in padded])
     return hp, seeds
 

@@ -20,6 +20,7 @@ import numpy as np
 
 CELLS = ("simple", "lstm", "gru")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential", "step")
 
 
 # --------------------------------------------------------------------------
@@ -34,6 +35,17 @@ class Distribution:
   log_scale: bool = False
 
   def sample(self, rng: np.random.Generator) -> Any:
+    raise NotImplementedError
+
+  def from_unit(self, u: float) -> Any:
+    """The value at quantile ``u`` in ``[0, 1)``: maps a point of the unit
+    cube (quasi-random search) through this distribution, log scales
+    respected and integers and choices spread evenly."""
+    raise NotImplementedError
+
+  def axis_values(self, n: int) -> list[Any]:
+    """``n`` values spread evenly across the range, ends included (a
+    one-factor-at-a-time axis); a finite set gives all its values."""
     raise NotImplementedError
 
   def grid_values(self, name: str) -> list[Any]:
@@ -91,6 +103,12 @@ class Uniform(_Continuous):
   def sample(self, rng):
     return float(rng.uniform(self.lo, self.hi))
 
+  def from_unit(self, u):
+    return float(self.lo + u * (self.hi - self.lo))
+
+  def axis_values(self, n):
+    return [float(v) for v in np.linspace(self.lo, self.hi, n)]
+
 
 @dataclasses.dataclass(frozen=True)
 class LogUniform(_Continuous):
@@ -106,6 +124,13 @@ class LogUniform(_Continuous):
 
   def sample(self, rng):
     return float(math.exp(rng.uniform(math.log(self.lo), math.log(self.hi))))
+
+  def from_unit(self, u):
+    lo, hi = math.log(self.lo), math.log(self.hi)
+    return float(math.exp(lo + u * (hi - lo)))
+
+  def axis_values(self, n):
+    return [float(v) for v in np.geomspace(self.lo, self.hi, n)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +163,18 @@ class IntUniform(Distribution):
                       math.log(self.hi + 0.5))
       return int(min(self.hi, max(self.lo, round(math.exp(u)))))
     return int(rng.integers(self.lo, self.hi + 1))
+
+  def from_unit(self, u):
+    if self.log:
+      lo = math.log(self.lo - 0.5 if self.lo > 1 else self.lo)
+      hi = math.log(self.hi + 0.5)
+      return int(min(self.hi, max(self.lo, round(math.exp(lo + u * (hi - lo))))))
+    # Each of the hi - lo + 1 integers owns an equal slice of [0, 1).
+    return int(min(self.hi, self.lo + math.floor(u * (self.hi - self.lo + 1))))
+
+  def axis_values(self, n):
+    spread = (np.geomspace if self.log else np.linspace)(self.lo, self.hi, n)
+    return sorted({int(round(v)) for v in spread})
 
   def grid_values(self, name):
     return list(range(int(self.lo), int(self.hi) + 1))
@@ -178,6 +215,13 @@ class Choice(Distribution):
   def sample(self, rng):
     return self.values[int(rng.integers(len(self.values)))]
 
+  def from_unit(self, u):
+    n = len(self.values)
+    return self.values[min(n - 1, math.floor(u * n))]
+
+  def axis_values(self, n):
+    return list(self.values)
+
   def grid_values(self, name):
     return list(self.values)
 
@@ -196,6 +240,12 @@ class Fixed(Distribution):
 
   def sample(self, rng):
     return self.value
+
+  def from_unit(self, u):
+    return self.value
+
+  def axis_values(self, n):
+    return [self.value]
 
   def grid_values(self, name):
     return [self.value]
@@ -297,10 +347,26 @@ _SPECS = [
               "token embedding width (token inputs only)", _as_int),
     ParamSpec("optimizer", True, "adam", _one_of(OPTIMIZERS),
               "adam | adamw | rmsprop | sgd"),
+    ParamSpec("lr_schedule", True, "constant", _one_of(LR_SCHEDULES),
+              "learning rate over the run: constant | cosine | "
+              "warmup_cosine | exponential | step"),
     # Vectorised: a [K] array of traced floats per group.
     ParamSpec("learning_rate", False, 1e-3,
               _float_rule(0, math.inf, lo_open=True, text="> 0"),
               "peak learning rate", _as_float),
+    ParamSpec("warmup_steps_fraction", False, 0.1,
+              _float_rule(0, 1, hi_open=True, text="in [0, 1)"),
+              "warmup_cosine: share of the steps spent warming up linearly",
+              _as_float),
+    ParamSpec("final_lr_fraction", False, 0.0,
+              _float_rule(0, 1, text="in [0, 1]"),
+              "cosine, warmup_cosine: final learning rate / peak",
+              _as_float),
+    ParamSpec("decay_rate", False, 0.1,
+              _float_rule(0, 1, lo_open=True, text="in (0, 1]"),
+              "exponential: learning rate factor over the whole run; step: "
+              "factor at each drop (half and three quarters of the run)",
+              _as_float),
     ParamSpec("weight_decay", False, 0.0,
               _float_rule(0, math.inf, text=">= 0"),
               "L2 (adam, rmsprop, sgd) or decoupled (adamw) weight decay",
