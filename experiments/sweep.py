@@ -9,7 +9,14 @@ a 2-core CPU, and prints the leaderboard. Examples::
   python experiments/sweep.py --sampler=grid --preset=cells --steps=300
   python experiments/sweep.py --space='{"learning_rate": {"log_uniform": [1e-4, 1e-2]}}'
   python experiments/sweep.py --space=my_space.json --workdir=runs/mine
+  python experiments/sweep.py --sampler=quasirandom --num_trials=32
+  python experiments/sweep.py --preset=seed_grid            # a 12-model grid
+  python experiments/sweep.py --trials=my_trials.csv
+  python experiments/sweep.py --around='{"learning_rate": 0.003}' --points_per_axis=5
+  python experiments/sweep.py --sampler=optuna:tpe --rounds=4 --batch_size_trials=16
 """
+
+import json
 
 import os
 import sys
@@ -33,10 +40,34 @@ _DATA_PATH = flags.DEFINE_string(
     "data_path", None, "Your own data instead of the built-in: lm: a UTF-8 "
     "text file; forecast: .npy/.npz/.csv series; classify: .npz/.csv "
     "labelled sequences (layouts in the README).")
-_SAMPLER = flags.DEFINE_enum("sampler", "random", list(rs.samplers.SAMPLERS),
-                             "How to draw trials from the space.")
+_SAMPLER = flags.DEFINE_string(
+    "sampler", None, "How to choose trials: grid | random | quasirandom "
+    "(scrambled Sobol) | around (set by --around) | trials (set by "
+    "--trials) | optuna:<name> (tpe, cmaes, gp, qmc, random or an Optuna "
+    "sampler class; asked in --rounds batches). Default: random; grid with "
+    "--preset=seed_grid.")
 _NUM_TRIALS = flags.DEFINE_integer(
-    "num_trials", 16, "Trials to draw (random sampler only).", lower_bound=1)
+    "num_trials", 16, "Trials to draw (random and quasirandom samplers).",
+    lower_bound=1)
+_TRIALS = flags.DEFINE_string(
+    "trials", None, "Run exactly the configurations in this file: a JSON "
+    "list of objects or a CSV whose header names the parameters.")
+_AROUND = flags.DEFINE_string(
+    "around", None, "One factor at a time: a configuration (JSON object or "
+    "a JSON file); each tuned parameter of the space is varied across its "
+    "range with the rest held here.")
+_POINTS_PER_AXIS = flags.DEFINE_integer(
+    "points_per_axis", 5, "--around: values per continuous or integer "
+    "parameter (a choice gives all its values).", lower_bound=2)
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 4, "optuna:* samplers: ask / train / tell rounds.",
+    lower_bound=1)
+_BATCH_SIZE_TRIALS = flags.DEFINE_integer(
+    "batch_size_trials", None, "optuna:* samplers: trials asked per round "
+    "(default: --max_group_size when an integer, else 16).", lower_bound=1)
+_OPTUNA_STORAGE = flags.DEFINE_string(
+    "optuna_storage", None, "optuna:* samplers: the study's storage URL "
+    "(default: optuna.db in the workdir).")
 _STEPS = flags.DEFINE_integer(
     "steps", 500, "Updates per trial (one TBPTT window each).", lower_bound=1)
 _EVAL_EVERY = flags.DEFINE_integer(
@@ -118,6 +149,59 @@ def build_space(task: rs.Task) -> rs.Space:
   return space
 
 
+def sampler_choice() -> tuple[str, dict]:
+  """--sampler and its options, checked against each other: an option for
+  another sampler is an error rather than silently ignored."""
+  present = lambda name: flags.FLAGS[name].present
+  name = _SAMPLER.value
+  if name is None:
+    name = ("trials" if _TRIALS.value is not None else
+            "around" if _AROUND.value is not None else
+            "grid" if _PRESET.value == "seed_grid" else "random")
+  rs.samplers.check_sampler(name)
+  optuna = name.startswith(rs.samplers.OPTUNA_PREFIX)
+  uses = {"num_trials": name in ("random", "quasirandom"),
+          "trials": name == "trials", "around": name == "around",
+          "points_per_axis": name == "around", "rounds": optuna,
+          "batch_size_trials": optuna, "optuna_storage": optuna,
+          "preset": name != "trials", "space": name != "trials"}
+  for flag, used in uses.items():
+    if present(flag) and not used:
+      raise ValueError(f"--{flag} does not apply to --sampler={name}")
+  if name == "trials" and _TRIALS.value is None:
+    raise ValueError("--sampler=trials needs --trials=FILE")
+  if name == "around" and _AROUND.value is None:
+    raise ValueError("--sampler=around needs --around=CONFIG")
+  options = {}
+  if name == "around":
+    options = {"base": load_config(_AROUND.value),
+               "points_per_axis": _POINTS_PER_AXIS.value}
+  elif optuna:
+    options = {"rounds": _ROUNDS.value,
+               "batch_size_trials": _BATCH_SIZE_TRIALS.value,
+               "storage": _OPTUNA_STORAGE.value}
+  return name, options
+
+
+def load_config(text: str) -> dict:
+  """--around's configuration: a JSON object or the path of one."""
+  source = "--around"
+  if not text.lstrip().startswith("{"):
+    if not os.path.isfile(text):
+      raise ValueError(f"--around {text!r} is neither a JSON object nor an "
+                       f"existing file")
+    source = f"--around file {text!r}"
+    with open(text, encoding="utf-8") as f:
+      text = f.read()
+  try:
+    config = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{source} is not valid JSON: {e}") from None
+  if not isinstance(config, dict):
+    raise ValueError(f"{source} must be a JSON object of name -> value")
+  return config
+
+
 def scheduler_settings() -> rs.SchedulerSettings:
   """--scheduler and its options; an option for another scheduler is an
   error rather than silently ignored."""
@@ -144,9 +228,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-  if _SAMPLER.value == "grid" and flags.FLAGS["num_trials"].present:
-    fail("--num_trials does not apply to --sampler=grid (the grid's size is "
-         "the product of its axes)")
+  try:
+    sampler, sampler_options = sampler_choice()
+  except ValueError as e:
+    fail(str(e))
   try:
     max_group_size = rs.sizing.check_max_group_size(_MAX_GROUP_SIZE.value,
                                                     "--max_group_size")
@@ -160,21 +245,30 @@ def main(argv):
                                  ("data_path", _DATA_PATH.value))
                if v is not None}
     task = rs.make_task(_TASK.value, **options)
-    space = build_space(task)
-    settings, trials, full = rs.sweep_settings(
-        task, space, sampler=_SAMPLER.value, num_trials=_NUM_TRIALS.value,
-        steps=_STEPS.value, eval_every=_EVAL_EVERY.value,
-        max_group_size=max_group_size, seed=_SEED.value,
-        options=rs.EngineOptions(compute_dtype=_PRECISION.value,
-                                 unroll=_UNROLL.value, donate=_DONATE.value,
-                                 hoist_input=_HOIST_INPUT.value),
-        scheduler=scheduler_settings())
+    engine_options = rs.EngineOptions(
+        compute_dtype=_PRECISION.value, unroll=_UNROLL.value,
+        donate=_DONATE.value, hoist_input=_HOIST_INPUT.value)
+    if sampler == "trials":
+      settings, trials, tuned = rs.runner.trials_settings(
+          task, rs.load_trials(_TRIALS.value), steps=_STEPS.value,
+          eval_every=_EVAL_EVERY.value, max_group_size=max_group_size,
+          seed=_SEED.value, options=engine_options,
+          scheduler=scheduler_settings(), source=_TRIALS.value)
+    else:
+      settings, trials, full = rs.sweep_settings(
+          task, build_space(task), sampler=sampler,
+          num_trials=_NUM_TRIALS.value, steps=_STEPS.value,
+          eval_every=_EVAL_EVERY.value, max_group_size=max_group_size,
+          seed=_SEED.value, options=engine_options,
+          scheduler=scheduler_settings(), sampler_options=sampler_options)
+      tuned = full.tuned_names()
     # The same settings, the same folder: every setting a resume compares
     # is in the name.
     workdir = _WORKDIR.value or os.path.join(
-        "runs", f"{task.name}-{_SAMPLER.value}-{settings.digest()}")
+        "runs", f"{task.name}-{sampler.replace(':', '-')}-"
+        f"{settings.digest()}")
     result = rs.execute(task, trials, settings, workdir=workdir,
-                        tuned=full.tuned_names(), extend=_EXTEND.value,
+                        tuned=tuned, extend=_EXTEND.value,
                         checkpoint_seconds=_CHECKPOINT_SECONDS.value,
                         log=None if _QUIET.value else rs.runner.log_stderr,
                         progress=not _QUIET.value)

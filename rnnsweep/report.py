@@ -12,7 +12,13 @@ matplotlib's Agg canvas (no display needed):
 - ``axis_<param>.png``: the metric against each tuned parameter (log axis
   where the space is log-scaled), with a warning in the report when the best
   trials sit at the edge of the search range (Google's tuning playbook);
-- ``parallel.png``: parallel coordinates of the top trials.
+- ``parallel.png``: parallel coordinates of the top trials;
+- ``ofat.png`` (``around`` sweeps): one panel per parameter varied one at a
+  time, the base point marked.
+
+The text ends with a diagnosis of the best trials' curves (overfits,
+underfits, diverged) and the next manual move as a ready ``--around``
+command (:mod:`rnnsweep.diagnosis`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rnnsweep import diagnosis
 from rnnsweep import selection
 from rnnsweep import space as space_lib
 from rnnsweep.store import Store, TrialResult
@@ -438,6 +445,14 @@ def write_report(workdir: str, *, top: int = 10,
     lines += [""] + scheduled
   if warnings:
     lines += [""] + warnings
+  advice = diagnosis.advice_lines(results, ranked, settings,
+                                  [a.name for a in axes])
+  if advice:
+    lines += [""] + advice
+  ofat = None
+  if settings.get("sampler") == "around" and results:
+    ofat = (settings["sampler_options"]["base"], [a.name for a in axes],
+            settings.get("space"))
   figures = []
   if plots:
     out_dir = out_dir or workdir
@@ -446,7 +461,7 @@ def write_report(workdir: str, *, top: int = 10,
       if not os.access(out_dir, os.W_OK):
         raise PermissionError(13, "not writable")
       figures = _write_figures(out_dir, results, pending, axes, ranked[:top],
-                               metric, mode, pair, warnings)
+                               metric, mode, pair, warnings, ofat)
     except OSError as e:
       # An archived sweep on read-only storage: the report still prints.
       lines += ["", f"Figures not written: {out_dir!r} cannot be written "
@@ -459,7 +474,7 @@ def write_report(workdir: str, *, top: int = 10,
 
 
 def _write_figures(out_dir, results, pending, axes, ranked_top, metric, mode,
-                   pair, warnings) -> list[str]:
+                   pair, warnings, ofat=None) -> list[str]:
   figures = []
 
   def path(name):
@@ -486,6 +501,11 @@ def _write_figures(out_dir, results, pending, axes, ranked_top, metric, mode,
   if any(r.lineage for r in results):
     plot_pbt(path("pbt_schedules.png"), path("pbt_lineage.png"), results,
              ranked_top, axes)
+  if ofat is not None:
+    base, names, space_json = ofat
+    diagnosis.plot_ofat(path("ofat.png"), results, base, names,
+                        space_lib.space_from_json(space_json)
+                        if space_json else None, metric)
   return figures
 
 

@@ -783,6 +783,34 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
                  log=log_stderr if verbose else None, progress=verbose)
 
 
+def trials_settings(task: Task, configs: Sequence[Mapping[str, Any]], *,
+                    steps: int, eval_every: int,
+                    max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
+                    seed: int = 0,
+                    options: engine.EngineOptions | None = None,
+                    scheduler: schedulers.SchedulerSettings | str | None = None,
+                    source: str | None = None
+                    ) -> tuple[SweepSettings, list[samplers.TrialSpec],
+                               list[str]]:
+  """The settings, trials and varied parameter names of
+  :func:`run_trials` (the script names its default workdir by the
+  settings' digest)."""
+  space_lib.check_seed("seed", seed)
+  base = task.base_params()
+  trials = samplers.make_trials([{**base, **c} for c in configs], seed=seed)
+  tuned = sorted({k for c in configs for k in c
+                  if len({repr(cc.get(k)) for cc in configs}) > 1})
+  settings = SweepSettings.make(
+      task, sampler="explicit" if source is None else "trials", space=None,
+      num_trials=max(len(trials), 1), steps=steps, eval_every=eval_every,
+      max_group_size=max_group_size, seed=seed, options=options,
+      scheduler=scheduler,
+      sampler_options=None if source is None else {
+          "file": os.path.basename(source),
+          "configs_sha1": samplers.configs_digest(configs)})
+  return settings, trials, tuned
+
+
 def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                steps: int, eval_every: int,
                max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
@@ -804,19 +832,10 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
   ``source`` names the file the configs came from (a ``trials`` sweep:
   recorded with a digest of the configs).
   """
-  space_lib.check_seed("seed", seed)
-  base = task.base_params()
-  trials = samplers.make_trials([{**base, **c} for c in configs], seed=seed)
-  tuned = sorted({k for c in configs for k in c
-                  if len({repr(cc.get(k)) for cc in configs}) > 1})
-  settings = SweepSettings.make(
-      task, sampler="explicit" if source is None else "trials", space=None,
-      num_trials=max(len(trials), 1), steps=steps, eval_every=eval_every,
+  settings, trials, tuned = trials_settings(
+      task, configs, steps=steps, eval_every=eval_every,
       max_group_size=max_group_size, seed=seed, options=options,
-      scheduler=scheduler,
-      sampler_options=None if source is None else {
-          "file": os.path.basename(source),
-          "configs_sha1": samplers.configs_digest(configs)})
+      scheduler=scheduler, source=source)
   return execute(task, trials, settings, workdir=workdir, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
                  log=log or (log_stderr if verbose else None), progress=verbose)

@@ -141,10 +141,19 @@ class Task(abc.ABC):
     """A search space that makes sense for this task."""
 
   def presets(self) -> dict[str, space_lib.Space]:
-    """Named search spaces for this task; ``"default"`` is always there."""
+    """Named search spaces for this task; ``"default"`` is always there.
+
+    ``seed_grid`` is the seed method's example grid: learning rates 0.01,
+    0.001, 0.0001 x batch sizes 32, 64 x 50 or 100 hidden units (12 models
+    in 4 static buckets, one program each; meant for ``sampler="grid"``).
+    """
     return {"default": self.default_space(), "cells": space_lib.Space({
         "cell": space_lib.Choice(["simple", "lstm", "gru"]),
         "learning_rate": space_lib.Choice([1e-3, 3e-3, 1e-2]),
+    }), "seed_grid": space_lib.Space({
+        "learning_rate": space_lib.Choice([1e-2, 1e-3, 1e-4]),
+        "batch_size": space_lib.Choice([32, 64]),
+        "hidden_size": space_lib.Choice([50, 100]),
     })}
 
   def preset(self, name: str) -> space_lib.Space:
