@@ -158,7 +158,10 @@ def sampler_choice() -> tuple[str, dict]:
     name = ("trials" if _TRIALS.value is not None else
             "around" if _AROUND.value is not None else
             "grid" if _PRESET.value == "seed_grid" else "random")
-  rs.samplers.check_sampler(name)
+  try:
+    rs.samplers.check_sampler(name)
+  except ValueError as e:
+    raise ValueError(f"--{e}") from None
   optuna = name.startswith(rs.samplers.OPTUNA_PREFIX)
   uses = {"num_trials": name in ("random", "quasirandom"),
           "trials": name == "trials", "around": name == "around",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -76,8 +77,12 @@ def make_sampler(name: str, seed: int):
   kwargs: dict[str, Any] = {"seed": seed}
   if cls.__name__ == "TPESampler":
     kwargs["constant_liar"] = True
+  optuna = import_optuna()
   try:
-    return cls(**kwargs)
+    with warnings.catch_warnings():
+      # constant_liar is marked experimental; it is what batches need.
+      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+      return cls(**kwargs)
   except ImportError as e:
     raise ValueError(f"sampler {name!r} needs a package Optuna could not "
                      f"import: {e}") from None

@@ -209,9 +209,18 @@ def around_configs(space: space_lib.Space, base: Mapping[str, Any],
   configs = [start]
   for name in tuned:
     for v in space.params[name].axis_values(points_per_axis):
-      if v != start[name]:
+      if not _same(v, start[name]):
         configs.append({**start, name: v})
   return configs
+
+
+def _same(a: Any, b: Any) -> bool:
+  """Equal, floats up to rounding (a log axis' middle point may differ
+  from the base's 1e-3 in the last bit)."""
+  if isinstance(a, float) or isinstance(b, float):
+    return (isinstance(a, (int, float)) and isinstance(b, (int, float))
+            and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15))
+  return a == b
 
 
 def around(space: space_lib.Space, base: Mapping[str, Any],

@@ -85,12 +85,27 @@ def test_script_runs_end_to_end(tmp_path):
     (["--scheduler=asha", "--steps=100"], ["min_steps (100)",
                                            "below steps (100)"]),
     (["--scheduler=bohb"], ["--scheduler"]),
+    (["--trials=nope.csv"], ["trials file 'nope.csv'", "does not exist"]),
+    (["--trials=bad.csv"], ["bad.csv", "trial 0", "'learning_rat'"]),
+    (["--trials=ragged.csv"], ["ragged.csv", "row 3", "header has 2"]),
+    (["--trials=ragged.csv", "--num_trials=3"],
+     ["--num_trials", "--sampler=trials"]),
+    (["--sampler=around"], ["--around"]),
+    (["--around=[1]"], ["--around", "JSON object"]),
+    (["--around={\"learning_rate\": 0.1}", "--rounds=2"],
+     ["--rounds", "--sampler=around"]),
+    (["--sampler=optuna:nope"], ["optuna:nope", "no sampler 'nope'"]),
+    (["--space={\"lr_schedule\": \"linear\"}"], ["'lr_schedule'",
+                                                   "warmup_cosine"]),
 ])
 def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
   workdir = tmp_path / "run"
   (tmp_path / "adir").mkdir()
   (tmp_path / "latin1.json").write_bytes('{"cell": "lstm"} # é'.encode(
       "latin-1"))
+  (tmp_path / "bad.csv").write_text("learning_rat,cell\n0.1,lstm\n")
+  (tmp_path / "ragged.csv").write_text("learning_rate,cell\n0.1,lstm\n"
+                                       "0.2,gru,extra\n")
   np.savez(tmp_path / "classes.npz", x=np.zeros((30, 4, 2)),
            y=np.arange(30) % 2, num_classes=np.array([2, 3]))
   out = run_script(*args, f"--workdir={workdir}", cwd=tmp_path)
