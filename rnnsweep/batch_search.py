@@ -25,6 +25,7 @@ Optuna is an optional extra (``pip install rnnsweep[optuna]``).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import warnings
@@ -68,15 +69,29 @@ def sampler_class(name: str):
     raise ValueError(
         f"sampler {name!r}: Optuna has no sampler {class_name!r}; short "
         f"names: {sorted(SHORT_NAMES)}, or a class of optuna.samplers")
+  # Optuna imports these only when the sampler first models the study
+  # (after its random start-up trials): fail before anything is trained.
+  needs = {"GPSampler": "torch", "CmaEsSampler": "cmaes"}.get(class_name)
+  if needs is not None:
+    try:
+      importlib.import_module(needs)
+    except ImportError:
+      raise ValueError(f"sampler {name!r} needs {needs}: pip install "
+                       f"{needs}") from None
   return cls
 
 
-def make_sampler(name: str, seed: int):
-  """A fresh sampler for one round, seeded by ``seed``."""
+def make_sampler(name: str, seed: int, batch: int):
+  """A fresh sampler for one round, seeded by ``seed``, set up for asks of
+  ``batch`` trials at once: TPE with ``constant_liar`` (asked, untold
+  trials count as mediocre, so a batch spreads out); CMA-ES with one
+  generation per round (``popsize=batch``)."""
   cls = sampler_class(name)
   kwargs: dict[str, Any] = {"seed": seed}
   if cls.__name__ == "TPESampler":
     kwargs["constant_liar"] = True
+  if cls.__name__ == "CmaEsSampler":
+    kwargs.update(popsize=max(2, batch), warn_independent_sampling=False)
   optuna = import_optuna()
   try:
     with warnings.catch_warnings():
@@ -142,10 +157,11 @@ class BatchStudy:
   space: space_lib.Space
   sampler: str
   seed: int
+  batch: int
 
   @classmethod
   def open(cls, space: space_lib.Space, sampler: str, *, seed: int,
-           mode: str, storage: str | None) -> "BatchStudy":
+           mode: str, storage: str | None, batch: int) -> "BatchStudy":
     """Creates the study or loads the one ``storage`` holds."""
     optuna = import_optuna()
     sampler_class(sampler)  # a bad name fails before anything is written
@@ -153,7 +169,7 @@ class BatchStudy:
       study = optuna.create_study(
           study_name=STUDY_NAME, storage=storage,
           direction="minimize" if mode == "min" else "maximize",
-          sampler=make_sampler(sampler, round_seed(seed, 0)),
+          sampler=make_sampler(sampler, round_seed(seed, 0), batch),
           load_if_exists=True)
     except (ValueError, ImportError) as e:
       raise ValueError(f"Optuna storage {storage!r}: {e}") from None
@@ -162,7 +178,7 @@ class BatchStudy:
       raise ValueError(f"Optuna storage {storage!r}: study {STUDY_NAME!r} "
                        f"is to {study.direction.name.lower()}, this sweep "
                        f"to {want}")
-    out = cls(study, space, sampler, seed)
+    out = cls(study, space, sampler, seed, batch)
     names = set(distributions(space))
     for t in study.get_trials(deepcopy=False):
       if set(t.distributions) != names:
@@ -179,8 +195,8 @@ class BatchStudy:
     ``round_index``'s sampler (one batch)."""
     have = len(self.study.get_trials(deepcopy=False))
     if have < num_trials:
-      self.study.sampler = make_sampler(self.sampler,
-                                        round_seed(self.seed, round_index))
+      self.study.sampler = make_sampler(
+          self.sampler, round_seed(self.seed, round_index), self.batch)
       dists = distributions(self.space)
       for _ in range(num_trials - have):
         self.study.ask(dists)
@@ -229,16 +245,14 @@ class BatchStudy:
     return told
 
 
-def run_rounds(study: BatchStudy, *, rounds: int, batch: int,
-               first_round: int,
+def run_rounds(study: BatchStudy, *, rounds: int, first_round: int,
                train: Callable[[list[dict[str, Any]], int], Any],
                log: Callable[[str], None]) -> Any:
   """The ask / train / tell loop.
 
   Args:
-    study: the batch study.
+    study: the batch study (``study.batch`` trials asked per round).
     rounds: rounds in the sweep.
-    batch: trials asked per round.
     first_round: the round to start from (earlier rounds are in the store
       and were told).
     train: ``train(configs, round_index)`` trains the first ``len(configs)``
@@ -249,7 +263,7 @@ def run_rounds(study: BatchStudy, *, rounds: int, batch: int,
   Returns:
     The last round's ``result``.
   """
-  result = None
+  result, batch = None, study.batch
   for r in range(first_round, rounds):
     n = (r + 1) * batch
     configs = study.configs(n, r)

@@ -456,7 +456,7 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
     os.makedirs(workdir, exist_ok=True)
   study = batch_search.BatchStudy.open(
       settings.full_space(), settings.sampler, seed=settings.seed,
-      mode=task.selection_mode, storage=storage)
+      mode=task.selection_mode, storage=storage, batch=batch)
   every: dict[int, TrialResult] = {}
   failed: dict[int, str] = {}
 
@@ -473,9 +473,8 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
     return (result, result.trials, result.failed,
             f"val/{task.selection_metric}")
 
-  batch_search.run_rounds(study, rounds=rounds, batch=batch,
-                          first_round=first_round, train=train,
-                          log=log or _quiet)
+  batch_search.run_rounds(study, rounds=rounds, first_round=first_round,
+                          train=train, log=log or _quiet)
   results = [every[k] for k in sorted(every)]
   return SweepResult(trials=results,
                      best=report.best(results, task.selection_mode),

@@ -302,9 +302,10 @@ def fake_train(log):
   return train
 
 
-def open_study(storage, seed=0):
+def open_study(storage, seed=0, batch=5):
   return batch_search.BatchStudy.open(OSPACE, "optuna:tpe", seed=seed,
-                                      mode="min", storage=storage)
+                                      mode="min", storage=storage,
+                                      batch=batch)
 
 
 def test_batch_study_tells_every_ask_once_and_resumes(tmp_path):
@@ -315,7 +316,7 @@ def test_batch_study_tells_every_ask_once_and_resumes(tmp_path):
   real_tell = study.study.tell
   study.study.tell = lambda *a, **k: (told.append(a[0]), real_tell(*a, **k))
   log = []
-  batch_search.run_rounds(study, rounds=3, batch=5, first_round=0,
+  batch_search.run_rounds(study, rounds=3, first_round=0,
                           train=fake_train(log), log=lambda _: None)
   trials = optuna.load_study(study_name="rnnsweep",
                              storage=storage).get_trials()
@@ -333,11 +334,11 @@ def test_batch_study_tells_every_ask_once_and_resumes(tmp_path):
   # Interrupted after round 2 asked its trials, before it trained them:
   other = f"sqlite:///{tmp_path}/b.db"
   first = open_study(other)
-  batch_search.run_rounds(first, rounds=1, batch=5, first_round=0,
+  batch_search.run_rounds(first, rounds=1, first_round=0,
                           train=fake_train([]), log=lambda _: None)
   first.configs(10, 1)  # asked, never trained or told
   resumed = open_study(other)
-  batch_search.run_rounds(resumed, rounds=3, batch=5, first_round=1,
+  batch_search.run_rounds(resumed, rounds=3, first_round=1,
                           train=fake_train([]), log=lambda _: None)
   again = optuna.load_study(study_name="rnnsweep", storage=other).get_trials()
   assert len(again) == 15  # round 2's asks were not asked again
@@ -347,19 +348,37 @@ def test_batch_study_tells_every_ask_once_and_resumes(tmp_path):
   assert [t.state for t in again] == [t.state for t in trials]
 
 
+@pytest.mark.parametrize("name", ["optuna:tpe", "optuna:cmaes", "optuna:qmc",
+                                  "optuna:random", "optuna:NSGAIISampler"])
+def test_each_optuna_sampler_runs_in_batches(tmp_path, name):
+  optuna = pytest.importorskip("optuna", reason="optuna is not installed")
+  study = batch_search.BatchStudy.open(
+      OSPACE, name, seed=1, mode="min", storage=f"sqlite:///{tmp_path}/s.db",
+      batch=4)
+  batch_search.run_rounds(study, rounds=4, first_round=0,
+                          train=fake_train([]), log=lambda _: None)
+  trials = study.study.get_trials()
+  assert len(trials) == 16
+  assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+  for t in trials:
+    assert 1e-4 <= t.params["learning_rate"] <= 1e-1
+    assert t.params["cell"] in ("lstm", "gru")
+    assert t.params["num_layers"] in (1, 2, 3)
+
+
 def test_batch_study_refuses_another_space_or_direction(tmp_path):
   pytest.importorskip("optuna", reason="optuna is not installed")
   storage = f"sqlite:///{tmp_path}/a.db"
-  batch_search.run_rounds(open_study(storage), rounds=1, batch=2,
+  batch_search.run_rounds(open_study(storage, batch=2), rounds=1,
                           first_round=0, train=fake_train([]),
                           log=lambda _: None)
   with pytest.raises(ValueError, match="tunes"):
     batch_search.BatchStudy.open(OSPACE.updated({"cell": "lstm"}),
                                  "optuna:tpe", seed=0, mode="min",
-                                 storage=storage)
+                                 storage=storage, batch=2)
   with pytest.raises(ValueError, match="maximize"):
     batch_search.BatchStudy.open(OSPACE, "optuna:tpe", seed=0, mode="max",
-                                 storage=storage)
+                                 storage=storage, batch=2)
 
 
 def test_optuna_sweep_end_to_end_and_rerun(tmp_path, tiny_adding):
