@@ -426,7 +426,14 @@ def curve_result(val, train, status="completed", tid=0, **params):
 
 
 @pytest.mark.parametrize("val, train, status, kind", [
-    ([1.0, 0.6, 0.5, 0.6, 0.7], [1.0, 0.7, 0.5, 0.3, 0.2], "completed",
+    # Validation worsens while training improves (the end gap is 20%).
+    ([1.0, 0.6, 0.5, 0.55, 0.6], [1.2, 0.8, 0.6, 0.55, 0.5], "completed",
+     "overfits"),
+    # ... the same validation with training worsening too is no overfit.
+    ([1.0, 0.6, 0.5, 0.55, 0.6], [1.2, 0.8, 0.5, 0.55, 0.6], "completed",
+     "fits"),
+    # A wide gap between validation and training loss.
+    ([1.0, 0.9, 0.85, 0.84, 0.84], [0.9, 0.6, 0.5, 0.45, 0.4], "completed",
      "overfits"),
     ([1.0, 0.8, 0.6, 0.45, 0.35], [1.1, 0.9, 0.7, 0.5, 0.4], "completed",
      "underfits"),

@@ -326,7 +326,9 @@ def test_workdir_name_resume_and_store_use_one_settings_value(tiny_adding):
       "eval_every": 3, "max_group_size": 2, "seed": 1,
       "engine": rs.EngineOptions(hoist_input=True),
       "selection_metric": "mae", "selection_mode": "max",
-      "scheduler": rs.SchedulerSettings("asha", min_steps=2)}
+      "scheduler": rs.SchedulerSettings("asha", min_steps=2),
+      "sampler_options": {"base": {"learning_rate": 0.01},
+                          "points_per_axis": 3}}
   assert set(changed) == set(rs.settings.COMPARED)
   digests = {base.digest()}
   for name, value in changed.items():
@@ -346,16 +348,28 @@ def test_script_default_workdir_follows_the_engine_options(tmp_path):
 
 
 def test_a_sweep_stored_before_schedulers_continues(tmp_path):
-  """A workdir written before schedulers existed (no scheduler setting, no
-  decisions table) continues as a sweep without one."""
+  """A workdir written before schedulers and learning rate schedules
+  existed (no scheduler setting, no decisions table, no sampler options,
+  trials and groups without the schedule parameters) continues as a sweep
+  without them."""
   task = rs.Adding(seq_len=6, num_val=8)
   configs = [{"hidden_size": 4, "batch_size": 2, "learning_rate": lr}
              for lr in (1e-3, 2e-3)]
   first = rs.run_trials(task, configs, steps=4, eval_every=2,
                         workdir=str(tmp_path))
   with sqlite3.connect(tmp_path / "results.db") as conn:
-    conn.execute("DELETE FROM sweep WHERE key='scheduler'")
+    conn.execute("DELETE FROM sweep WHERE key IN ('scheduler', "
+                 "'sampler_options')")
     conn.execute("DROP TABLE decisions")
+    new = ("lr_schedule", "warmup_steps_fraction", "final_lr_fraction",
+           "decay_rate")
+    for table, key, column in (("trials", "trial_id", "params"),
+                               ("groups", "group_id", "static")):
+      for row_id, text in conn.execute(
+          f"SELECT {key}, {column} FROM {table}").fetchall():
+        old = {k: v for k, v in json.loads(text).items() if k not in new}
+        conn.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
+                     (json.dumps(old), row_id))
   again = rs.run_trials(task, configs, steps=4, eval_every=2,
                         workdir=str(tmp_path))
   assert [r.curves for r in again.trials] == [r.curves for r in first.trials]
