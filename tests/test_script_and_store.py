@@ -370,6 +370,9 @@ def test_a_sweep_stored_before_schedulers_continues(tmp_path):
         old = {k: v for k, v in json.loads(text).items() if k not in new}
         conn.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",
                      (json.dumps(old), row_id))
+    # ... and was interrupted before its group was recorded.
+    conn.execute("UPDATE groups SET status = 'pending'")
+    conn.execute("UPDATE trials SET status = 'pending'")
   again = rs.run_trials(task, configs, steps=4, eval_every=2,
                         workdir=str(tmp_path))
   assert [r.curves for r in again.trials] == [r.curves for r in first.trials]
