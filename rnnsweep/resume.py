@@ -48,22 +48,14 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
       return plan
     # Another process created the sweep first: continue it instead.
   store.open_for_writing()
-  stored = store.settings()
-  if "num_trials" not in stored:
-    raise store.unreadable("no sweep settings in it")
-  # Sweeps stored before schedulers existed ran without one.
-  stored.setdefault("scheduler", SchedulerSettings().record())
-  stored.setdefault("sampler_options", {})
+  stored = stored_settings(store)
   diffs = [k for k in COMPARED if _json(stored.get(k)) != _json(record.get(k))]
   n_old = stored["num_trials"]
   growing = extend and len(trials) > n_old
   if diffs and not (growing and diffs == ["num_trials"]):
-    shown = "; ".join(_difference(k, clean_json(stored.get(k)),
-                                  clean_json(record.get(k))) for k in diffs)
     hint = (" (pass extend / --extend to add trials)"
             if diffs == ["num_trials"] and len(trials) > n_old else "")
-    raise ValueError(f"workdir {store.workdir!r} holds a sweep with other "
-                     f"settings: {shown}; use another workdir{hint}")
+    _refuse(store, stored, record, diffs, hint)
   by_id = {t.trial_id: t for t in trials}
   for tid, params, seed in store.stored_trials():
     t = by_id.get(tid)
@@ -81,6 +73,37 @@ def prepare(store: Store, record: Mapping[str, Any], trials: Sequence[Any],
     store.add_trials(trials[n_old:], new, num_trials=len(trials))
     todo += new
   return todo
+
+
+def stored_settings(store: Store) -> dict[str, Any]:
+  """The store's settings, with what older versions did not store filled
+  in as they ran."""
+  stored = store.settings()
+  if "num_trials" not in stored:
+    raise store.unreadable("no sweep settings in it")
+  # Sweeps stored before schedulers existed ran without one.
+  stored.setdefault("scheduler", SchedulerSettings().record())
+  stored.setdefault("sampler_options", {})
+  return stored
+
+
+def check_same_sweep(store: Store, record: Mapping[str, Any]) -> int:
+  """Refuses (one line, naming each differing entry) a workdir whose sweep
+  has other settings than ``record``, the trial count aside; writes
+  nothing. Returns the stored trial count."""
+  stored = stored_settings(store)
+  diffs = [k for k in COMPARED if k != "num_trials" and
+           _json(stored.get(k)) != _json(record.get(k))]
+  if diffs:
+    _refuse(store, stored, record, diffs, "")
+  return stored["num_trials"]
+
+
+def _refuse(store, stored, record, diffs, hint) -> None:
+  shown = "; ".join(_difference(k, clean_json(stored.get(k)),
+                                clean_json(record.get(k))) for k in diffs)
+  raise ValueError(f"workdir {store.workdir!r} holds a sweep with other "
+                   f"settings: {shown}; use another workdir{hint}")
 
 
 def _stored_view(params: Mapping[str, Any], stored: Mapping[str, Any]

@@ -446,12 +446,18 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
   opts = settings.sampler_options
   rounds, batch = opts["rounds"], opts["batch_size_trials"]
   storage = opts.get("storage") or batch_search.default_storage(workdir)
+  # Everything is checked before the study is created or asked.
+  task.data()
+  batch_sizes = settings.full_space().params.get("batch_size")
+  for b in (batch_sizes.candidate_values() if batch_sizes is not None
+            else [space_lib.PARAMS["batch_size"].default]):
+    task.check_batch_size(b)
   first_round = 0
   if workdir is not None:
     store = Store(workdir)
     store.check_workdir()
     if store.exists():
-      stored = store.settings().get("num_trials", 0)
+      stored = resume.check_same_sweep(store, settings.record())
       first_round = min(rounds - 1, max(0, stored // batch - 1))
     os.makedirs(workdir, exist_ok=True)
   study = batch_search.BatchStudy.open(

@@ -405,6 +405,21 @@ def test_optuna_sweep_end_to_end_and_rerun(tmp_path, tiny_adding):
   assert len(optuna.load_study(
       study_name="rnnsweep",
       storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 6
+  # Other settings on this workdir: refused before anything is asked.
+  with pytest.raises(ValueError, match="other settings: steps"):
+    rs.sweep(tiny_adding, space, **{**kwargs, "steps": 6})
+  assert len(optuna.load_study(
+      study_name="rnnsweep",
+      storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 6
+  # Bad input: one error, no study written.
+  fresh = tmp_path / "fresh"
+  np.savez(tmp_path / "few.npz", x=np.zeros((30, 4, 2)), y=np.arange(30) % 2,
+           num_classes=2)
+  few = rs.Classify(data_path=str(tmp_path / "few.npz"))
+  with pytest.raises(ValueError, match="fewer than one batch"):
+    rs.sweep(few, space.updated({"batch_size": rs.Choice([2, 64])}),
+             **{**kwargs, "workdir": str(fresh)})
+  assert not fresh.exists()
 
 
 # ---------------------------------------------------------------------------
