@@ -405,12 +405,13 @@ def test_optuna_sweep_end_to_end_and_rerun(tmp_path, tiny_adding):
   assert len(optuna.load_study(
       study_name="rnnsweep",
       storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 6
-  # Other settings on this workdir: refused before anything is asked.
-  with pytest.raises(ValueError, match="other settings: steps"):
-    rs.sweep(tiny_adding, space, **{**kwargs, "steps": 6})
-  assert len(optuna.load_study(
-      study_name="rnnsweep",
-      storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 6
+  # A workdir holding another sweep: refused before a study is made.
+  other = tmp_path / "other"
+  rs.sweep(tiny_adding, space, num_trials=2, steps=4, eval_every=2,
+           max_group_size=4, workdir=str(other))
+  with pytest.raises(ValueError, match="other settings: sampler: stored"):
+    rs.sweep(tiny_adding, space, **{**kwargs, "workdir": str(other)})
+  assert not (other / "optuna.db").exists()
   # Bad input: one error, no study written.
   fresh = tmp_path / "fresh"
   np.savez(tmp_path / "few.npz", x=np.zeros((30, 4, 2)), y=np.arange(30) % 2,
