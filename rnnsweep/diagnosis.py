@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
 from typing import Any, Mapping, Sequence
 
 from rnnsweep import selection
@@ -153,17 +154,29 @@ def next_move(result: TrialResult, diagnosis: Diagnosis, steps: int
                           "values")
 
 
+def _short(v: Any) -> Any:
+  return float(f"{v:.4g}") if isinstance(v, float) else v
+
+
 def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
                    steps: int, points_per_axis: int = 5) -> str:
-  """A ready ``experiments/sweep.py --around`` command for ``base``."""
+  """A ready ``experiments/sweep.py --around`` command for ``base``: the
+  same task and, as ``--space``, the sweep's space (entries at the global
+  defaults left out), so the axes are this sweep's ranges."""
   task_config = settings.get("task_config") or {}
   flags = [f"--task={settings.get('task')}"]
   for key in ("seq_len", "dataset", "data_path"):
     if task_config.get(key) is not None:
-      flags.append(f"--{key}={task_config[key]}")
-  text = json.dumps(dict(base), separators=(", ", ": "))
-  flags += [f"--around='{text}'", f"--points_per_axis={points_per_axis}",
-            f"--steps={steps}", f"--eval_every={settings.get('eval_every')}"]
+      flags.append(f"--{key}={shlex.quote(str(task_config[key]))}")
+  space = {n: e for n, e in (settings.get("space") or {}).items()
+           if not (n in space_lib.PARAMS and not isinstance(e, (dict, list))
+                   and e == space_lib.PARAMS[n].default)}
+  if space:
+    flags.append("--space=" + shlex.quote(json.dumps(space)))
+  flags += ["--around=" + shlex.quote(json.dumps(
+      {k: _short(v) for k, v in base.items()})),
+            f"--points_per_axis={points_per_axis}", f"--steps={steps}",
+            f"--eval_every={settings.get('eval_every')}"]
   return "python experiments/sweep.py " + " ".join(flags)
 
 

@@ -5,6 +5,7 @@ diagnosis of curves."""
 import csv
 import json
 import math
+import shlex
 
 import numpy as np
 import pytest
@@ -466,15 +467,22 @@ def test_next_move_is_a_ready_around_command():
   over = curve_result([1.0, 0.6, 0.5, 0.6, 0.7], [1.0, 0.7, 0.5, 0.3, 0.2],
                       output_dropout=0.1, learning_rate=0.003)
   settings = {"task": "adding", "task_config": {"seq_len": 12},
-              "steps": 50, "eval_every": 10, "selection_mode": "min"}
+              "steps": 50, "eval_every": 10, "selection_mode": "min",
+              "space": {"learning_rate": {"log_uniform": [1e-4, 1e-1]},
+                        "output_dropout": {"uniform": [0.0, 0.5]},
+                        "truncation": 12}}
   lines = diagnosis.advice_lines([over], [over], settings,
                                  ["learning_rate", "output_dropout"])
-  command = lines[-1].strip()
-  assert command.startswith("python experiments/sweep.py --task=adding "
-                            "--seq_len=12 --around='")
-  base = json.loads(command.split("--around='")[1].split("'")[0])
-  assert base == {"learning_rate": 0.003, "output_dropout": 0.3,
-                  "recurrent_dropout": 0.1}
+  words = shlex.split(lines[-1])
+  assert words[:4] == ["python", "experiments/sweep.py", "--task=adding",
+                       "--seq_len=12"]
+  flags = dict(w[2:].split("=", 1) for w in words[4:])
+  assert json.loads(flags["around"]) == {
+      "learning_rate": 0.003, "output_dropout": 0.3, "recurrent_dropout": 0.1}
+  assert flags["space"] == json.dumps(settings["space"])  # the same axes
+  assert rs.load_space(flags["space"]).tuned_names() == [
+      "learning_rate", "output_dropout"]
+  assert flags["steps"] == "50" and flags["eval_every"] == "10"
   under = curve_result([1.0, 0.8, 0.6, 0.45, 0.35], [1.1, 0.9, 0.7, 0.5, 0.4],
                        hidden_size=32)
   changes, steps, _ = diagnosis.next_move(
