@@ -1,0 +1,19 @@
+"""Reproducing the tuning literature's claims with rnnsweep's own sweeps.
+
+One module per claim; each has a ``run(workdir, ...)`` that trains what it
+needs (stored in ``workdir``, so an interrupted run continues), writes a
+CSV table and PNG figures there, and returns the table's rows. The scripts
+in ``experiments/`` are thin absl wrappers; ``docs/findings.md`` holds the
+measured results.
+
+- :mod:`rnnsweep.claims.random_vs_grid`: random (and quasi-random) search
+  beats grid search when few parameters matter (Bergstra & Bengio 2012).
+- :mod:`rnnsweep.claims.learning_rate`: too small a learning rate converges
+  slowly, too large diverges; the stable range per optimizer.
+- :mod:`rnnsweep.claims.importance`: which hyperparameters matter, per
+  task (fANOVA and a model-free variance decomposition).
+"""
+
+from rnnsweep.claims import common, importance, learning_rate, random_vs_grid
+
+__all__ = ["common", "importance", "learning_rate", "random_vs_grid"]

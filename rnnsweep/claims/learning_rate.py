@@ -1,0 +1,138 @@
+"""The learning rate: too small converges slowly, too large diverges.
+
+The LM task trained for a fixed number of steps at learning rates spread
+evenly in log space over several decades, for Adam and for SGD with
+momentum 0.9, each repeated over seeds. Gradient clipping is off (it would
+hide divergence). For each optimizer the table gives the validation metric
+after the last step (and the best on the way), which runs diverged, and
+two ranges: **stable** (no seed diverged) and **useful** (median final
+metric within :data:`USEFUL_MARGIN` of the optimizer's best).
+
+Writes ``learning_rate.csv`` (one row per optimizer, rate and seed),
+``ranges.csv`` (per optimizer) and ``learning_rate.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rnnsweep import runner
+from rnnsweep.claims import common
+
+OPTIMIZERS = ({"optimizer": "adam"}, {"optimizer": "sgd", "momentum": 0.9})
+USEFUL_MARGIN = 0.05
+COLUMNS = ("optimizer", "learning_rate", "seed", "status", "final_val",
+           "best_val", "diverged_step")
+RANGE_COLUMNS = ("optimizer", "best_learning_rate", "best_final_val",
+                 "stable_lo", "stable_hi", "useful_lo", "useful_hi",
+                 "diverged_from")
+
+
+def rates(quick: bool) -> list[float]:
+  """Quick: 1e-4 .. 1 (5 values); full: 1e-5 .. 10, four per decade."""
+  if quick:
+    return [float(v) for v in np.geomspace(1e-4, 1.0, 5)]
+  return [float(f"{v:.3g}") for v in np.geomspace(1e-5, 10.0, 25)]
+
+
+def run(workdir: str, *, quick: bool = False, seeds: int | None = None,
+        steps: int | None = None, learning_rates: Sequence[float] | None = None,
+        max_group_size: int | str = "auto",
+        log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+  """Trains the sweeps (continuing any in ``workdir``), writes the tables
+  and figure, returns the per-optimizer ranges."""
+  seeds = seeds or (1 if quick else 3)
+  steps = steps or (8 if quick else 300)
+  lrs = list(learning_rates or rates(quick))
+  task = common.lm_task(quick)
+  shapes = common.QUICK_SHAPES if quick else {"hidden_size": 64}
+  configs = [{**shapes, "cell": "lstm", "grad_clip": 0.0, **opt,
+              "learning_rate": lr} for opt in OPTIMIZERS for lr in lrs]
+  os.makedirs(workdir, exist_ok=True)
+  rows = []
+  for seed in range(seeds):
+    result = runner.run_trials(
+        task, configs, steps=steps, eval_every=max(1, steps // 4),
+        max_group_size=max_group_size, seed=seed,
+        workdir=os.path.join(workdir, f"seed{seed}"), log=log)
+    for r in result.trials:
+      final = r.curves[f"val/{r.metric}"][-1]
+      rows.append({
+          "optimizer": r.params["optimizer"],
+          "learning_rate": r.params["learning_rate"], "seed": seed,
+          "status": r.status,
+          "final_val": None if r.status == "diverged" or final is None
+          or not math.isfinite(final) else final,
+          "best_val": r.best_value, "diverged_step": r.diverged_step})
+  ranges = [stable_ranges(rows, opt["optimizer"]) for opt in OPTIMIZERS]
+  common.write_table(os.path.join(workdir, "learning_rate.csv"), rows,
+                     COLUMNS)
+  common.write_table(os.path.join(workdir, "ranges.csv"), ranges,
+                     RANGE_COLUMNS)
+  plot(os.path.join(workdir, "learning_rate.png"), rows, ranges,
+       task.selection_metric, steps)
+  return ranges
+
+
+def stable_ranges(rows: Sequence[dict[str, Any]], optimizer: str
+                  ) -> dict[str, Any]:
+  """The stable and useful learning rate ranges of one optimizer (see the
+  module docstring); ``None`` ends where no rate qualifies."""
+  mine = [r for r in rows if r["optimizer"] == optimizer]
+  lrs = sorted({r["learning_rate"] for r in mine})
+  at = {lr: [r for r in mine if r["learning_rate"] == lr] for lr in lrs}
+  stable = [lr for lr in lrs if all(r["status"] != "diverged" and
+                                    r["final_val"] is not None
+                                    for r in at[lr])]
+  med = {lr: statistics.median([r["final_val"] for r in at[lr]])
+         for lr in stable}
+  best_lr = min(med, key=med.get) if med else None
+  useful = ([lr for lr in stable
+             if med[lr] <= med[best_lr] * (1 + USEFUL_MARGIN)]
+            if best_lr is not None else [])
+  diverged = [lr for lr in lrs if any(r["status"] == "diverged"
+                                      for r in at[lr])]
+  return {"optimizer": optimizer, "best_learning_rate": best_lr,
+          "best_final_val": med.get(best_lr),
+          "stable_lo": min(stable, default=None),
+          "stable_hi": max(stable, default=None),
+          "useful_lo": min(useful, default=None),
+          "useful_hi": max(useful, default=None),
+          "diverged_from": min(diverged, default=None)}
+
+
+def plot(path: str, rows, ranges, metric: str, steps: int) -> None:
+  fig = common.figure(7, 4.8)
+  ax = fig.add_subplot()
+  finite = [r["final_val"] for r in rows if r["final_val"] is not None]
+  top = max(finite) * 1.05 if finite else 1.0
+  for (opt, color), rng in zip(zip([o["optimizer"] for o in OPTIMIZERS],
+                                   ("tab:blue", "tab:orange")), ranges):
+    mine = [r for r in rows if r["optimizer"] == opt]
+    lrs = sorted({r["learning_rate"] for r in mine})
+    med = []
+    for lr in lrs:
+      vals = [r["final_val"] for r in mine if r["learning_rate"] == lr
+              and r["final_val"] is not None]
+      med.append(statistics.median(vals) if vals else math.nan)
+    label = opt + (" (momentum 0.9)" if opt == "sgd" else "")
+    ax.plot(lrs, med, "o-", color=color, label=label)
+    div = [r["learning_rate"] for r in mine if r["status"] == "diverged"]
+    if div:
+      ax.scatter(div, [top] * len(div), marker="x", color=color, s=50,
+                 label=f"{opt}: diverged")
+    if rng["useful_lo"] is not None:
+      ax.axvspan(rng["useful_lo"], rng["useful_hi"], color=color, alpha=0.1)
+  ax.set_xscale("log")
+  ax.set_xlabel("learning rate")
+  ax.set_ylabel(f"val {metric} after {steps} steps")
+  ax.set_title("Too small converges slowly, too large diverges "
+               "(shaded: within 5% of the best)", fontsize=10)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)

@@ -1,0 +1,130 @@
+"""The claim experiments in quick mode: each writes its tables (expected
+columns and rows) and non-empty figures, and their pure pieces compute
+what they say."""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnnsweep.claims import importance, learning_rate, random_vs_grid
+from conftest import ROOT, subprocess_env
+
+
+def read_csv(path):
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    return reader.fieldnames, list(reader)
+
+
+def test_grid_configs_are_cell_centres():
+  space = random_vs_grid.search_space(quick=True)
+  configs = random_vs_grid.grid_configs(space, 3)
+  lrs = sorted({c["learning_rate"] for c in configs})
+  drops = sorted({c["output_dropout"] for c in configs})
+  assert len(configs) == 9 and len(lrs) == 3 and len(drops) == 3
+  # Centres of three equal cells: 1/6, 1/2, 5/6 of each axis (log for lr).
+  for got, u in zip(lrs, (1 / 6, 1 / 2, 5 / 6)):
+    assert math.log10(got) == pytest.approx(-4 + 3 * u)
+  for got, u in zip(drops, (1 / 6, 1 / 2, 5 / 6)):
+    assert got == pytest.approx(0.3 * u)
+  with pytest.raises(ValueError, match="squares"):
+    random_vs_grid.run("unused", quick=True, budgets=[8])
+
+
+def test_random_vs_grid_quick(tmp_path):
+  rows = random_vs_grid.run(str(tmp_path), quick=True, max_group_size=32)
+  columns, table = read_csv(tmp_path / "random_vs_grid.csv")
+  assert tuple(columns) == random_vs_grid.COLUMNS
+  # 2 seeds x 3 methods x budgets (4, 9).
+  assert len(table) == len(rows) == 2 * 3 * 2
+  for r in table:
+    assert float(r["best_val"]) > 0
+    expected = (math.isqrt(int(r["budget"])) if r["method"] == "grid"
+                else int(r["budget"]))
+    assert int(r["distinct_learning_rates"]) == expected
+  # Random search with budget 4 is the first 4 of its 9: never better.
+  by = {(r["seed"], r["method"], r["budget"]): float(r["best_val"])
+        for r in table}
+  for seed in ("0", "1"):
+    for method in ("random", "quasirandom"):
+      assert by[(seed, method, "9")] <= by[(seed, method, "4")]
+  columns, trials = read_csv(tmp_path / "trials.csv")
+  assert tuple(columns) == random_vs_grid.TRIAL_COLUMNS
+  assert len(trials) == 2 * (9 + 9 + 9)
+  for name in ("best_vs_budget.png", "grid_vs_random.png"):
+    assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_stable_ranges_from_a_planted_table():
+  rows = []
+  for lr, vals in ((1e-4, (3.0, 3.1)), (1e-3, (2.0, 2.05)),
+                   (1e-2, (1.95, 2.0)), (1e-1, (2.5, None)),
+                   (1.0, (None, None))):
+    for seed, v in enumerate(vals):
+      rows.append({"optimizer": "adam", "learning_rate": lr, "seed": seed,
+                   "status": "diverged" if v is None else "completed",
+                   "final_val": v})
+  r = learning_rate.stable_ranges(rows, "adam")
+  assert r["best_learning_rate"] == 1e-2
+  assert (r["stable_lo"], r["stable_hi"]) == (1e-4, 1e-2)
+  assert (r["useful_lo"], r["useful_hi"]) == (1e-3, 1e-2)  # within 5%
+  assert r["diverged_from"] == 1e-1
+
+
+def test_learning_rate_script_quick(tmp_path):
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "learning_rate.py"),
+       f"--workdir={tmp_path}", "--quick", "--max_group_size=8"],
+      capture_output=True, text=True, env=subprocess_env(), timeout=600,
+      check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "adam" in out.stdout and "sgd" in out.stdout
+  columns, table = read_csv(tmp_path / "learning_rate.csv")
+  assert tuple(columns) == learning_rate.COLUMNS
+  assert len(table) == 2 * 5  # optimizers x rates, one seed
+  assert {r["optimizer"] for r in table} == {"adam", "sgd"}
+  columns, ranges = read_csv(tmp_path / "ranges.csv")
+  assert tuple(columns) == learning_rate.RANGE_COLUMNS and len(ranges) == 2
+  assert (tmp_path / "learning_rate.png").stat().st_size > 10_000
+  bad = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "random_vs_grid.py"),
+       f"--workdir={tmp_path / 'x'}", "--budgets=5"],
+      capture_output=True, text=True, env=subprocess_env(), timeout=600,
+      check=False)
+  assert bad.returncode == 2 and "squares" in bad.stderr
+  assert "Traceback" not in bad.stderr
+
+
+def test_eta_squared_finds_the_parameter_that_matters():
+  rng = np.random.default_rng(0)
+  x1, x2 = rng.uniform(size=200), rng.uniform(size=200)
+  cells = rng.choice(["lstm", "gru"], size=200).tolist()
+  y = np.where(x1 < 0.5, 1.0, 2.0) + 0.01 * rng.normal(size=200)
+  assert importance.eta_squared(x1.tolist(), y) > 0.95
+  assert importance.eta_squared(x2.tolist(), y) < 0.05
+  assert importance.eta_squared(cells, y) < 0.05
+  by_cell = [3.0 if c == "gru" else 1.0 for c in cells]
+  assert importance.eta_squared(cells, by_cell) == pytest.approx(1.0)
+  assert importance.eta_squared(x1.tolist(), [5.0] * 200) == 0.0
+
+
+def test_importance_quick(tmp_path):
+  pytest.importorskip("optuna", reason="optuna is not installed")
+  rows = importance.run(str(tmp_path), quick=True, max_group_size=16)
+  columns, table = read_csv(tmp_path / "importance.csv")
+  assert tuple(columns) == importance.COLUMNS
+  tuned = {"cell", "learning_rate", "output_dropout", "recurrent_dropout",
+           "grad_clip", "beta1", "weight_decay"}
+  for task in ("lm", "adding"):
+    mine = [r for r in table if r["task"] == task]
+    assert {r["parameter"] for r in mine} == tuned
+    fanova = [float(r["fanova"]) for r in mine]
+    assert sum(fanova) == pytest.approx(1.0, abs=1e-6)  # Optuna normalises
+    assert all(0.0 <= float(r["eta_squared"]) <= 1.0 for r in mine)
+  assert len(rows) == len(table) == 14
+  assert (tmp_path / "importance.png").stat().st_size > 10_000
