@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from rnnsweep.claims import importance, learning_rate, random_vs_grid
+from rnnsweep.claims import (gated_cells, importance, learning_rate,
+                             random_vs_grid, truncation_batch)
 from conftest import ROOT, subprocess_env
 
 
@@ -128,3 +129,33 @@ def test_importance_quick(tmp_path):
     assert all(0.0 <= float(r["eta_squared"]) <= 1.0 for r in mine)
   assert len(rows) == len(table) == 14
   assert (tmp_path / "importance.png").stat().st_size > 10_000
+
+
+def test_gated_cells_quick(tmp_path):
+  rows = gated_cells.run(str(tmp_path), quick=True, max_group_size=16)
+  columns, table = read_csv(tmp_path / "gated_cells.csv")
+  assert tuple(columns) == gated_cells.COLUMNS
+  # 2 tasks x lags (5, 10) x 3 cells, 3 trials each.
+  assert len(table) == len(rows) == 12
+  assert {(r["task"], r["lag"], r["cell"]) for r in table} == {
+      (t, str(l), c) for t in ("adding", "copy") for l in (5, 10)
+      for c in gated_cells.CELLS}
+  for r in table:
+    assert r["trials"] == "3"
+    assert float(r["success_rate"]) == pytest.approx(int(r["succeeded"]) / 3)
+  assert (tmp_path / "gated_cells.png").stat().st_size > 10_000
+
+
+def test_truncation_batch_quick(tmp_path):
+  rows = truncation_batch.run(str(tmp_path), quick=True)
+  columns, table = read_csv(tmp_path / "truncation_batch.csv")
+  assert tuple(columns) == truncation_batch.COLUMNS
+  assert [(r["axis"], r["truncation"], r["batch_size"]) for r in table] == [
+      ("truncation", "4", "4"), ("truncation", "8", "4"),
+      ("batch_size", "8", "2"), ("batch_size", "8", "4")]
+  for r in rows:
+    assert r["updates_per_s"] > 0 and r["steps"] >= 4
+    assert r["chars_per_s_per_trial"] == pytest.approx(
+        r["updates_per_s"] * r["truncation"] * r["batch_size"])
+    assert r["best_val"] is not None
+  assert (tmp_path / "truncation_batch.png").stat().st_size > 10_000

@@ -10,10 +10,16 @@ measured results.
   beats grid search when few parameters matter (Bergstra & Bengio 2012).
 - :mod:`rnnsweep.claims.learning_rate`: too small a learning rate converges
   slowly, too large diverges; the stable range per optimizer.
+- :mod:`rnnsweep.claims.gated_cells`: gated cells learn long lags that a
+  simple RNN does not (adding and copy tasks).
+- :mod:`rnnsweep.claims.truncation_batch`: TBPTT window and batch size at
+  equal wall time.
 - :mod:`rnnsweep.claims.importance`: which hyperparameters matter, per
   task (fANOVA and a model-free variance decomposition).
 """
 
-from rnnsweep.claims import common, importance, learning_rate, random_vs_grid
+from rnnsweep.claims import (common, gated_cells, importance, learning_rate,
+                             random_vs_grid, truncation_batch)
 
-__all__ = ["common", "importance", "learning_rate", "random_vs_grid"]
+__all__ = ["common", "gated_cells", "importance", "learning_rate",
+           "random_vs_grid", "truncation_batch"]
