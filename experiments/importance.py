@@ -26,6 +26,10 @@ _NUM_TRIALS = flags.DEFINE_integer("num_trials", None, "Random trials per "
                                    lower_bound=2)
 _STEPS = flags.DEFINE_integer("steps", None, "Updates per trial (default "
                               "300; quick 8).", lower_bound=1)
+_TASKS = flags.DEFINE_list("tasks", None, "Tasks to measure (default: lm, "
+                           "adding, classify, forecast; quick: lm, adding).")
+_HIDDEN = flags.DEFINE_integer("hidden_size", None, "Units (default 64; "
+                               "quick 16).", lower_bound=1)
 _MAX_GROUP_SIZE = flags.DEFINE_string("max_group_size", "auto",
                                       "Most trials per program.")
 
@@ -37,7 +41,8 @@ def main(argv):
   try:
     rows = importance.run(
         _WORKDIR.value, quick=_QUICK.value, num_trials=_NUM_TRIALS.value,
-        steps=_STEPS.value,
+        steps=_STEPS.value, hidden_size=_HIDDEN.value,
+        task_names=_TASKS.value,
         max_group_size=rs.sizing.check_max_group_size(
             _MAX_GROUP_SIZE.value, "--max_group_size"),
         log=rs.runner.log_stderr)

@@ -25,6 +25,8 @@ _SEEDS = flags.DEFINE_integer("seeds", None, "Repetitions (default 3; quick "
                               "1).", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", None, "Updates per trial (default "
                               "300; quick 8).", lower_bound=1)
+_HIDDEN = flags.DEFINE_integer("hidden_size", None, "Units (default 64; "
+                               "quick 16).", lower_bound=1)
 _MAX_GROUP_SIZE = flags.DEFINE_string("max_group_size", "auto",
                                       "Most trials per program.")
 
@@ -36,7 +38,7 @@ def main(argv):
   try:
     ranges = learning_rate.run(
         _WORKDIR.value, quick=_QUICK.value, seeds=_SEEDS.value,
-        steps=_STEPS.value,
+        steps=_STEPS.value, hidden_size=_HIDDEN.value,
         max_group_size=rs.sizing.check_max_group_size(
             _MAX_GROUP_SIZE.value, "--max_group_size"),
         log=rs.runner.log_stderr)

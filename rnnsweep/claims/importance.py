@@ -35,8 +35,10 @@ COLUMNS = ("task", "parameter", "fanova", "eta_squared", "trials",
            "diverged")
 
 
-def search_space(quick: bool) -> space_lib.Space:
-  shapes = common.QUICK_SHAPES if quick else {"hidden_size": 64}
+def search_space(quick: bool, hidden_size: int | None = None
+                 ) -> space_lib.Space:
+  shapes = (common.QUICK_SHAPES if quick
+            else {"hidden_size": hidden_size or 64})
   return space_lib.Space({
       **shapes,
       "cell": space_lib.Choice(["lstm", "gru"]),
@@ -48,14 +50,17 @@ def search_space(quick: bool) -> space_lib.Space:
       "weight_decay": space_lib.Uniform(0.0, 1e-3)})
 
 
-def tasks(quick: bool) -> dict[str, Any]:
-  """The tasks measured: quick: the tiny LM and a short adding problem."""
+def tasks(quick: bool) -> dict[str, Callable[[], Any]]:
+  """The tasks measured, as factories (built only when chosen): quick:
+  the tiny LM and a short adding problem; full: LM, adding, classify
+  (digits) and forecast (sunspots)."""
   if quick:
-    return {"lm": common.lm_task(True),
-            "adding": make_task("adding", seq_len=12, num_val=64)}
-  return {"lm": common.lm_task(False), "adding": make_task("adding"),
-          "classify": make_task("classify"),
-          "forecast": make_task("forecast")}
+    return {"lm": lambda: common.lm_task(True),
+            "adding": lambda: make_task("adding", seq_len=12, num_val=64)}
+  return {"lm": lambda: common.lm_task(False),
+          "adding": lambda: make_task("adding"),
+          "classify": lambda: make_task("classify"),
+          "forecast": lambda: make_task("forecast")}
 
 
 def eta_squared(values: Sequence[Any], metric: Sequence[float]) -> float:
@@ -81,7 +86,9 @@ def eta_squared(values: Sequence[Any], metric: Sequence[float]) -> float:
 
 
 def run(workdir: str, *, quick: bool = False, num_trials: int | None = None,
-        steps: int | None = None, max_group_size: int | str = "auto",
+        steps: int | None = None, hidden_size: int | None = None,
+        task_names: Sequence[str] | None = None,
+        max_group_size: int | str = "auto",
         seed: int = 0, log: Callable[[str], None] | None = None
         ) -> list[dict[str, Any]]:
   """A random sweep per task (continuing any in ``workdir``), then both
@@ -90,12 +97,20 @@ def run(workdir: str, *, quick: bool = False, num_trials: int | None = None,
   steps = steps or (8 if quick else 300)
   os.makedirs(workdir, exist_ok=True)
   rows = []
-  for name, task in tasks(quick).items():
+  chosen = tasks(quick)
+  unknown = sorted(set(task_names or ()) - set(chosen))
+  if unknown:
+    raise ValueError(f"tasks must be among {sorted(chosen)}, got {unknown}")
+  for name, make in chosen.items():
+    if task_names and name not in task_names:
+      continue
+    task = make()
     sub = os.path.join(workdir, name)
     if log is not None:
       log(f"importance: {num_trials} random trials on {name}")
     result = runner.sweep(
-        task, search_space(quick), num_trials=num_trials, steps=steps,
+        task, search_space(quick, hidden_size), num_trials=num_trials,
+        steps=steps,
         eval_every=max(1, steps // 4), max_group_size=max_group_size,
         seed=seed, workdir=sub)
     done = [r for r in result.trials if r.status == "completed"

@@ -42,7 +42,7 @@ def rates(quick: bool) -> list[float]:
 
 def run(workdir: str, *, quick: bool = False, seeds: int | None = None,
         steps: int | None = None, learning_rates: Sequence[float] | None = None,
-        max_group_size: int | str = "auto",
+        hidden_size: int | None = None, max_group_size: int | str = "auto",
         log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
   """Trains the sweeps (continuing any in ``workdir``), writes the tables
   and figure, returns the per-optimizer ranges."""
@@ -50,7 +50,8 @@ def run(workdir: str, *, quick: bool = False, seeds: int | None = None,
   steps = steps or (8 if quick else 300)
   lrs = list(learning_rates or rates(quick))
   task = common.lm_task(quick)
-  shapes = common.QUICK_SHAPES if quick else {"hidden_size": 64}
+  shapes = (common.QUICK_SHAPES if quick
+            else {"hidden_size": hidden_size or 64})
   configs = [{**shapes, "cell": "lstm", "grad_clip": 0.0, **opt,
               "learning_rate": lr} for opt in OPTIMIZERS for lr in lrs]
   os.makedirs(workdir, exist_ok=True)

@@ -45,8 +45,10 @@ TRIAL_COLUMNS = ("seed", "method", "index", "learning_rate",
                  "output_dropout", "status", "best_val")
 
 
-def search_space(quick: bool) -> space_lib.Space:
-  shapes = common.QUICK_SHAPES if quick else {"hidden_size": 64}
+def search_space(quick: bool, hidden_size: int | None = None
+                 ) -> space_lib.Space:
+  shapes = (common.QUICK_SHAPES if quick
+            else {"hidden_size": hidden_size or 64})
   return space_lib.Space({
       **shapes, "cell": "lstm",
       IMPORTANT: space_lib.LogUniform(1e-4, 1e-1),
@@ -74,7 +76,8 @@ def _square_root(b: int) -> int:
 
 def run(workdir: str, *, quick: bool = False,
         budgets: Sequence[int] | None = None, seeds: int | None = None,
-        steps: int | None = None, max_group_size: int | str = "auto",
+        steps: int | None = None, hidden_size: int | None = None,
+        max_group_size: int | str = "auto",
         log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
   """Trains the sweeps (continuing any in ``workdir``), writes the tables
   and figures, returns the summary rows."""
@@ -85,7 +88,8 @@ def run(workdir: str, *, quick: bool = False,
   steps = steps or (8 if quick else 200)
   eval_every = max(1, steps // 4)
   task = common.lm_task(quick)
-  space = space_lib.Space(runner.task_space(task, search_space(quick)).params)
+  space = space_lib.Space(runner.task_space(
+      task, search_space(quick, hidden_size)).params)
   nmax = max(budgets)
   os.makedirs(workdir, exist_ok=True)
   rows, trial_rows = [], []
