@@ -20,7 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the sweeps, tables "
                                "and figures go (a rerun continues).",
                                required=True)
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny model, two windows and two "
-                           "batch sizes, 2 s each: a smoke run.")
+                           "batch sizes, 0.5 s each: a smoke run.")
 _WINDOWS = flags.DEFINE_list("windows", None, "TBPTT windows (default "
                              "8,16,32,64,128).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", None, "Batch sizes (default "

@@ -7,6 +7,7 @@ import json
 import math
 import shlex
 
+import jax
 import numpy as np
 import pytest
 from scipy.stats import qmc
@@ -229,9 +230,10 @@ def test_schedule_scales_the_update_it_is_given(tiny_adding, schedule):
     one = engine.OneTrial(rs.StaticConfig.from_params(params), tiny_adding)
     hp = engine.trial_hparams(params, horizon=10)
     state = one.init(np.int32(5), hp)
+    update = jax.jit(one.update)
     deltas[name] = []
     for t in range(10):
-      new, _, _ = one.update(state.replace(step=np.int32(t)), data.train, key)
+      new, _, _ = update(state.replace(step=np.int32(t)), data.train, key)
       deltas[name].append(np.concatenate([
           np.ravel(a - b) for a, b in zip(
               jax_leaves(new.params), jax_leaves(state.params))]))
@@ -245,7 +247,6 @@ def test_schedule_scales_the_update_it_is_given(tiny_adding, schedule):
 
 
 def jax_leaves(tree):
-  import jax  # pylint: disable=import-outside-toplevel
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 

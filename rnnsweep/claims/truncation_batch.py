@@ -9,12 +9,14 @@ updates as fit in ``seconds``. The table gives the measured speed
 (updates/s, trial-steps/s for the group, characters/s per trial) and the
 best validation bits per character among the four rates.
 
-Speed depends on the machine: the table says where it was measured.
-Writes ``truncation_batch.csv`` and ``truncation_batch.png``.
+Speed depends on the machine. The speeds are kept in ``speeds.json``, so a
+rerun continues the same sweeps. Writes ``truncation_batch.csv`` and
+``truncation_batch.png``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -43,7 +45,7 @@ def run(workdir: str, *, quick: bool = False,
   windows = tuple(windows or ((4, 8) if quick else (8, 16, 32, 64, 128)))
   batch_sizes = tuple(batch_sizes or ((2, 4) if quick
                                       else (8, 16, 32, 64, 128)))
-  seconds = seconds or (2.0 if quick else 120.0)
+  seconds = seconds or (0.5 if quick else 120.0)
   task = common.lm_task(quick)
   base = dict(BASE, truncation=8, batch_size=4) if quick else dict(BASE)
   shapes = ({k: v for k, v in common.QUICK_SHAPES.items()
@@ -53,12 +55,25 @@ def run(workdir: str, *, quick: bool = False,
               + [("batch_size", dict(base, batch_size=b))
                  for b in batch_sizes])
   os.makedirs(workdir, exist_ok=True)
+  # Speeds are measured once and kept: a rerun (or the base setting, which
+  # is on both axes) trains the same number of steps, so it continues.
+  speeds_path = os.path.join(workdir, "speeds.json")
+  speeds = {}
+  if os.path.exists(speeds_path):
+    with open(speeds_path, encoding="utf-8") as f:
+      speeds = json.load(f)
   rows = []
   for axis, static in settings:
     configs = [{**shapes, **static, "cell": "lstm", "learning_rate": lr}
                for lr in LEARNING_RATES]
     name = f"w{static['truncation']}-b{static['batch_size']}"
-    rate = _updates_per_second(task, configs)
+    if name not in speeds:
+      speeds[name] = _updates_per_second(task, configs)
+      tmp = f"{speeds_path}.tmp{os.getpid()}"
+      with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(speeds, f, indent=1)
+      os.replace(tmp, speeds_path)
+    rate = speeds[name]
     steps = max(4, int(seconds * rate))
     result = runner.run_trials(
         task, configs, steps=steps, eval_every=max(1, steps // 4),
