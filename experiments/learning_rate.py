@@ -48,7 +48,8 @@ def main(argv):
   for r in ranges:
     print(f"{r['optimizer']:5s} best lr {r['best_learning_rate']}  stable "
           f"[{r['stable_lo']}, {r['stable_hi']}]  useful [{r['useful_lo']}, "
-          f"{r['useful_hi']}]  diverged from {r['diverged_from']}")
+          f"{r['useful_hi']}]  blows up from {r['unstable_from']} "
+          f"(non-finite from {r['nonfinite_from']})")
 
 
 if __name__ == "__main__":

@@ -63,18 +63,20 @@ def test_random_vs_grid_quick(tmp_path):
 
 def test_stable_ranges_from_a_planted_table():
   rows = []
-  for lr, vals in ((1e-4, (2.3, 2.4)), (1e-3, (2.0, 2.05)),
-                   (1e-2, (1.95, 2.0)), (1e-1, (2.5, None)),
-                   (1.0, (None, None))):
+  for lr, vals in ((1e-5, (3.0, 3.0)), (1e-4, (2.3, 2.4)),
+                   (1e-3, (2.0, 2.05)), (1e-2, (1.95, 2.0)),
+                   (3e-2, (2.9, 3.5)),  # finite, but worse than untrained
+                   (1e-1, (2.5, None)), (1.0, (None, None))):
     for seed, v in enumerate(vals):
       rows.append({"optimizer": "adam", "learning_rate": lr, "seed": seed,
                    "status": "diverged" if v is None else "completed",
                    "final_val": v})
   r = learning_rate.stable_ranges(rows, "adam")
   assert r["best_learning_rate"] == 1e-2
-  assert (r["stable_lo"], r["stable_hi"]) == (1e-4, 1e-2)
+  assert (r["stable_lo"], r["stable_hi"]) == (1e-5, 1e-2)
   assert (r["useful_lo"], r["useful_hi"]) == (1e-3, 1e-2)  # within 5%
-  assert r["diverged_from"] == 1e-1
+  assert r["unstable_from"] == 3e-2
+  assert r["nonfinite_from"] == 1e-1
 
 
 def test_learning_rate_script_quick(tmp_path):

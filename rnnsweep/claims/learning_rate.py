@@ -4,9 +4,13 @@ The LM task trained for a fixed number of steps at learning rates spread
 evenly in log space over several decades, for Adam and for SGD with
 momentum 0.9, each repeated over seeds. Gradient clipping is off (it would
 hide divergence). For each optimizer the table gives the validation metric
-after the last step (and the best on the way), which runs diverged, and
-two ranges: **stable** (no seed diverged) and **useful** (median final
-metric within :data:`USEFUL_MARGIN` of the optimizer's best).
+after the last step (and the best on the way) and two ranges: **stable**
+(no seed went non-finite, and none ended more than
+:data:`BLOWN_UP_MARGIN` worse than the smallest rate, which barely moves
+from the untrained model: a run that ends worse than not training has
+blown up even while its numbers stay finite) and
+**useful** (median final metric within :data:`USEFUL_MARGIN` of the
+optimizer's best).
 
 Writes ``learning_rate.csv`` (one row per optimizer, rate and seed),
 ``ranges.csv`` (per optimizer) and ``learning_rate.png``.
@@ -26,11 +30,14 @@ from rnnsweep.claims import common
 
 OPTIMIZERS = ({"optimizer": "adam"}, {"optimizer": "sgd", "momentum": 0.9})
 USEFUL_MARGIN = 0.05
+#: A run ending this much worse than the smallest rate's (relative) has
+#: blown up; the margin keeps seed noise at the small end from counting.
+BLOWN_UP_MARGIN = 0.05
 COLUMNS = ("optimizer", "learning_rate", "seed", "status", "final_val",
            "best_val", "diverged_step")
 RANGE_COLUMNS = ("optimizer", "best_learning_rate", "best_final_val",
                  "stable_lo", "stable_hi", "useful_lo", "useful_hi",
-                 "diverged_from")
+                 "unstable_from", "nonfinite_from")
 
 
 def rates(quick: bool) -> list[float]:
@@ -87,24 +94,30 @@ def stable_ranges(rows: Sequence[dict[str, Any]], optimizer: str
   mine = [r for r in rows if r["optimizer"] == optimizer]
   lrs = sorted({r["learning_rate"] for r in mine})
   at = {lr: [r for r in mine if r["learning_rate"] == lr] for lr in lrs}
-  stable = [lr for lr in lrs if all(r["status"] != "diverged" and
-                                    r["final_val"] is not None
-                                    for r in at[lr])]
-  med = {lr: statistics.median([r["final_val"] for r in at[lr]])
-         for lr in stable}
+  finite = {lr: [r["final_val"] for r in at[lr] if r["final_val"] is not None]
+            for lr in lrs}
+  untrained = (statistics.median(finite[lrs[0]])
+               if lrs and finite[lrs[0]] else math.inf)
+  stable = [lr for lr in lrs
+            if len(finite[lr]) == len(at[lr]) and all(
+                r["status"] != "diverged" for r in at[lr])
+            and max(finite[lr]) <= untrained * (1 + BLOWN_UP_MARGIN)]
+  med = {lr: statistics.median(finite[lr]) for lr in stable}
   best_lr = min(med, key=med.get) if med else None
   useful = ([lr for lr in stable
              if med[lr] <= med[best_lr] * (1 + USEFUL_MARGIN)]
             if best_lr is not None else [])
-  diverged = [lr for lr in lrs if any(r["status"] == "diverged"
-                                      for r in at[lr])]
+  nonfinite = [lr for lr in lrs if len(finite[lr]) < len(at[lr])]
+  above = [lr for lr in lrs if best_lr is not None and lr > best_lr
+           and lr not in stable]
   return {"optimizer": optimizer, "best_learning_rate": best_lr,
           "best_final_val": med.get(best_lr),
           "stable_lo": min(stable, default=None),
           "stable_hi": max(stable, default=None),
           "useful_lo": min(useful, default=None),
           "useful_hi": max(useful, default=None),
-          "diverged_from": min(diverged, default=None)}
+          "unstable_from": min(above, default=None),
+          "nonfinite_from": min(nonfinite, default=None)}
 
 
 def plot(path: str, rows, ranges, metric: str, steps: int) -> None:
