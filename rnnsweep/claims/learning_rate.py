@@ -124,7 +124,13 @@ def plot(path: str, rows, ranges, metric: str, steps: int) -> None:
   fig = common.figure(7, 4.8)
   ax = fig.add_subplot()
   finite = [r["final_val"] for r in rows if r["final_val"] is not None]
-  top = max(finite) * 1.05 if finite else 1.0
+  smallest = min((r["learning_rate"] for r in rows), default=0.0)
+  untrained = [r["final_val"] for r in rows if r["final_val"] is not None
+               and r["learning_rate"] == smallest]
+  # Blown-up runs would squash the plot: anything above the cap is drawn
+  # on it as a triangle.
+  cap = (max(untrained) * 1.25 if untrained
+         else max(finite) * 1.05 if finite else 1.0)
   for (opt, color), rng in zip(zip([o["optimizer"] for o in OPTIMIZERS],
                                    ("tab:blue", "tab:orange")), ranges):
     mine = [r for r in rows if r["optimizer"] == opt]
@@ -135,18 +141,22 @@ def plot(path: str, rows, ranges, metric: str, steps: int) -> None:
               and r["final_val"] is not None]
       med.append(statistics.median(vals) if vals else math.nan)
     label = opt + (" (momentum 0.9)" if opt == "sgd" else "")
-    ax.plot(lrs, med, "o-", color=color, label=label)
-    div = [r["learning_rate"] for r in mine if r["status"] == "diverged"]
-    if div:
-      ax.scatter(div, [top] * len(div), marker="x", color=color, s=50,
-                 label=f"{opt}: diverged")
+    ax.plot(lrs, [min(m, cap) for m in med], "o-", color=color, label=label)
+    over = [(lr, m) for lr, m in zip(lrs, med) if not m <= cap]
+    if over:
+      ax.scatter([lr for lr, _ in over], [cap] * len(over), marker="^",
+                 color=color, s=60, zorder=3,
+                 label=f"{opt}: above {cap:.3g} (or non-finite)")
     if rng["useful_lo"] is not None:
       ax.axvspan(rng["useful_lo"], rng["useful_hi"], color=color, alpha=0.1)
+    if rng["unstable_from"] is not None:
+      ax.axvline(rng["unstable_from"], color=color, linestyle=":")
   ax.set_xscale("log")
   ax.set_xlabel("learning rate")
-  ax.set_ylabel(f"val {metric} after {steps} steps")
-  ax.set_title("Too small converges slowly, too large diverges "
-               "(shaded: within 5% of the best)", fontsize=10)
+  ax.set_ylabel(f"val {metric} after {steps} steps (median over seeds)")
+  ax.set_title("Too small converges slowly, too large blows up\n(shaded: "
+               "within 5% of the best; dotted: blows up from here)",
+               fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path)
