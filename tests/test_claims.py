@@ -33,6 +33,11 @@ def test_grid_configs_are_cell_centres():
     assert math.log10(got) == pytest.approx(-4 + 3 * u)
   for got, u in zip(drops, (1 / 6, 1 / 2, 5 / 6)):
     assert got == pytest.approx(0.3 * u)
+  shifted = random_vs_grid.grid_configs(space, 3, (0.0, 0.25))
+  assert math.log10(min(c["learning_rate"] for c in shifted)) == (
+      pytest.approx(-4.0))
+  assert sorted({c["output_dropout"] for c in shifted}) == pytest.approx(
+      [0.3 * 0.25 / 3, 0.3 * 1.25 / 3, 0.3 * 2.25 / 3])
   with pytest.raises(ValueError, match="squares"):
     random_vs_grid.run("unused", quick=True, budgets=[8])
 
@@ -41,11 +46,11 @@ def test_random_vs_grid_quick(tmp_path):
   rows = random_vs_grid.run(str(tmp_path), quick=True, max_group_size=32)
   columns, table = read_csv(tmp_path / "random_vs_grid.csv")
   assert tuple(columns) == random_vs_grid.COLUMNS
-  # 2 seeds x 3 methods x budgets (4, 9).
-  assert len(table) == len(rows) == 2 * 3 * 2
+  # 2 seeds x 4 methods x budgets (4, 9).
+  assert len(table) == len(rows) == 2 * 4 * 2
   for r in table:
     assert float(r["best_val"]) > 0
-    expected = (math.isqrt(int(r["budget"])) if r["method"] == "grid"
+    expected = (math.isqrt(int(r["budget"])) if r["method"].startswith("grid")
                 else int(r["budget"]))
     assert int(r["distinct_learning_rates"]) == expected
   # Random search with budget 4 is the first 4 of its 9: never better.
@@ -56,7 +61,7 @@ def test_random_vs_grid_quick(tmp_path):
       assert by[(seed, method, "9")] <= by[(seed, method, "4")]
   columns, trials = read_csv(tmp_path / "trials.csv")
   assert tuple(columns) == random_vs_grid.TRIAL_COLUMNS
-  assert len(trials) == 2 * (9 + 9 + 9)
+  assert len(trials) == 2 * (9 + 9 + 9 + 9)
   for name in ("best_vs_budget.png", "grid_vs_random.png"):
     assert (tmp_path / name).stat().st_size > 10_000
 

@@ -4,10 +4,12 @@ Bengio 2012), checked on the LM task.
 Two tuned parameters: the learning rate (log-uniform over three decades;
 it matters) and output dropout (0 to 0.3; at these run lengths it matters
 little). At each budget ``b`` (a square), grid search spends ``sqrt(b)``
-values on each axis (cell centres, the kindest grid); random and
-quasi-random search spend ``b`` distinct values on each. Repeated over
-seeds (the seed draws the random points, the trials' initial weights and
-the shared data stream).
+values on each axis, at the cell centres (``grid``) or shifted within the
+cells by a random offset per seed (``grid_shifted``: on a new problem the
+grid's alignment with the optimum is luck); random and quasi-random search
+spend ``b`` distinct values on each. Repeated over seeds (the seed draws
+the random points and the shift, the trials' initial weights and the
+shared data stream).
 
 One sweep per seed trains everything: random trial *i* depends only on the
 seed and *i* (and the trial's seed is carried explicitly), so the first
@@ -38,7 +40,7 @@ from rnnsweep.claims import common
 
 IMPORTANT = "learning_rate"
 UNIMPORTANT = "output_dropout"
-METHODS = ("grid", "random", "quasirandom")
+METHODS = ("grid", "grid_shifted", "random", "quasirandom")
 COLUMNS = ("seed", "method", "budget", "best_val", "best_learning_rate",
            "best_output_dropout", "distinct_learning_rates")
 TRIAL_COLUMNS = ("seed", "method", "index", "learning_rate",
@@ -55,15 +57,25 @@ def search_space(quick: bool, hidden_size: int | None = None
       UNIMPORTANT: space_lib.Uniform(0.0, 0.3)})
 
 
-def grid_configs(space: space_lib.Space, per_axis: int
+def grid_configs(space: space_lib.Space, per_axis: int,
+                 shift: tuple[float, float] = (0.5, 0.5)
                  ) -> list[dict[str, Any]]:
-  """A ``per_axis`` x ``per_axis`` grid at the cell centres of the two
-  tuned axes (log-spaced on the log axis), fixed values filled."""
+  """A ``per_axis`` x ``per_axis`` grid of the two tuned axes (log-spaced
+  on the log axis), fixed values filled: point ``i`` of an axis sits at
+  ``(i + shift) / per_axis`` of its range (0.5: the cell centres)."""
   fixed = {n: d.from_unit(0.0) for n, d in space.params.items()}
-  centres = [(i + 0.5) / per_axis for i in range(per_axis)]
   lr, drop = space.params[IMPORTANT], space.params[UNIMPORTANT]
+  at = lambda s: [(i + s) / per_axis for i in range(per_axis)]
   return [{**fixed, IMPORTANT: lr.from_unit(u), UNIMPORTANT: drop.from_unit(v)}
-          for u in centres for v in centres]
+          for u in at(shift[0]) for v in at(shift[1])]
+
+
+def grid_shift(seed: int, budget: int) -> tuple[float, float]:
+  """A random offset of the grid within its cells, from (seed, budget): the
+  grid's alignment with the unknown optimum is then luck, as it is on a
+  new problem (the centred grid's alignment is fixed)."""
+  rng = np.random.default_rng([int(seed), int(budget), 0x6A1D])
+  return float(rng.uniform()), float(rng.uniform())
 
 
 def _square_root(b: int) -> int:
@@ -101,9 +113,11 @@ def run(workdir: str, *, quick: bool = False,
         configs.append(dict(t.params))
         tags.append((method, None, t.trial_id))
     for b in budgets:
-      for i, c in enumerate(grid_configs(space, _square_root(b))):
-        configs.append({**c, "seed": samplers.derive_seed(seed, i)})
-        tags.append(("grid", b, i))
+      for method, shift in (("grid", (0.5, 0.5)),
+                            ("grid_shifted", grid_shift(seed, b))):
+        for i, c in enumerate(grid_configs(space, _square_root(b), shift)):
+          configs.append({**c, "seed": samplers.derive_seed(seed, i)})
+          tags.append((method, b, i))
     result = runner.run_trials(
         task, configs, steps=steps, eval_every=eval_every,
         max_group_size=max_group_size, seed=seed,
@@ -111,7 +125,7 @@ def run(workdir: str, *, quick: bool = False,
     by_id = {r.trial_id: r for r in result.trials}
     done = [(tag, by_id.get(i)) for i, tag in enumerate(tags)]
     for (method, b, index), r in done:
-      if method != "grid" or b == nmax:
+      if not method.startswith("grid") or b == nmax:
         trial_rows.append({
             "seed": seed, "method": method, "index": index,
             IMPORTANT: r.params[IMPORTANT], UNIMPORTANT: r.params[UNIMPORTANT],
@@ -119,7 +133,7 @@ def run(workdir: str, *, quick: bool = False,
     for method in METHODS:
       for b in budgets:
         chosen = [r for (m, bb, index), r in done if m == method and (
-            bb == b if method == "grid" else index < b)]
+            bb == b if method.startswith("grid") else index < b)]
         rows.append(_summary(seed, method, b, chosen))
   common.write_table(os.path.join(workdir, "random_vs_grid.csv"), rows,
                      COLUMNS)
@@ -161,13 +175,13 @@ def plot_best_vs_budget(path: str, rows, budgets) -> None:
   med = medians(rows)
   rng = np.random.default_rng(0)
   for k, (method, color) in enumerate(zip(
-      METHODS, ("tab:red", "tab:blue", "tab:green"))):
+      METHODS, ("tab:red", "tab:purple", "tab:blue", "tab:green"))):
     xs = [b for b in budgets if (method, b) in med]
     ax.plot(xs, [med[(method, b)] for b in xs], "o-", color=color,
             label=f"{method} (median over seeds)")
     pts = [(r["budget"], r["best_val"]) for r in rows
            if r["method"] == method and r["best_val"] is not None]
-    ax.scatter([b * (1 + 0.04 * (k - 1)) * math.exp(rng.uniform(-.02, .02))
+    ax.scatter([b * (1 + 0.04 * (k - 1.5)) * math.exp(rng.uniform(-.02, .02))
                 for b, _ in pts], [v for _, v in pts], color=color,
                alpha=0.35, s=14)
   ax.set_xscale("log")
