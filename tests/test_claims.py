@@ -106,6 +106,13 @@ def test_learning_rate_script_quick(tmp_path):
       check=False)
   assert bad.returncode == 2 and "squares" in bad.stderr
   assert "Traceback" not in bad.stderr
+  bad = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "gated_cells.py"),
+       f"--workdir={tmp_path / 'y'}", "--lags=10,abc"],
+      capture_output=True, text=True, env=subprocess_env(), timeout=600,
+      check=False)
+  assert bad.returncode == 2 and "--lags must be integers" in bad.stderr
+  assert not (tmp_path / "y").exists()
 
 
 def test_eta_squared_finds_the_parameter_that_matters():
