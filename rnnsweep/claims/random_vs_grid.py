@@ -184,7 +184,9 @@ def plot_best_vs_budget(path: str, rows, budgets) -> None:
     ax.scatter([b * (1 + 0.04 * (k - 1.5)) * math.exp(rng.uniform(-.02, .02))
                 for b, _ in pts], [v for _, v in pts], color=color,
                alpha=0.35, s=14)
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
   ax.set_xscale("log")
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xticks(list(budgets))
   ax.set_xticklabels([str(b) for b in budgets])
   ax.set_xlabel("trials (budget)")
