@@ -202,8 +202,9 @@ class BatchStudy:
         self.study.ask(dists)
     trials = sorted(self.study.get_trials(deepcopy=False),
                     key=lambda t: t.number)[:num_trials]
+    tuned = set(self.space.tuned_names())
     fixed = {n: d.from_unit(0.0) for n, d in self.space.params.items()
-             if n not in self.space.tuned_names()}
+             if n not in tuned}
     return [{**fixed, **t.params} for t in trials]
 
   def tell(self, results: Sequence[Any], failed: Mapping[int, str],

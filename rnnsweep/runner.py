@@ -389,9 +389,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   store = Store(workdir) if workdir is not None else None
   if store is not None:
     store.check_workdir()
-  task.data()  # build (and so validate) the data before writing anything
-  for b in sorted({t.params["batch_size"] for t in trials}):
-    task.check_batch_size(b)
+  _check_task_data(task, {t.params["batch_size"] for t in trials})
   sizer = settings.max_group_size
   if sizer == sizing.AUTO:
     sizer = sizing.AutoSizer(task, steps=steps, options=settings.engine,
@@ -434,6 +432,14 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
                      tuned=list(tuned), workdir=workdir, failed=failed)
 
 
+def _check_task_data(task: Task, batch_sizes) -> None:
+  """Builds (and so validates) the task's data and checks that it fills a
+  batch of each size, before anything is written."""
+  task.data()
+  for b in sorted(set(batch_sizes)):
+    task.check_batch_size(b)
+
+
 def execute_rounds(task: Task, settings: SweepSettings, *,
                    workdir: str | None = None, tuned: Sequence[str] = (),
                    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
@@ -447,11 +453,10 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
   rounds, batch = opts["rounds"], opts["batch_size_trials"]
   storage = opts.get("storage") or batch_search.default_storage(workdir)
   # Everything is checked before the study is created or asked.
-  task.data()
   batch_sizes = settings.full_space().params.get("batch_size")
-  for b in (batch_sizes.candidate_values() if batch_sizes is not None
-            else [space_lib.PARAMS["batch_size"].default]):
-    task.check_batch_size(b)
+  _check_task_data(task, batch_sizes.candidate_values()
+                   if batch_sizes is not None
+                   else [space_lib.PARAMS["batch_size"].default])
   first_round = 0
   if workdir is not None:
     store = Store(workdir)

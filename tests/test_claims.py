@@ -84,12 +84,16 @@ def test_stable_ranges_from_a_planted_table():
   assert r["nonfinite_from"] == 1e-1
 
 
-def test_learning_rate_script_quick(tmp_path):
-  out = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "learning_rate.py"),
-       f"--workdir={tmp_path}", "--quick", "--max_group_size=8"],
+def run_script(name, *args):
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", name), *args],
       capture_output=True, text=True, env=subprocess_env(), timeout=600,
       check=False)
+
+
+def test_learning_rate_script_quick(tmp_path):
+  out = run_script("learning_rate.py", f"--workdir={tmp_path}", "--quick",
+                   "--max_group_size=8")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "adam" in out.stdout and "sgd" in out.stdout
   columns, table = read_csv(tmp_path / "learning_rate.csv")
@@ -99,18 +103,12 @@ def test_learning_rate_script_quick(tmp_path):
   columns, ranges = read_csv(tmp_path / "ranges.csv")
   assert tuple(columns) == learning_rate.RANGE_COLUMNS and len(ranges) == 2
   assert (tmp_path / "learning_rate.png").stat().st_size > 10_000
-  bad = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "random_vs_grid.py"),
-       f"--workdir={tmp_path / 'x'}", "--budgets=5"],
-      capture_output=True, text=True, env=subprocess_env(), timeout=600,
-      check=False)
+  bad = run_script("random_vs_grid.py", f"--workdir={tmp_path / 'x'}",
+                   "--budgets=5")
   assert bad.returncode == 2 and "squares" in bad.stderr
   assert "Traceback" not in bad.stderr
-  bad = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "gated_cells.py"),
-       f"--workdir={tmp_path / 'y'}", "--lags=10,abc"],
-      capture_output=True, text=True, env=subprocess_env(), timeout=600,
-      check=False)
+  bad = run_script("gated_cells.py", f"--workdir={tmp_path / 'y'}",
+                   "--lags=10,abc")
   assert bad.returncode == 2 and "--lags must be integers" in bad.stderr
   assert not (tmp_path / "y").exists()
 
