@@ -22,7 +22,8 @@ RNG: two disjoint streams under every seed. A trial's key is
 ``fold_in(PRNGKey(seed), TRIAL_STREAM)``; its init key is ``fold_in(key, 0)``
 and its dropout masks for sequence batch ``b`` use
 ``fold_in(fold_in(key, 1), b)``: one mask per sequence, constant across that
-sequence's windows. Data batches come from a data key shared by the whole
+sequence's windows (naive recurrent dropout folds each layer's key with the
+window's index within the sequence as well, one mask per time step). Data batches come from a data key shared by the whole
 sweep (common random numbers), ``fold_in(PRNGKey(sweep_seed), DATA_STREAM)``:
 batch ``b`` uses ``fold_in(data_key, b)``. So a trial whose seed equals the
 sweep seed still draws nothing that the data stream draws. Seeds lie in
@@ -470,15 +471,19 @@ class OneTrial:
                       best_params=params,
                       best_value=jnp.asarray(worst, jnp.float32))
 
-  def masks(self, key: Array, hp: Mapping[str, Array], sequence_batch: Array
-            ) -> models.DropoutMasks:
-    """One trial's dropout masks for one batch of sequences."""
+  def masks(self, key: Array, hp: Mapping[str, Array], sequence_batch: Array,
+            window: Array = 0) -> models.DropoutMasks:
+    """One trial's dropout masks for window ``window`` of one batch of
+    sequences (only naive recurrent masks change between windows)."""
+    naive = self.static.recurrent_dropout_mode == "naive"
     return models.dropout_masks(
         dropout_key(key, sequence_batch), batch_size=self.static.batch_size,
         input_size=self.input_size, hidden_size=self.static.hidden_size,
         num_layers=self.static.num_layers, input_rate=hp["input_dropout"],
         recurrent_rate=hp["recurrent_dropout"],
-        output_rate=hp["output_dropout"])
+        output_rate=hp["output_dropout"],
+        steps_per_window=self.static.truncation if naive else None,
+        window=window)
 
   def window_loss(self, params, carry, window: Batch,
                   masks: models.DropoutMasks):
@@ -495,7 +500,8 @@ class OneTrial:
     step: common random numbers).
 
     Returns:
-      ``(window, sequence_batch, is_first_window)``.
+      ``(window, sequence_batch, index)``: ``index`` is the window's
+      position in its sequence (0: a new batch of sequences starts).
     """
     w = self.static.truncation
     seq_batch, idx = jnp.divmod(step, self.windows_per_sequence)
@@ -509,7 +515,7 @@ class OneTrial:
           full)
     window = jax.tree_util.tree_map(
         lambda a: jax.lax.dynamic_slice_in_dim(a, idx * w, w, axis=1), full)
-    return window, seq_batch, idx == 0
+    return window, seq_batch, idx
 
   def update(self, state: TrialState, data_train: Any, data_key: Array
              ) -> tuple[TrialState, Array, Array]:
@@ -521,9 +527,9 @@ class OneTrial:
       carry advances, the parameters do not).
     """
     step = state.step
-    window, seq_batch, first = self.train_window(data_train, data_key, step)
-    carry = carry_handoff(state.carry, first)
-    masks = self.masks(state.key, state.hp, seq_batch)
+    window, seq_batch, index = self.train_window(data_train, data_key, step)
+    carry = carry_handoff(state.carry, index == 0)
+    masks = self.masks(state.key, state.hp, seq_batch, index)
     (loss, new_carry), grads = jax.value_and_grad(
         self.window_loss, has_aux=True)(state.params, carry, window, masks)
     tx = make_optimizer(self.static.optimizer, {

@@ -34,6 +34,8 @@ class StaticConfig:
   optimizer: str
   # Stores written before schedules existed have no lr_schedule.
   lr_schedule: str = "constant"
+  # ... and before naive recurrent dropout existed, no mode.
+  recurrent_dropout_mode: str = "variational"
 
   @classmethod
   def from_params(cls, params: Mapping[str, Any]) -> "StaticConfig":
@@ -44,7 +46,9 @@ class StaticConfig:
             f"b={self.batch_size} w={self.truncation} e={self.embed_size} "
             f"{self.optimizer}"
             + ("" if self.lr_schedule == "constant"
-               else f" {self.lr_schedule}"))
+               else f" {self.lr_schedule}")
+            + ("" if self.recurrent_dropout_mode == "variational"
+               else f" {self.recurrent_dropout_mode}-recurrent-dropout"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 CELLS = ("simple", "lstm", "gru")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential", "step")
+RECURRENT_DROPOUT_MODES = ("variational", "naive")
 
 
 # --------------------------------------------------------------------------
@@ -350,6 +351,10 @@ _SPECS = [
     ParamSpec("lr_schedule", True, "constant", _one_of(LR_SCHEDULES),
               "learning rate over the run: constant | cosine | "
               "warmup_cosine | exponential | step"),
+    ParamSpec("recurrent_dropout_mode", True, "variational",
+              _one_of(RECURRENT_DROPOUT_MODES),
+              "variational (one recurrent mask per sequence) | naive (a new "
+              "mask every time step)"),
     # Vectorised: a [K] array of traced floats per group.
     ParamSpec("learning_rate", False, 1e-3,
               _float_rule(0, math.inf, lo_open=True, text="> 0"),

@@ -14,6 +14,8 @@ its documented names). Gate equations:
   at every step; the recurrent mask multiplies ``h`` only where it enters the
   recurrent matrix products (``U h``). The carried ``h`` (the ``z h`` term of
   the GRU) and the LSTM's ``c`` are never masked.
+- Naive recurrent dropout: a recurrent mask per time step (``[B, T, H]``),
+  applied the same way at its step.
 """
 
 import jax.numpy as jnp
@@ -70,7 +72,8 @@ def forward(cell, params, carry, inputs, masks):
     params: the model's parameter dict (``embed``, ``layer_<l>``, ``head``).
     carry: per layer ``(c, h)`` or ``h``.
     inputs: ``[B, T]`` tokens or ``[B, T, F]`` features.
-    masks: ``(input [B, D], recurrent per layer, output per layer)``.
+    masks: ``(input [B, D], recurrent per layer, output per layer)``; a
+      recurrent mask is ``[B, H]`` (every step) or ``[B, T, H]`` (per step).
 
   Returns:
     ``(new_carry, outputs [B, T, V])``.
@@ -85,8 +88,9 @@ def forward(cell, params, carry, inputs, masks):
   for l, c in enumerate(carry):
     p = params[f"layer_{l}"]
     ys = []
+    m = recurrent[l]
     for t in range(x.shape[1]):
-      c, y = cell_step(cell, p, c, x[:, t], recurrent[l])
+      c, y = cell_step(cell, p, c, x[:, t], m[:, t] if m.ndim == 3 else m)
       ys.append(y)
     new_carry.append(c)
     x = jnp.stack(ys, axis=1) * output[l][:, None, :]
@@ -94,14 +98,17 @@ def forward(cell, params, carry, inputs, masks):
   return tuple(new_carry), out
 
 
-def bernoulli_masks(rng, rates, batch, input_size, hidden, layers):
-  """Variational masks drawn with NumPy: 0 or ``1/(1-rate)``, per sequence."""
+def bernoulli_masks(rng, rates, batch, input_size, hidden, layers,
+                    steps=None):
+  """Masks drawn with NumPy: 0 or ``1/(1-rate)``, per sequence (with
+  ``steps``, recurrent masks per time step: ``[B, steps, H]``)."""
   def one(rate, shape):
     keep = rng.random(shape) >= rate
     return jnp.asarray(np.where(keep, 1.0 / (1.0 - rate), 0.0), jnp.float32)
   r_in, r_rec, r_out = rates
   return (one(r_in, (batch, input_size)),
-          tuple(one(r_rec, (batch, hidden)) for _ in range(layers)),
+          tuple(one(r_rec, (batch, hidden) if steps is None
+                    else (batch, steps, hidden)) for _ in range(layers)),
           tuple(one(r_out, (batch, hidden)) for _ in range(layers)))
 
 

@@ -54,6 +54,32 @@ def _assert_same_curves(a, b, rtol):
                                  atol=0, err_msg=f"trial {ra.trial_id} {k}")
 
 
+def test_naive_recurrent_dropout_group_equals_alone(tiny_lm):
+  """Naive (per-step) recurrent dropout keeps vmap invariance; at recurrent
+  rate 0 it trains as variational mode does (another program: equal up to
+  rounding)."""
+  configs = _configs("lstm", VARIED[:4], recurrent_dropout_mode="naive")
+  configs[0]["input_dropout"] = 0.3  # rate 0 but other dropout on
+  together = rs.run_trials(tiny_lm, configs, steps=24, eval_every=8,
+                           max_group_size=len(configs))
+  alone = rs.run_trials(tiny_lm, configs, steps=24, eval_every=8,
+                        max_group_size=1)
+  _assert_same_curves(together.trials, alone.trials, rtol=1e-5)
+  zero = [c for c in configs if c.get("recurrent_dropout", 0) == 0]
+  assert zero == configs[:1]
+  variational = rs.run_trials(
+      tiny_lm, [dict(c, recurrent_dropout_mode="variational") for c in zero],
+      steps=24, eval_every=8, max_group_size=len(zero))
+  _assert_same_curves(variational.trials, together.trials[:len(zero)],
+                      rtol=1e-5)
+  # With recurrent dropout on, the modes train differently.
+  other = rs.run_trials(
+      tiny_lm, [dict(configs[1], recurrent_dropout_mode="variational")],
+      steps=24, eval_every=8, max_group_size=1)
+  assert other.trials[0].curves["train_loss"] != (
+      together.trials[1].curves["train_loss"])
+
+
 @pytest.mark.parametrize("cell, optimizer", CELL_OPTIMIZER)
 def test_group_equals_trials_alone(tiny_lm, cell, optimizer):
   # SGD needs larger steps to move in 24 updates.
@@ -201,9 +227,10 @@ def test_compile_counter_sees_new_shapes(tiny_lm):
 # ---------------------------------------------------------------------------
 
 
-def _one_trial(task, cell, truncation, **hp_over):
+def _one_trial(task, cell, truncation, mode="variational", **hp_over):
   static = StaticConfig(cell=cell, hidden_size=8, num_layers=2, batch_size=3,
-                        truncation=truncation, embed_size=5, optimizer="sgd")
+                        truncation=truncation, embed_size=5, optimizer="sgd",
+                        recurrent_dropout_mode=mode)
   params = rs.space.resolve_params(dict(
       static.__dict__, learning_rate=1.0, grad_clip=0.0, input_dropout=0.2,
       recurrent_dropout=0.3, output_dropout=0.1, **hp_over))
@@ -228,8 +255,8 @@ def test_full_window_tbptt_is_full_bptt(tiny_adding, cell):
   data = tiny_adding.data()
   key = jax.random.PRNGKey(5)
   step = jnp.int32(0)
-  window, seq_batch, first = prog.train_window(data.train, key, step)
-  assert window.inputs.shape[1] == tiny_adding.seq_len and bool(first)
+  window, seq_batch, index = prog.train_window(data.train, key, step)
+  assert window.inputs.shape[1] == tiny_adding.seq_len and int(index) == 0
   new_state, _, _ = prog.update(state, data.train, key)
   assert int(new_state.step) == 1
   masks = prog.masks(state.key, hp, seq_batch)
@@ -243,18 +270,20 @@ def test_full_window_tbptt_is_full_bptt(tiny_adding, cell):
       new_state.params, expected)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_short_window_truncates_gradient(tiny_lm, cell):
+@pytest.mark.parametrize("cell, mode", [
+    *((c, "variational") for c in CELLS), ("lstm", "naive"), ("gru", "naive")])
+def test_short_window_truncates_gradient(tiny_lm, cell, mode):
   """Two windows per sequence: the second update sees the first window's
-  final state as a constant, and the carry does cross the boundary."""
-  prog, state, hp = _one_trial(tiny_lm, cell, tiny_lm.seq_len // 2)
+  final state as a constant, and the carry does cross the boundary. With
+  naive recurrent dropout each window trains with its own per-step masks."""
+  prog, state, hp = _one_trial(tiny_lm, cell, tiny_lm.seq_len // 2, mode)
   data = tiny_lm.data()
   key = jax.random.PRNGKey(5)
   s = state
   for step in range(2):
-    window, seq_batch, first = prog.train_window(data.train, key,
+    window, seq_batch, index = prog.train_window(data.train, key,
                                                  jnp.int32(step))
-    assert bool(first) == (step == 0) and int(seq_batch) == 0
+    assert int(index) == step and int(seq_batch) == 0
     s, _, _ = prog.update(s, data.train, key)
 
   # Reference, by hand.
@@ -262,13 +291,18 @@ def test_short_window_truncates_gradient(tiny_lm, cell):
   w = tiny_lm.seq_len // 2
   win = [jax.tree_util.tree_map(lambda a: a[:, i * w:(i + 1) * w], full)
          for i in range(2)]
-  masks = prog.masks(state.key, hp, jnp.int32(0))
+  masks = [prog.masks(state.key, hp, jnp.int32(0), jnp.int32(i))
+           for i in range(2)]
+  if mode == "naive":
+    assert masks[0].recurrent[0].shape == (3, w, 8)
+    assert not np.array_equal(masks[0].recurrent[0], masks[1].recurrent[0])
   sgd = lambda p, g: jax.tree_util.tree_map(lambda a, b: a - b, p, g)
   p0, c0 = state.params, prog.zero_carry(3)
-  g0, c1 = jax.grad(lambda p: _reference_loss(prog, p, c0, win[0], masks),
+  g0, c1 = jax.grad(lambda p: _reference_loss(prog, p, c0, win[0], masks[0]),
                     has_aux=True)(p0)
   p1 = sgd(p0, g0)
-  g1 = jax.grad(lambda p: _reference_loss(prog, p, c1, win[1], masks)[0])(p1)
+  g1 = jax.grad(lambda p: _reference_loss(prog, p, c1, win[1], masks[1])[0])(
+      p1)
   p2 = sgd(p1, g1)
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
@@ -276,7 +310,7 @@ def test_short_window_truncates_gradient(tiny_lm, cell):
   # Starting the second window from zeros instead gives other parameters:
   # the carry really crosses the boundary.
   g1_reset = jax.grad(lambda p: _reference_loss(
-      prog, p, c0, win[1], masks)[0])(p1)
+      prog, p, c0, win[1], masks[1])[0])(p1)
   assert not np.allclose(
       jax.tree_util.tree_leaves(sgd(p1, g1_reset))[0],
       jax.tree_util.tree_leaves(p2)[0], atol=1e-7)

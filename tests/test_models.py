@@ -88,6 +88,15 @@ def test_model_equals_independent_reference(cell, hoist, layers, tokens):
     # The gradient reaches every parameter (no dead branch hides a bug).
     assert all(float(jnp.max(jnp.abs(g))) > 0
                for g in jax.tree_util.tree_leaves(g1[0])), name
+  # Naive recurrent dropout: a recurrent mask per time step.
+  masks = reference.bernoulli_masks(np.random.default_rng(9), RATES["all"],
+                                    B, D, H, layers, steps=T)
+  assert masks[1][0].shape == (B, T, H)
+  c1, y1, g1 = ours(params, carry, masks)
+  c2, y2, g2 = ref(params, carry, masks)
+  _close(y1, y2, 1e-5, "per step")
+  jax.tree_util.tree_map(lambda a, b: _close(a, b, 1e-5, "per step"), c1, c2)
+  jax.tree_util.tree_map(lambda a, b: _close(a, b, 1e-5, "per step"), g1, g2)
 
 
 @pytest.mark.parametrize("cell, hoist", [("lstm", False), ("gru", True)])
@@ -155,6 +164,33 @@ def test_mask_values_and_rate():
     m = np.asarray(m)
     assert set(np.unique(m)) <= {0.0, np.float32(1 / (1 - rate))}
     assert abs((m == 0).mean() - rate) < 0.02
+
+
+def test_naive_masks_are_new_every_step_and_window():
+  kw = dict(batch_size=100, input_size=5, hidden_size=40, num_layers=2,
+            input_rate=jnp.float32(0.3), recurrent_rate=jnp.float32(0.5),
+            output_rate=jnp.float32(0.2))
+  key = jax.random.PRNGKey(4)
+  naive = [models.dropout_masks(key, steps_per_window=6, window=w, **kw)
+           for w in (0, 1, 1)]
+  variational = models.dropout_masks(key, **kw)
+  for layer in range(2):
+    m = np.asarray(naive[0].recurrent[layer])
+    assert m.shape == (100, 6, 40)
+    assert set(np.unique(m)) <= {0.0, np.float32(2.0)}
+    assert abs((m == 0).mean() - 0.5) < 0.02
+    # Every step has its own mask (not one mask repeated over time) ...
+    assert all(not np.array_equal(m[:, t], m[:, t + 1]) for t in range(5))
+    # ... so does every window; the same window draws the same masks.
+    assert not np.array_equal(m, naive[1].recurrent[layer])
+    np.testing.assert_array_equal(naive[1].recurrent[layer],
+                                  naive[2].recurrent[layer])
+  assert not np.array_equal(naive[0].recurrent[0], naive[0].recurrent[1])
+  # Input and output masks stay one per sequence, as in variational mode.
+  for a in naive:
+    np.testing.assert_array_equal(a.inputs, variational.inputs)
+    for x, y in zip(a.outputs, variational.outputs):
+      np.testing.assert_array_equal(x, y)
 
 
 def test_engine_masks_per_sequence_trial_and_batch(tiny_lm):

@@ -5,7 +5,10 @@ rates are traced per-trial values, so masks are sampled by
 :func:`dropout_masks` (not ``flax.linen.Dropout``, which branches on the rate
 in Python) and passed in. Following Gal & Ghahramani (2016), one mask is drawn
 per sequence and reused at every time step, on the first layer's inputs, on
-each layer's recurrent state and on each layer's outputs.
+each layer's recurrent state and on each layer's outputs. The static
+``recurrent_dropout_mode="naive"`` instead draws a new recurrent mask at
+every time step (``[B, T, H]`` per layer per window), the form Gal &
+Ghahramani argue against; inputs and outputs keep one mask per sequence.
 
 The cells are written out here rather than taken from ``flax.linen``: the
 recurrent mask must multiply ``h`` only where it enters the recurrent matrix
@@ -55,8 +58,9 @@ class DropoutMasks(NamedTuple):
 
   Attributes:
     inputs: ``[B, D]`` on the first layer's inputs (D: embedding or features).
-    recurrent: per layer ``[B, H]``, on the state where it enters the
-      recurrent matrix products.
+    recurrent: per layer ``[B, H]`` (variational: one mask for the whole
+      sequence) or ``[B, T, H]`` (naive: one per time step of the window),
+      on the state where it enters the recurrent matrix products.
     outputs: per layer ``[B, H]``, on what the layer passes upward / to the
       head.
   """
@@ -74,14 +78,32 @@ def _mask(key: Array, rate: Array, shape: Sequence[int]) -> Array:
 
 def dropout_masks(key: Array, *, batch_size: int, input_size: int,
                   hidden_size: int, num_layers: int, input_rate: Array,
-                  recurrent_rate: Array, output_rate: Array) -> DropoutMasks:
-  """Samples one trial's masks for one batch of sequences."""
+                  recurrent_rate: Array, output_rate: Array,
+                  steps_per_window: int | None = None, window: Any = 0
+                  ) -> DropoutMasks:
+  """Samples one trial's masks for one batch of sequences.
+
+  Args:
+    key: the trial's dropout key for this batch of sequences.
+    steps_per_window: ``None`` for variational recurrent masks (``[B, H]``);
+      the window length ``T`` for naive ones (``[B, T, H]``, drawn from the
+      layer's key folded with ``window``, so every time step of the
+      sequence gets its own mask).
+    window: the window's index within the sequence (naive only; may be
+      traced).
+  """
   keys = jax.random.split(key, 1 + 2 * num_layers)
   h_shape = (batch_size, hidden_size)
+
+  def recurrent(layer):
+    if steps_per_window is None:
+      return _mask(keys[1 + layer], recurrent_rate, h_shape)
+    return _mask(jax.random.fold_in(keys[1 + layer], window), recurrent_rate,
+                 (batch_size, steps_per_window, hidden_size))
+
   return DropoutMasks(
       inputs=_mask(keys[0], input_rate, (batch_size, input_size)),
-      recurrent=tuple(_mask(keys[1 + l], recurrent_rate, h_shape)
-                      for l in range(num_layers)),
+      recurrent=tuple(recurrent(l) for l in range(num_layers)),
       outputs=tuple(_mask(keys[1 + num_layers + l], output_rate, h_shape)
                     for l in range(num_layers)),
   )
@@ -141,7 +163,8 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
     params: the layer's ``w_i``, ``w_h``, ``b`` (and ``b_hn`` for GRU).
     carry: the layer's float32 state (``(c, h)`` or ``h``), each ``[B, H]``.
     x: ``[B, T, D]`` inputs, masked already.
-    recurrent_mask: ``[B, H]``.
+    recurrent_mask: ``[B, H]`` (the same at every step) or ``[B, T, H]``
+      (one per step).
     dtype: compute dtype (``None``: float32); the carry stays float32.
     unroll: time steps per scan iteration.
     hoist_input: project the whole window's inputs in one ``[B*T, D]``
@@ -160,10 +183,11 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
   def project(x_t):
     return jnp.dot(x_t.astype(compute), w_i) + b
 
-  def step(c, a):
-    """One time step, given the input projection ``a = x_t W_i + b``."""
+  def step(c, a, m):
+    """One time step, given the input projection ``a = x_t W_i + b`` and
+    the step's recurrent mask ``m``."""
     h = c[1] if cell == "lstm" else c
-    u = jnp.dot((h * recurrent_mask).astype(compute), w_h)
+    u = jnp.dot((h * m).astype(compute), w_h)
     if cell == "lstm":
       i, f, g, o = jnp.split(a + u, 4, axis=-1)
       new_c = (jax.nn.sigmoid(f) * c[0].astype(compute) +
@@ -181,11 +205,16 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
     return new_h.astype(h.dtype), new_h
 
   xs = jnp.swapaxes(x, 0, 1)  # [T, B, D]: scan runs over time
-  if hoist_input:
-    new_carry, ys = jax.lax.scan(step, carry, project(xs), unroll=unroll)
+  xs = project(xs) if hoist_input else xs
+  prepare = (lambda x_t: x_t) if hoist_input else project
+  if recurrent_mask.ndim == 3:  # per step: scanned along with the inputs
+    new_carry, ys = jax.lax.scan(
+        lambda c, xm: step(c, prepare(xm[0]), xm[1]), carry,
+        (xs, jnp.swapaxes(recurrent_mask, 0, 1)), unroll=unroll)
   else:
-    new_carry, ys = jax.lax.scan(lambda c, x_t: step(c, project(x_t)), carry,
-                                 xs, unroll=unroll)
+    new_carry, ys = jax.lax.scan(
+        lambda c, x_t: step(c, prepare(x_t), recurrent_mask), carry, xs,
+        unroll=unroll)
   return new_carry, jnp.swapaxes(ys, 0, 1)
 
 
