@@ -76,8 +76,9 @@ def test_naive_recurrent_dropout_group_equals_alone(tiny_lm):
   other = rs.run_trials(
       tiny_lm, [dict(configs[1], recurrent_dropout_mode="variational")],
       steps=24, eval_every=8, max_group_size=1)
-  assert other.trials[0].curves["train_loss"] != (
-      together.trials[1].curves["train_loss"])
+  a = np.asarray(other.trials[0].curves["train_loss"])
+  b = np.asarray(together.trials[1].curves["train_loss"])
+  assert np.max(np.abs(a - b) / np.abs(b)) > 1e-3
 
 
 @pytest.mark.parametrize("cell, optimizer", CELL_OPTIMIZER)
