@@ -60,7 +60,7 @@ def test_defaults_fill_unnamed_parameters():
   assert set(params) == set(rs.PARAMS) - {"seed"}
   assert set(space_lib.STATIC_NAMES) == {
       "cell", "hidden_size", "num_layers", "batch_size", "truncation",
-      "embed_size", "optimizer", "lr_schedule"}
+      "embed_size", "optimizer", "lr_schedule", "recurrent_dropout_mode"}
   for name in ("learning_rate", "weight_decay", "input_dropout",
                "recurrent_dropout", "output_dropout", "grad_clip",
                "warmup_steps_fraction", "final_lr_fraction", "decay_rate"):
