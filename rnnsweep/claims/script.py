@@ -24,7 +24,7 @@ def define_common_flags(quick_help: str, *, hidden_size: bool = True
   }
   if hidden_size:
     out["hidden_size"] = flags.DEFINE_integer(
-        "hidden_size", None, "Units (default 64; quick 16).", lower_bound=1)
+        "hidden_size", None, "Units (default 64, dropout 128; quick 16).", lower_bound=1)
     out["max_group_size"] = flags.DEFINE_string(
         "max_group_size", "auto", "Most trials per program: an integer or "
         "'auto'.")
