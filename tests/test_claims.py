@@ -11,8 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from rnnsweep.claims import (gated_cells, importance, learning_rate,
+import rnnsweep as rs
+
+from rnnsweep.claims import (dropout, gated_cells, importance, learning_rate,
                              random_vs_grid, truncation_batch)
+from rnnsweep.tasks.lm import python_docs_text
 from conftest import ROOT, subprocess_env
 
 
@@ -179,3 +182,76 @@ def test_truncation_batch_quick(tmp_path):
         r["updates_per_s"] * r["truncation"] * r["batch_size"])
     assert r["best_val"] is not None
   assert (tmp_path / "truncation_batch.png").stat().st_size > 10_000
+
+
+def test_train_probe_task_tests_on_the_training_text():
+  text = python_docs_text()[:3000]
+  task = dropout.TrainProbeLM(seq_len=10, text=text)
+  plain = rs.CharLM(seq_len=10, text=text)
+  data, ref = task.data(), plain.data()
+  # Validation is the plain task's; "test" is the training text's start,
+  # as many sequences as validation, next characters as targets.
+  for a, b in zip(data.val, ref.val):
+    np.testing.assert_array_equal(a, b)
+  n = int(np.sum(np.asarray(ref.val.weights)))
+  assert int(np.sum(np.asarray(data.test.weights))) == n
+  keep = np.asarray(data.test.weights).reshape(-1, 10)[:, 0] > 0
+  seqs = np.asarray(data.test.inputs).reshape(-1, 10)[keep]
+  targets = np.asarray(data.test.targets).reshape(-1, 10)[keep]
+  chars = sorted(set(text))
+  decode = lambda ids: "".join(chars[i] for i in ids.reshape(-1))
+  assert decode(seqs) == text[:n]
+  assert decode(targets) == text[1:n + 1]
+  assert task.cache_key() != plain.cache_key()
+
+
+def test_dropout_configurations_and_summary():
+  configs = dropout.configurations([0.0, 0.2, 0.4])
+  assert configs[0] == {"kind": "none", "mode": "variational", "rate": 0.0}
+  assert len(configs) == 1 + 3 * 2 + 2
+  assert dropout.params_of({"kind": "recurrent", "mode": "naive",
+                            "rate": 0.4}) == {
+      "recurrent_dropout_mode": "naive", "recurrent_dropout": 0.4}
+  assert dropout.params_of(configs[0]) == {
+      "recurrent_dropout_mode": "variational"}
+  rows = [{"kind": "input", "mode": "variational", "rate": 0.2, "seed": s,
+           "best_val": v, "train_probe": v - 1.0, "gap": 1.0,
+           "final_val": v + 0.5, "rise_after_best": 0.5}
+          for s, v in enumerate((2.0, 3.0, 10.0))]
+  rows.append(dict(rows[0], seed=3, best_val=None, train_probe=None,
+                   gap=None, final_val=None,
+                   rise_after_best=None))  # diverged
+  (summary,) = dropout.summarise(rows)
+  assert summary["seeds"] == 4 and summary["best_val"] == 3.0
+  assert summary["train_probe"] == 2.0 and summary["final_val"] == 3.5
+
+
+def test_dropout_quick(tmp_path):
+  summary = dropout.run(str(tmp_path), quick=True, max_group_size=8)
+  columns, table = read_csv(tmp_path / "dropout.csv")
+  assert tuple(columns) == dropout.COLUMNS
+  assert [(r["kind"], r["mode"], r["rate"]) for r in table] == [
+      ("none", "variational", "0.0"), ("input", "variational", "0.5"),
+      ("recurrent", "variational", "0.5"), ("output", "variational", "0.5"),
+      ("recurrent", "naive", "0.5")]
+  for r in table:
+    best, probe, final = (float(r[c]) for c in ("best_val", "train_probe",
+                                                "final_val"))
+    assert float(r["gap"]) == pytest.approx(best - probe)
+    assert float(r["rise_after_best"]) == pytest.approx(final - best)
+    assert final >= best
+  # Paired: every configuration of a repetition shares one trial seed, and
+  # each row is its own trial's (the dropout each set changes the numbers).
+  stored = sorted(rs.Store(str(tmp_path / "seed0")).results(),
+                  key=lambda r: r.trial_id)
+  assert len({r.seed for r in stored}) == 1
+  for r, t in zip(table, stored):
+    assert dropout.params_of({**r, "rate": float(r["rate"])}).items() <= (
+        t.params.items())
+    assert float(r["best_val"]) == pytest.approx(t.best_value)
+  assert len({r["best_val"] for r in table}) == len(table)
+  columns, rows = read_csv(tmp_path / "dropout_summary.csv")
+  assert tuple(columns) == dropout.SUMMARY_COLUMNS and len(rows) == 5
+  assert len(summary) == 5
+  for name in ("dropout.png", "naive_vs_variational.png"):
+    assert (tmp_path / name).stat().st_size > 10_000

@@ -68,7 +68,7 @@ class TrainProbeLM(CharLM):
   def _probe_data(self) -> TaskData:
     data = super().data()
     return data._replace(
-        test=self._chunks(self.train_ids[:len(self.val_ids) + 1]))
+        test=self._chunks(self.train_ids[:len(self.val_ids)]))
 
   def data(self) -> TaskData:
     return self._probe_data
@@ -136,7 +136,8 @@ def run(workdir: str, *, quick: bool = False, seeds: int | None = None,
         steps=steps, eval_every=max(1, steps // 20),
         max_group_size=max_group_size, seed=seed,
         workdir=os.path.join(workdir, f"seed{seed}"), log=log)
-    for c, r in zip(configs, result.trials):
+    # Trial ids follow the configurations' order.
+    for c, r in zip(configs, sorted(result.trials, key=lambda r: r.trial_id)):
       rows.append(_row(c, seed, r, task.selection_metric))
   summary = summarise(rows)
   common.write_table(os.path.join(workdir, "dropout.csv"), rows, COLUMNS)
