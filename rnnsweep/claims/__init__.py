@@ -10,6 +10,8 @@ measured results.
   beats grid search when few parameters matter (Bergstra & Bengio 2012).
 - :mod:`rnnsweep.claims.learning_rate`: too small a learning rate converges
   slowly, too large diverges; the stable range per optimizer.
+- :mod:`rnnsweep.claims.dropout`: input, recurrent and output dropout
+  against overfitting; variational against naive recurrent dropout.
 - :mod:`rnnsweep.claims.gated_cells`: gated cells learn long lags that a
   simple RNN does not (adding and copy tasks).
 - :mod:`rnnsweep.claims.truncation_batch`: TBPTT window and batch size at
@@ -18,8 +20,8 @@ measured results.
   task (fANOVA and a model-free variance decomposition).
 """
 
-from rnnsweep.claims import (common, gated_cells, importance, learning_rate,
-                             random_vs_grid, truncation_batch)
+from rnnsweep.claims import (common, dropout, gated_cells, importance,
+                             learning_rate, random_vs_grid, truncation_batch)
 
-__all__ = ["common", "gated_cells", "importance", "learning_rate",
+__all__ = ["common", "dropout", "gated_cells", "importance", "learning_rate",
            "random_vs_grid", "truncation_batch"]
