@@ -77,6 +77,11 @@ _MAX_GROUP_SIZE = flags.DEFINE_string(
     "Most trials trained together in one program: a positive integer (1: "
     "each alone) or 'auto' (from the compiled program's memory and, on a "
     "CPU, a short speed probe).")
+_DEVICES = flags.DEFINE_string(
+    "devices", "all", "Devices each group's trials are sharded over: 'all', "
+    "a number N (the first N) or 'cpu' (the CPU devices, also on a host with "
+    "accelerators). The numbers do not depend on it; a sweep may be "
+    "continued on another count.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sweep seed: sampling, trial seeds "
                              "and the shared data stream.", lower_bound=0,
                              upper_bound=2**31 - 1)
@@ -240,6 +245,10 @@ def main(argv):
                                                     "--max_group_size")
   except ValueError as e:
     fail(str(e))
+  try:
+    devices = rs.placement.select_devices(_DEVICES.value)
+  except ValueError as e:
+    fail(f"--{e}")
   if _COMPILATION_CACHE.value:
     rs.engine.enable_compilation_cache(_COMPILATION_CACHE.value)
   try:
@@ -274,7 +283,7 @@ def main(argv):
                         tuned=tuned, extend=_EXTEND.value,
                         checkpoint_seconds=_CHECKPOINT_SECONDS.value,
                         log=None if _QUIET.value else rs.runner.log_stderr,
-                        progress=not _QUIET.value)
+                        progress=not _QUIET.value, devices=devices)
   except ValueError as e:
     fail(str(e))
   print(result.leaderboard(_TOP.value))

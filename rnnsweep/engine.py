@@ -65,6 +65,8 @@ DATA_STREAM = 0xDA7A
 TRIAL_STREAM = 0x7E1A
 _INIT_STREAM = 0
 _DROPOUT_STREAM = 1
+#: The mesh axis a group's slots are sharded over.
+TRIALS_AXIS = "trials"
 
 
 def data_key(sweep_seed: int) -> Array:
@@ -593,28 +595,63 @@ class Program:
   """The group layer: :class:`OneTrial`'s functions vmapped over K slots,
   jitted, compiled ahead of time once per argument shapes, and counted.
 
+  On several devices the trial axis is sharded over the mesh axis
+  :data:`TRIALS_AXIS` (``NamedSharding(mesh, P("trials"))`` for the group
+  state, the per-trial values and every ``[K]`` output; the task's data and
+  the data key replicated), so K must be a multiple of the device count.
+  Trials are independent: the training step has no collectives.
+
   Args:
     static: shapes and structure shared by every trial.
     task: the task (its data arrays are passed in at call time, not baked
       into the program).
     options: how to build the program.
+    devices: the devices the group's slots are spread over (``None``: the
+      default device, unsharded).
   """
 
   def __init__(self, static: StaticConfig, task: Task,
-               options: EngineOptions | None = None):
+               options: EngineOptions | None = None,
+               devices: Sequence[Any] | None = None):
     self.trial = OneTrial(static, task, options)
     self.static = static
     self.task = task
     self.options = self.trial.options
-    self.init = jax.jit(self._init_group)
-    self._segment_jit = jax.jit(
-        self._segment, donate_argnums=(0,) if self.options.donate else ())
+    self.devices = tuple(devices) if devices else None
     self._compiled: dict[Any, Compiled] = {}
-    self._evaluate_jit = jax.jit(self._evaluate, static_argnames=("best",))
-    self.keep_best = jax.jit(self._keep_best)
-    self.reset_slot = jax.jit(self._reset_slot)
-    self.exploit = jax.jit(self._exploit)
-    self.compact = jax.jit(self._compact)
+    if self.devices is None:
+      k = rep = None
+      jit = lambda f, ins, outs, **kw: jax.jit(f, **kw)
+    else:
+      mesh = jax.sharding.Mesh(np.asarray(self.devices), (TRIALS_AXIS,))
+      k = jax.sharding.NamedSharding(mesh,
+                                     jax.sharding.PartitionSpec(TRIALS_AXIS))
+      rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+      jit = lambda f, ins, outs, **kw: jax.jit(
+          f, in_shardings=ins, out_shardings=outs, **kw)
+    self.trials_sharding, self.replicated = k, rep
+    self.init = jit(self._init_group, (k, k), k)
+    self._segment_jit = jit(
+        self._segment, (k, rep, rep, k, rep), k,
+        donate_argnums=(0,) if self.options.donate else ())
+    self._evaluate_jit = jit(self._evaluate, (k, rep), k,
+                             static_argnums=(2,))
+    self.keep_best = jit(self._keep_best, (k, k), k)
+    self.reset_slot = jit(self._reset_slot, (k, rep, rep, rep), k)
+    self.exploit = jit(self._exploit, (k, k, k), k)
+    self.compact = jit(self._compact, (k, rep), k)
+
+  @property
+  def num_devices(self) -> int:
+    """Devices the trial axis is spread over (K must be a multiple)."""
+    return len(self.devices) if self.devices else 1
+
+  def put_replicated(self, tree: Any) -> Any:
+    """``tree`` on every device of the program (once per group, so the
+    data is not copied again at each call)."""
+    if self.replicated is None:
+      return tree
+    return jax.device_put(tree, self.replicated)
 
   def flops_per_update(self) -> float:
     return self.trial.flops_per_update()
@@ -622,21 +659,21 @@ class Program:
   # -- compiled executables -----------------------------------------------------
 
   def _executable(self, name: str, jitted: Any, args: tuple,
-                  **static: Any) -> "Compiled":
+                  static: tuple = ()) -> "Compiled":
     """``jitted`` compiled ahead of time for these argument shapes on first
     use and kept, with its compile time and memory analysis (group sizing
-    reads them, and the run then uses the same executable)."""
+    reads them, and the run then uses the same executable). ``static``:
+    trailing static positional arguments."""
     sig = jax.tree_util.tree_map(
         lambda a: (np.shape(a), str(getattr(a, "dtype", type(a)))), args)
-    key = (name, tuple(sorted(static.items())),
-           jax.tree_util.tree_structure(args),
+    key = (name, static, jax.tree_util.tree_structure(args),
            tuple(jax.tree_util.tree_leaves(sig)))
     with _LOCK:
       found = self._compiled.get(key)
     if found is not None:
       return found
     start = time.perf_counter()
-    executable = jitted.lower(*args, **static).compile()
+    executable = jitted.lower(*args, *static).compile()
     found = Compiled(executable, time.perf_counter() - start,
                      _program_bytes(executable))
     with _LOCK:
@@ -663,7 +700,7 @@ class Program:
     """The evaluation executable for these shapes (``best``: of each
     trial's best parameters, as the test split is run)."""
     return self._executable("evaluate", self._evaluate_jit, (state, data),
-                            best=best)
+                            (best,))
 
   def segment(self, state: GroupState, data_train: Any, data_key: Array, *,
               num_steps: int, stop_at: Any = None
@@ -730,7 +767,7 @@ class Program:
     return state.replace(
         trials=jax.vmap(self.trial.keep_best)(state.trials, value))
 
-  def _evaluate(self, state: GroupState, data: Batch, *, best: bool = False
+  def _evaluate(self, state: GroupState, data: Batch, best: bool = False
                 ) -> dict[str, Array]:
     _count_trace("evaluate")
     params = state.trials.best_params if best else state.trials.params
@@ -790,6 +827,12 @@ class Compiled(NamedTuple):
   bytes: int | None
 
 
+def state_shape(prog: Program, seeds: Any, hp: Mapping[str, Any]) -> Any:
+  """The shapes and dtypes of ``prog.init(seeds, hp)``'s state, for any
+  number of slots (a checkpoint's), whatever the program's devices."""
+  return jax.eval_shape(prog._init_group, seeds, hp)  # pylint: disable=protected-access
+
+
 def _program_bytes(executable) -> int | None:
   try:
     mem = executable.memory_analysis()
@@ -811,14 +854,17 @@ _PROGRAMS: dict[tuple, Program] = {}
 
 
 def get_program(static: StaticConfig, task: Task,
-                options: EngineOptions | None = None) -> Program:
-  """The cached :class:`Program` for this static config, task config and
-  engine options."""
+                options: EngineOptions | None = None,
+                devices: Sequence[Any] | None = None) -> Program:
+  """The cached :class:`Program` for this static config, task config,
+  engine options and devices."""
   options = options or EngineOptions()
-  key = (static, task.cache_key(), options)
+  devices = tuple(devices) if devices else None
+  key = (static, task.cache_key(), options,
+         tuple(d.id for d in devices) if devices else None)
   with _LOCK:
     if key not in _PROGRAMS:
-      _PROGRAMS[key] = Program(static, task, options)
+      _PROGRAMS[key] = Program(static, task, options, devices)
     return _PROGRAMS[key]
 
 

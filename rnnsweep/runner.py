@@ -25,6 +25,7 @@ from rnnsweep import batch_search
 from rnnsweep import checkpoint
 from rnnsweep import engine
 from rnnsweep import faults
+from rnnsweep import placement
 from rnnsweep import progress as progress_lib
 from rnnsweep import report
 from rnnsweep import resume
@@ -111,7 +112,9 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
               options: engine.EngineOptions | None = None,
               scheduler: schedulers.SchedulerSettings | None = None,
               space: space_lib.Space | None = None,
-              on_tick: Callable[..., bool] | None = None
+              on_tick: Callable[..., bool] | None = None,
+              devices: Sequence[Any] | None = None,
+              log: Callable[[str], None] | None = None
               ) -> list[TrialResult]:
   """Trains one group until every trial it holds or queues has finished.
 
@@ -136,18 +139,28 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
       taken, how many slots were refilled and how many trials the group
       now trains; it returns False when the group is no longer this
       process's.
+    devices: the devices the slots are sharded over (``None``: the default
+      device). The slots are padded to a multiple of their number; a
+      checkpoint written on another number of devices is padded (or was
+      padded) the same way, so a group resumes on any count.
+    log: receives a line when the group continues from a checkpoint.
 
   Returns:
     The results of the trials that finished in this call (a resumed group's
     trials recorded before the interruption are in the store).
   """
   scheduler = scheduler or schedulers.SchedulerSettings()
-  prog = engine.get_program(group.static, task, options)
+  if devices is not None and list(devices) == jax.devices()[:1]:
+    devices = None  # the default device: the unsharded program
+  prog = engine.get_program(group.static, task, options, devices)
+  n_dev = prog.num_devices
   padded = group.padded_trials()
+  padded += [padded[0]] * (placement.padded_size(len(padded), n_dev)
+                           - len(padded))
   hp = engine.hparam_arrays([t.params for t in padded], horizon=steps)
   seeds = engine.seed_array([t.seed for t in padded])
-  data = task.data()
-  data_key = engine.data_key(data_seed)
+  data = prog.put_replicated(task.data())
+  data_key = prog.put_replicated(engine.data_key(data_seed))
   sel = task.selection_metric
   state, progress = None, None
   # Tracing init for the state's shapes costs time: only when there is a
@@ -155,16 +168,27 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   if checkpoint_dir is not None and checkpoint.checkpoints(checkpoint_dir,
                                                            group.group_id):
     # A queued group may have shrunk: the record says to how many slots.
-    template = lambda progress: jax.eval_shape(
-        prog.init, seeds[:len(progress["slots"])],
-        {k: v[:len(progress["slots"])] for k, v in hp.items()})
+    # (Written on another number of devices, it may hold more slots.)
+    rows = lambda progress: np.arange(len(progress["slots"])) % len(seeds)
+    template = lambda progress: engine.state_shape(
+        prog, seeds[rows(progress)],
+        {k: v[rows(progress)] for k, v in hp.items()})
     restored = checkpoint.load_latest(checkpoint_dir, group.group_id,
                                       template)
     if restored is not None:
       state, progress = restored
+      written = len(progress["slots"])
+      state, progress["slots"] = _fit_devices(prog, state, progress["slots"])
+      (log or _quiet)(
+          f"group {group.group_id + 1} continues from its checkpoint after "
+          f"evaluation {progress['tick']} ({written} slots"
+          + ("" if written == len(progress["slots"]) else
+             f", {len(progress['slots'])} on {n_dev} devices") + ")")
   start = time.perf_counter()
   if state is None:
-    state, progress = prog.init(seeds, hp), _fresh_progress(group)
+    progress = _fresh_progress(group)
+    progress["slots"] += [-1] * (len(padded) - len(progress["slots"]))
+    state = prog.init(seeds, hp)
   wall_before = progress["wall_s"]
   sched = schedulers.Scheduler(scheduler, steps=steps,
                                mode=task.selection_mode, space=space,
@@ -287,14 +311,29 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   return finished_results
 
 
+def _fit_devices(prog: engine.Program, state: engine.GroupState,
+                 slots: list[int]) -> tuple[engine.GroupState, list[int]]:
+  """A restored state (host arrays) with a slot count the program's
+  devices do not divide (written on another number of devices) gains
+  empty slots: copies of slot 0 that never train."""
+  k = placement.padded_size(len(slots), prog.num_devices)
+  if k == len(slots):
+    return state, slots
+  rows = np.asarray(list(range(len(slots))) + [0] * (k - len(slots)))
+  return (jax.tree_util.tree_map(lambda a: np.asarray(a)[rows], state),
+          slots + [-1] * (k - len(slots)))
+
+
 def _shrink(prog: engine.Program, state: engine.GroupState,
             slots: list[int]) -> tuple[engine.GroupState, list[int]]:
   """Once a queued group has no trials left to start: when at most half
   its slots still hold a trial, move those into a smaller group (the next
-  power of two, so groups of one shape share the smaller programs).
+  power of two, so groups of one shape share the smaller programs; a
+  multiple of the devices).
   Empty slots still cost compute; a trial's numbers do not depend on K."""
   held = [s for s, i in enumerate(slots) if i >= 0]
-  k = 1 << max(0, len(held) - 1).bit_length()
+  k = placement.padded_size(1 << max(0, len(held) - 1).bit_length(),
+                            prog.num_devices)
   if not held or k > len(slots) // 2:
     return state, slots
   rows = held + [held[0]] * (k - len(held))
@@ -342,7 +381,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
             tuned: Sequence[str] = (), extend: bool = False,
             checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
             log: Callable[[str], None] | None = None,
-            progress: bool = False) -> SweepResult:
+            progress: bool = False, devices: Any = "all") -> SweepResult:
   """Trains the given trials in groups and records them.
 
   With an ``optuna:*`` sampler ``trials`` is ``None``: the trials are asked
@@ -369,11 +408,15 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
       (0: after every segment).
     log: receives one line per group; ``None`` is silent.
     progress: draw a live progress bar on stderr when it is a terminal.
+    devices: ``"all"``, ``"cpu"``, a number N (the first N devices) or a
+      list of devices: each group's trial axis is sharded over them
+      (:mod:`rnnsweep.placement`). Not a setting: the numbers do not
+      depend on it, and a sweep continues on any count.
   """
   if trials is None and settings.sampler.startswith(samplers.OPTUNA_PREFIX):
     return execute_rounds(task, settings, workdir=workdir, tuned=tuned,
                           checkpoint_seconds=checkpoint_seconds, log=log,
-                          progress=progress)
+                          progress=progress, devices=devices)
   if not trials:
     raise ValueError("no trials to run")
   if len(trials) != settings.num_trials:
@@ -385,6 +428,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
     raise ValueError(f"checkpoint_seconds must be >= 0, got "
                      f"{checkpoint_seconds!r}")
   log = log or _quiet
+  devices = (list(devices) if isinstance(devices, (list, tuple))
+             else placement.select_devices(devices))
   steps = settings.steps
   store = Store(workdir) if workdir is not None else None
   if store is not None:
@@ -393,7 +438,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   sizer = settings.max_group_size
   if sizer == sizing.AUTO:
     sizer = sizing.AutoSizer(task, steps=steps, options=settings.engine,
-                             data_seed=settings.seed, log=log)
+                             data_seed=settings.seed, log=log,
+                             devices=devices)
   ckpt_dir = None
   if store is not None:
     resuming = store.exists()
@@ -408,7 +454,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   else:
     groups = plan_groups(trials, sizer, queue=settings.scheduler.queued)
   log(f"{len(trials)} trials, {len(groups)} groups to run on "
-      f"{jax.devices()[0].platform}; {steps} steps each, evaluating every "
+      f"{placement.describe(devices)}; {steps} steps each, evaluating every "
       f"{settings.eval_every}")
   results: list[TrialResult] = []
   failed: dict[int, str] = {}
@@ -421,7 +467,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   with bar:
     _run_groups(task, groups, settings, store=store, ckpt_dir=ckpt_dir,
                 checkpoint_seconds=checkpoint_seconds, log=log, bar=bar,
-                results=results, failed=failed)
+                results=results, failed=failed, devices=devices)
   if store is not None:
     store.write_csv(task.selection_metric)
     results = store.results()  # every finished trial, earlier runs included
@@ -444,7 +490,8 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
                    workdir: str | None = None, tuned: Sequence[str] = (),
                    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
                    log: Callable[[str], None] | None = None,
-                   progress: bool = False) -> SweepResult:
+                   progress: bool = False, devices: Any = "all"
+                   ) -> SweepResult:
   """A model-based sweep: ``rounds`` rounds of ask a batch / train it as
   groups / tell every result (:mod:`rnnsweep.batch_search`). The store
   grows by one batch per round; continuing a workdir continues the study
@@ -478,7 +525,7 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
     result = execute(task, trials, dataclasses.replace(
         settings, num_trials=len(trials)), workdir=workdir, tuned=tuned,
                      extend=True, checkpoint_seconds=checkpoint_seconds,
-                     log=log, progress=progress)
+                     log=log, progress=progress, devices=devices)
     every.update((r.trial_id, r) for r in result.trials)
     failed.update(result.failed)
     return (result, result.trials, result.failed,
@@ -525,7 +572,8 @@ class _Heartbeat:
 
 
 def _run_groups(task, groups, settings, *, store, ckpt_dir,
-                checkpoint_seconds, log, bar, results, failed) -> None:
+                checkpoint_seconds, log, bar, results, failed,
+                devices) -> None:
   """The loop of :func:`execute`: train, record and report each group.
 
   With a store, a group is trained only after this process claims it: a
@@ -557,7 +605,8 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
       next_id = _train_group(task, group, queue, next_id, settings,
                              store=store, ckpt_dir=ckpt_dir, owner=owner,
                              checkpoint_seconds=checkpoint_seconds, log=log,
-                             bar=bar, results=results, failed=failed)
+                             bar=bar, results=results, failed=failed,
+                             devices=devices)
   for group, claim in held_elsewhere.values():
     bar.group_skipped(len(group.trials), len(group.trials) * settings.steps)
     log(f"group {group.group_id + 1} is being trained by {claim.describe()}; "
@@ -567,7 +616,7 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
 
 def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
                  owner, checkpoint_seconds, log, bar, results,
-                 failed) -> int:
+                 failed, devices) -> int:
   """Trains one claimed group and records it; returns the next free group
   id (a group that runs out of memory is split and queued)."""
   before = sum(engine.trace_counts().values())
@@ -594,7 +643,7 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
                               options=settings.engine,
                               scheduler=settings.scheduler,
                               space=settings.full_space(),
-                              on_tick=on_tick)
+                              on_tick=on_tick, devices=devices, log=log)
   except _TakenOver:
     # Our claim lapsed and another process took the group over: its
     # record (or its run) stands; ours is not written over it.
@@ -647,8 +696,11 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
   pruned = (f", {counts['pruned']} pruned, "
             f"{len(group.trials) - group.size} slots refilled"
             if group.queued else "")
+  spread = (f" over {len(devices)} devices "
+            f"({placement.padded_size(group.size, len(devices))} slots)"
+            if len(devices) > 1 else "")
   log(f"group {group.group_id + 1} {group.static.label()} "
-      f"K={group.size} ({len(group.trials)} trials{pruned}): "
+      f"K={group.size}{spread} ({len(group.trials)} trials{pruned}): "
       f"{wall:.1f}s{' incl. compile' if compiled else ''}; {best_text}")
   return next_id
 
@@ -742,7 +794,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
           options: engine.EngineOptions | None = None,
           scheduler: schedulers.SchedulerSettings | str | None = None,
           sampler_options: Mapping[str, Any] | None = None,
-          verbose: bool = False) -> SweepResult:
+          verbose: bool = False, devices: Any = "all") -> SweepResult:
   """Samples a space and trains every trial.
 
   Args:
@@ -779,6 +831,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
       ``optuna.db`` in the workdir).
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
+    devices: ``"all"``, ``"cpu"`` or a number N: see :func:`execute`.
 
   Returns:
     A :class:`SweepResult`.
@@ -790,7 +843,8 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
   return execute(task, trials, settings, workdir=workdir,
                  tuned=full.tuned_names(), extend=extend,
                  checkpoint_seconds=checkpoint_seconds,
-                 log=log_stderr if verbose else None, progress=verbose)
+                 log=log_stderr if verbose else None, progress=verbose,
+                 devices=devices)
 
 
 def trials_settings(task: Task, configs: Sequence[Mapping[str, Any]], *,
@@ -831,7 +885,8 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                scheduler: schedulers.SchedulerSettings | str | None = None,
                verbose: bool = False,
                log: Callable[[str], None] | None = None,
-               source: str | None = None) -> SweepResult:
+               source: str | None = None, devices: Any = "all"
+               ) -> SweepResult:
   """Trains an explicit list of configurations.
 
   Each config is a partial ``name -> value`` mapping; the task's base
@@ -840,7 +895,8 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
   how vmap invariance is checked. Arguments as in :func:`sweep`; ``log``
   receives the per-group lines (default: stderr when ``verbose``).
   ``source`` names the file the configs came from (a ``trials`` sweep:
-  recorded with a digest of the configs).
+  recorded with a digest of the configs). ``devices``: see
+  :func:`execute`.
   """
   settings, trials, tuned = trials_settings(
       task, configs, steps=steps, eval_every=eval_every,
@@ -848,4 +904,5 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
       scheduler=scheduler, source=source)
   return execute(task, trials, settings, workdir=workdir, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
-                 log=log or (log_stderr if verbose else None), progress=verbose)
+                 log=log or (log_stderr if verbose else None), progress=verbose,
+                 devices=devices)

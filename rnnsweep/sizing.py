@@ -25,6 +25,12 @@ K per static configuration (per bucket of trials that share shapes):
   the measured throughput rises with K until memory runs out, so no probe
   runs there.
 
+On several devices (a group's slots sharded over them) the programs are
+compiled sharded, so ``memory_analysis`` is per device and is compared with
+one device's free memory (on a CPU, whose devices share the host's RAM,
+with that RAM divided among them); the K cap is multiplied by the device
+count and K is a multiple of it.
+
 A trial's numbers do not depend on K (vmap invariance), so the choice
 changes only speed. A group that still runs out of memory is split and
 retried by the runner.
@@ -41,6 +47,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 
 from rnnsweep import engine
+from rnnsweep import placement
 from rnnsweep.groups import StaticConfig
 from rnnsweep.samplers import TrialSpec
 from rnnsweep.tasks.base import Task
@@ -157,18 +164,25 @@ class AutoSizer:
       batches).
     log: receives one line per decision.
     platform: overrides the device platform (tests).
+    devices: the devices a group's slots are sharded over (``None``: the
+      default device).
   """
 
   def __init__(self, task: Task, *, steps: int,
                options: engine.EngineOptions | None = None,
                data_seed: int = 0, log: Callable[[str], None] | None = None,
-               platform: str | None = None):
+               platform: str | None = None,
+               devices: Sequence[Any] | None = None):
+    if devices is not None and list(devices) == jax.devices()[:1]:
+      devices = None  # as the runner: the default device, unsharded
+    self.devices = list(devices) if devices else None
+    self.num_devices = len(self.devices) if self.devices else 1
     self.task = task
     self.steps = steps
     self.options = options or engine.EngineOptions()
     self.data_seed = data_seed
     self.log = log or (lambda _: None)
-    self.platform = platform or jax.devices()[0].platform
+    self.platform = platform or (self.devices or jax.devices())[0].platform
 
   def __call__(self, static: StaticConfig,
                trials: Sequence[TrialSpec]) -> int:
@@ -183,18 +197,21 @@ class AutoSizer:
     """Chooses K for one bucket (``trials`` share ``static``)."""
     n = len(trials)
     cpu = self.platform == "cpu"
-    cap = CPU_MAX_GROUP_SIZE if cpu else ACCELERATOR_MAX_GROUP_SIZE
-    top = even_size(n, min(n, cap))
-    prog = engine.get_program(static, self.task, self.options)
+    cap = (CPU_MAX_GROUP_SIZE if cpu else ACCELERATOR_MAX_GROUP_SIZE
+           ) * self.num_devices
+    top = self._size(n, min(n, cap))
+    prog = engine.get_program(static, self.task, self.options, self.devices)
     big = self.compile_programs(prog, trials, top)
-    free = free_memory_bytes()
+    free = free_memory_bytes(self.devices[0] if self.devices else None)
+    if free is not None and cpu:
+      free //= self.num_devices  # CPU devices share the host's memory
     memory_k = self._memory_limit(prog, trials, top, big, free)
     if memory_k is None:
       mem_text = "memory use unknown"
     elif memory_k < top:
       mem_text = (f"K={top} would need {big.bytes / 2**20:,.0f} MiB of "
                   f"{free / 2**20:,.0f} MiB free; memory allows K={memory_k}")
-      top = even_size(n, memory_k)
+      top = self._size(n, memory_k)
     else:
       mem_text = (f"K={top} needs {big.bytes / 2**20:,.0f} MiB of "
                   f"{free / 2**20:,.0f} MiB free")
@@ -203,6 +220,10 @@ class AutoSizer:
     # Another size costs about one segment compile plus an init compile.
     return self._probe_speed(prog, trials, top, memory_k, mem_text,
                              compile_cost=1.5 * big.segment.compile_seconds)
+
+  def _size(self, n: int, k: int) -> int:
+    """:func:`even_size`, padded to a multiple of the devices."""
+    return placement.padded_size(even_size(n, max(1, k)), self.num_devices)
 
   def _inputs(self, trials: Sequence[TrialSpec], k: int):
     padded = (list(trials) * math.ceil(k / len(trials)))[:k]
@@ -233,21 +254,23 @@ class AutoSizer:
     budget = MEMORY_FRACTION * free
     if big.bytes <= budget:
       return top
-    small_k = max(1, top // 8)
+    small_k = placement.padded_size(max(1, top // 8), self.num_devices)
     small = self.compile_programs(prog, trials, small_k)
     per_trial = (big.bytes - small.bytes) / max(top - small_k, 1)
     if per_trial <= 0:
       return small_k
-    return max(1, min(top - 1,
+    fits = max(1, min(top - 1,
                       int((budget - small.bytes) / per_trial) + small_k))
+    # The largest multiple of the devices that fits (at least one each).
+    return max(self.num_devices, fits // self.num_devices * self.num_devices)
 
   def _rate(self, prog, trials, k: int, *, warm: bool) -> tuple[float, float]:
     """Trial-steps/s of ``k`` trials from the bucket, and the seconds the
     probe took, compile included."""
     start = time.perf_counter()
     hp, seeds = self._inputs(trials, k)
-    data = self.task.data()
-    key = engine.data_key(self.data_seed)
+    data = prog.put_replicated(self.task.data())
+    key = prog.put_replicated(engine.data_key(self.data_seed))
     state = prog.init(seeds, hp)
     # Compiled before any clock starts (a no-op for the K compiled already).
     prog.compiled_segment(state, data.train, key)
@@ -279,7 +302,7 @@ class AutoSizer:
     # The largest K is compiled already: one update times it.
     rates = {top: self._rate(prog, trials, top, warm=False)[0]}
     work = n * self.steps / rates[top]
-    smaller = sorted({even_size(n, 4**i)
+    smaller = sorted({self._size(n, 4**i)
                       for i in range(math.ceil(math.log(top, 4)))} - {top})
     spent, estimate, skipped = 0.0, compile_cost, []
     for k in smaller:

@@ -1,0 +1,63 @@
+"""Which devices a sweep uses, and how a group's slots fit on them.
+
+A group's trial axis is sharded over the chosen devices (see
+:class:`~rnnsweep.engine.Program`), so its number of slots is padded to a
+multiple of the device count; padding slots hold no trial and never reach
+the store, the leaderboard or the plots. A trial's numbers do not depend on
+the device count (vmap invariance), so the choice changes only speed and
+is not part of a sweep's settings: a sweep may be continued on another
+number of devices.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+
+#: ``devices=`` values besides a positive integer.
+DEVICE_CHOICES = ("all", "cpu")
+
+
+def select_devices(spec: Any = "all") -> list[Any]:
+  """The devices ``spec`` names.
+
+  Args:
+    spec: ``"all"`` (every device of the default backend, on every
+      process), a positive integer N (the first N of them, as an ``int`` or
+      a string of digits), or ``"cpu"`` (every CPU device, also on a host
+      with accelerators).
+
+  Raises:
+    ValueError: one line naming ``devices`` and what is wrong.
+  """
+  if isinstance(spec, str) and spec.strip().isdigit():
+    spec = int(spec)
+  if spec == "all":
+    return list(jax.devices())
+  if spec == "cpu":
+    return list(jax.devices("cpu"))
+  if isinstance(spec, bool) or not isinstance(spec, int):
+    raise ValueError(f"devices must be 'all', 'cpu' or a positive integer, "
+                     f"got {spec!r}")
+  available = jax.devices()
+  if not 1 <= spec <= len(available):
+    raise ValueError(f"devices must be between 1 and the {len(available)} "
+                     f"{available[0].platform} device(s) this run has, got "
+                     f"{spec}")
+  return list(available[:spec])
+
+
+def describe(devices: Sequence[Any]) -> str:
+  """E.g. ``4 devices (cpu) in 1 process``."""
+  kinds = sorted({d.platform for d in devices})
+  processes = len({d.process_index for d in devices})
+  return (f"{len(devices)} device{'s' if len(devices) != 1 else ''} "
+          f"({', '.join(kinds)}) in {processes} "
+          f"process{'es' if processes != 1 else ''}")
+
+
+def padded_size(k: int, num_devices: int) -> int:
+  """The smallest multiple of ``num_devices`` that holds ``k`` slots."""
+  return max(1, math.ceil(k / num_devices)) * num_devices

@@ -1,0 +1,82 @@
+"""A group's trial axis sharded over several devices (4 CPU devices forced
+in a child process): the state really is sharded, padding slots never
+reach the store, the numbers equal one device's, and a sweep killed on 4
+devices continues on 3."""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rnnsweep as rs
+from conftest import ROOT, subprocess_env
+
+CHILD = os.path.join(ROOT, "tests", "devices_child.py")
+FOUR = "--xla_force_host_platform_device_count=4"
+
+
+def child(mode, workdir, devices, kill_at=None):
+  env = subprocess_env(XLA_FLAGS=FOUR, **(
+      {"RNNSWEEP_KILL_AT": kill_at} if kill_at else {}))
+  return subprocess.run([sys.executable, CHILD, mode, str(workdir), devices],
+                        capture_output=True, text=True, env=env, timeout=600,
+                        check=False)
+
+
+def facts_of(out):
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def assert_same_curves(a, b):
+  assert a.keys() == b.keys()
+  for tid in a:
+    assert a[tid].keys() == b[tid].keys()
+    for k in a[tid]:
+      np.testing.assert_allclose(a[tid][k], b[tid][k], rtol=1e-5,
+                                 err_msg=f"trial {tid} {k}")
+
+
+def test_sharded_groups_equal_one_device(tmp_path):
+  out = child("check", tmp_path, "all")
+  facts = facts_of(out)
+  assert facts["devices"] == 4
+  # K=8 over 4 devices: every leaf of the state, the segment's metrics and
+  # the evaluation is split along the trial axis, 2 rows on each device.
+  for what in ("init", "segment", "segment_metrics", "evaluate"):
+    assert facts[what] == [[4, [2], "P('trials',)"]], what
+  # Two static configurations, K=3 each (padded to 4 slots): both finish,
+  # only the 6 real trials are stored and exported.
+  assert facts["stored_trials"] == list(range(6))
+  assert facts["csv_rows"] == 6
+  assert "on 4 devices (cpu) in 1 process" in out.stderr
+  assert out.stderr.count("over 4 devices (4 slots)") == 2
+  assert_same_curves(facts["sharded"], facts["one_device"])
+  assert len(facts["sharded"]) == 6
+  finals = {round(c["val/bits_per_char"][-1], 4)
+            for c in facts["sharded"].values()}
+  assert len(finals) == 6  # the trials really differ
+
+
+def test_sweep_killed_on_four_devices_continues_on_three(tmp_path):
+  killed = child("sweep", tmp_path, "all", kill_at="segment_done:2")
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  # The first group was checkpointed after its first evaluation (4 slots).
+  ckpts = glob.glob(os.path.join(tmp_path, "checkpoints", "group00000-*"))
+  assert ckpts
+  out = child("compare", tmp_path, "3")
+  facts = facts_of(out)
+  assert "continuing the sweep" in out.stderr
+  # From its checkpoint, not from scratch: 4 slots written, 6 on 3 devices.
+  assert ("group 1 continues from its checkpoint after evaluation 1 "
+          "(4 slots, 6 on 3 devices)") in out.stderr
+  assert "on 3 devices (cpu)" in out.stderr
+  assert_same_curves(facts["sharded"], facts["one_device"])
+  stored = rs.Store(str(tmp_path)).results()
+  assert sorted(r.trial_id for r in stored) == list(range(6))
+  assert all(math.isfinite(r.best_value) for r in stored)
