@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 import rnnsweep as rs
 from conftest import ROOT, subprocess_env
