@@ -61,3 +61,35 @@ def describe(devices: Sequence[Any]) -> str:
 def padded_size(k: int, num_devices: int) -> int:
   """The smallest multiple of ``num_devices`` that holds ``k`` slots."""
   return max(1, math.ceil(k / num_devices)) * num_devices
+
+
+def lanes(devices: Sequence[Any], num_groups: int) -> list[list[Any]]:
+  """Disjoint device sets that train groups at the same time.
+
+  With fewer groups than devices, sharding each group over every device in
+  turn would leave most of each device's capacity to a handful of slots;
+  instead the devices are cut into ``min(num_groups, len(devices))`` lanes
+  as evenly as possible (contiguous, sizes differing by at most one), and
+  each lane takes the next group whenever it is free (each group is its own
+  program on its lane's devices). One group, or one device: one lane.
+  """
+  devices = list(devices)
+  count = max(1, min(num_groups, len(devices)))
+  size, extra = divmod(len(devices), count)
+  out, start = [], 0
+  for i in range(count):
+    end = start + size + (1 if i < extra else 0)
+    out.append(devices[start:end])
+    start = end
+  return out
+
+
+def describe_lanes(lane_list: Sequence[Sequence[Any]]) -> str:
+  """How groups are placed, for the start-up line."""
+  if len(lane_list) == 1:
+    n = len(lane_list[0])
+    return ("each group on the device" if n == 1 else
+            f"each group sharded over all {n} devices, one after another")
+  sizes = "+".join(str(len(l)) for l in lane_list)
+  return (f"{len(lane_list)} groups at a time on disjoint device sets "
+          f"({sizes} devices), each sharded over its set")

@@ -576,23 +576,28 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
                 devices) -> None:
   """The loop of :func:`execute`: train, record and report each group.
 
+  The devices are cut into lanes (:func:`~rnnsweep.placement.lanes`); each
+  lane takes the next group whenever it is free, so with several devices
+  groups of different static configurations train at the same time on
+  disjoint device sets (one thread per lane; JAX releases the interpreter
+  while a program runs).
+
   With a store, a group is trained only after this process claims it: a
   group another live process holds (the same command run twice on one
   workdir) is left to it, and looked at again once the rest is done, in
   case its holder died meanwhile.
   """
   owner = Owner.this_process()
-  queue = collections.deque(groups)
-  next_id = max((g.group_id for g in groups), default=-1) + 1
-  held_elsewhere: dict[int, tuple[Group, store_lib.Claim]] = {}
-  second_look = True
-  with _Heartbeat(store, owner):
-    while queue or (second_look and held_elsewhere):
-      if not queue:  # one more look at the groups others held
-        second_look = False
-        queue.extend(g for g, _ in held_elsewhere.values())
-        held_elsewhere.clear()
-      group = queue.popleft()
+  shared = _Shared(collections.deque(groups),
+                   max((g.group_id for g in groups), default=-1) + 1)
+  lane_list = placement.lanes(devices, len(groups))
+  if len(devices) > 1:
+    log(f"placement: {placement.describe_lanes(lane_list)}")
+  if len(lane_list) > 1:
+    bar = _Locked(bar, shared.lock)
+
+  def lane(lane_devices):
+    while (group := shared.next_group()) is not None:
       if store is not None:
         claim = store.claim(group, owner)
         if claim == "done":
@@ -600,25 +605,90 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
                             len(group.trials) * settings.steps)
           continue
         if claim is not None:
-          held_elsewhere[group.group_id] = (group, claim)
+          with shared.lock:
+            shared.held_elsewhere[group.group_id] = (group, claim)
           continue
-      next_id = _train_group(task, group, queue, next_id, settings,
-                             store=store, ckpt_dir=ckpt_dir, owner=owner,
-                             checkpoint_seconds=checkpoint_seconds, log=log,
-                             bar=bar, results=results, failed=failed,
-                             devices=devices)
-  for group, claim in held_elsewhere.values():
+      _train_group(task, group, shared, settings, store=store,
+                   ckpt_dir=ckpt_dir, owner=owner,
+                   checkpoint_seconds=checkpoint_seconds, log=log, bar=bar,
+                   results=results, failed=failed, devices=lane_devices)
+
+  with _Heartbeat(store, owner):
+    if len(lane_list) == 1:
+      lane(lane_list[0])
+    else:
+      errors = []
+
+      def run(lane_devices):
+        try:
+          lane(lane_devices)
+        except BaseException as e:  # pylint: disable=broad-except
+          errors.append(e)
+          with shared.lock:
+            shared.queue.clear()  # the other lanes finish what they hold
+
+      threads = [threading.Thread(target=run, args=(l,), daemon=True,
+                                  name=f"rnnsweep-lane{i}")
+                 for i, l in enumerate(lane_list)]
+      for t in threads:
+        t.start()
+      for t in threads:
+        t.join()
+      if errors:
+        raise errors[0]
+  for group, claim in shared.held_elsewhere.values():
     bar.group_skipped(len(group.trials), len(group.trials) * settings.steps)
     log(f"group {group.group_id + 1} is being trained by {claim.describe()}; "
         f"its {len(group.trials)} trials are not in this result (run the "
         f"command again, or report the workdir, once it is done)")
 
 
-def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
+class _Shared:
+  """What the lanes of :func:`_run_groups` share, under one lock: the
+  queue of groups, the next free group id (for splits) and the groups
+  another process held."""
+
+  def __init__(self, queue: collections.deque, next_id: int):
+    self.queue = queue
+    self.next_id = next_id
+    self.held_elsewhere: dict[int, tuple[Group, store_lib.Claim]] = {}
+    self.second_look = True
+    self.lock = threading.RLock()
+
+  def next_group(self) -> Group | None:
+    """The next group to try, or ``None`` when there is none."""
+    with self.lock:
+      if not self.queue and self.second_look and self.held_elsewhere:
+        # One more look at the groups others held.
+        self.second_look = False
+        self.queue.extend(g for g, _ in self.held_elsewhere.values())
+        self.held_elsewhere.clear()
+      return self.queue.popleft() if self.queue else None
+
+
+class _Locked:
+  """Calls to ``target``'s methods, one at a time (the progress bar, from
+  several lanes)."""
+
+  def __init__(self, target: Any, lock: Any):
+    self._target, self._lock = target, lock
+
+  def __getattr__(self, name: str) -> Any:
+    attr = getattr(self._target, name)
+    if not callable(attr):
+      return attr
+
+    def call(*args, **kwargs):
+      with self._lock:
+        return attr(*args, **kwargs)
+    return call
+
+
+def _train_group(task, group, shared, settings, *, store, ckpt_dir,
                  owner, checkpoint_seconds, log, bar, results,
-                 failed, devices) -> int:
-  """Trains one claimed group and records it; returns the next free group
-  id (a group that runs out of memory is split and queued)."""
+                 failed, devices) -> None:
+  """Trains one claimed group on ``devices`` and records it (a group that
+  runs out of memory is split and its parts queued first)."""
   before = sum(engine.trace_counts().values())
 
   def on_tick(results, decisions, done, refilled, running):
@@ -649,28 +719,29 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
     # record (or its run) stands; ours is not written over it.
     log(f"group {group.group_id + 1} was taken over by another process "
         f"while this one trained it; its results are left to that one")
-    return next_id
+    return
   except Exception as e:  # pylint: disable=broad-except
     error = f"{type(e).__name__}: {e}".splitlines()[0]
     if engine.is_out_of_memory(e) and group.size > 1 and len(
         group.trials) > 1:
       # Too big for the device: halve it and run the halves next.
       resumed = None
-      if store is not None:
-        parts = store.split(group, owner)
-        # The halves continue from the group's last checkpoint.
-        resumed = checkpoint.split(ckpt_dir, group, parts)
-        checkpoint.remove(ckpt_dir, group.group_id)
-      else:
-        parts = split_group(group, next_id)
-      next_id = max(next_id, parts[-1].group_id + 1)
-      queue.extendleft(reversed(parts))
+      with shared.lock:  # group ids and the queue are the lanes' in common
+        if store is not None:
+          parts = store.split(group, owner)
+          # The halves continue from the group's last checkpoint.
+          resumed = checkpoint.split(ckpt_dir, group, parts)
+          checkpoint.remove(ckpt_dir, group.group_id)
+        else:
+          parts = split_group(group, shared.next_id)
+        shared.next_id = max(shared.next_id, parts[-1].group_id + 1)
+        shared.queue.extendleft(reversed(parts))
       bar.group_split(len(parts) - 1)
       log(f"group {group.group_id + 1} (K={group.size}) ran out of memory "
           f"({error}); split into groups of K={parts[0].size} and retried"
           + (f" from its checkpoint at step {resumed}" if resumed else
              " from step 0"))
-      return next_id
+      return
     # One broken group must not lose the others: record and go on.
     failed.update({t.trial_id: error for t in group.trials})
     if store is None:
@@ -678,7 +749,7 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
     store.mark_failed(group, error, owner)
     log(f"group {group.group_id + 1} failed ({error}); its trials are marked "
         f"failed and will be retried when the sweep is resumed")
-    return next_id
+    return
   wall = time.perf_counter() - start
   compiled = sum(engine.trace_counts().values()) - before
   if store is not None:
@@ -702,7 +773,6 @@ def _train_group(task, group, queue, next_id, settings, *, store, ckpt_dir,
   log(f"group {group.group_id + 1} {group.static.label()} "
       f"K={group.size}{spread} ({len(group.trials)} trials{pruned}): "
       f"{wall:.1f}s{' incl. compile' if compiled else ''}; {best_text}")
-  return next_id
 
 
 def _versions() -> dict[str, str]:

@@ -2,14 +2,16 @@
 (``XLA_FLAGS=--xla_force_host_platform_device_count=4`` must be set before
 JAX starts, hence a separate process). Prints one JSON object of facts.
 
-Usage: ``devices_child.py MODE WORKDIR DEVICES`` with MODE ``check`` (the
-sharding facts, and a sweep on DEVICES against one device), ``compare``
-(the sweep into WORKDIR, which may continue an interrupted one, against
-one device) or ``sweep`` (only the sweep).
+Usage: ``devices_child.py MODE WORKDIR DEVICES CONFIGS`` with MODE
+``check`` (the sharding facts, and a sweep on DEVICES against one device),
+``compare`` (the sweep into WORKDIR, which may continue an interrupted one,
+against one device) or ``sweep`` (only the sweep); the sweep trains the
+first CONFIGS of :data:`CONFIGS`.
 """
 
 import json
 import sys
+import time
 
 import jax
 import numpy as np
@@ -31,8 +33,8 @@ def task():
   return rs.CharLM(seq_len=16, text=python_docs_text()[:40_000])
 
 
-def sweep(workdir, devices):
-  result = rs.run_trials(task(), CONFIGS, steps=STEPS, eval_every=EVAL_EVERY,
+def sweep(workdir, devices, configs):
+  result = rs.run_trials(task(), configs, steps=STEPS, eval_every=EVAL_EVERY,
                          max_group_size=3, workdir=workdir, devices=devices,
                          checkpoint_seconds=0.0, log=lambda line: print(line, file=sys.stderr))
   return {str(r.trial_id): r.curves for r in result.trials}
@@ -49,7 +51,26 @@ def shard_facts(state):
   return sorted(out)
 
 
-def check(workdir, devices):
+def record_groups():
+  """Wraps the runner's run_group: each group's devices and wall-clock
+  interval, in the returned list."""
+  seen = []
+  real = rs.runner.run_group
+
+  def run_group(task_, group, **kwargs):
+    start = time.monotonic()
+    out = real(task_, group, **kwargs)
+    devices = kwargs.get("devices") or [jax.devices()[0]]
+    seen.append({"group": group.group_id,
+                 "devices": sorted(d.id for d in devices),
+                 "start": start, "end": time.monotonic()})
+    return out
+
+  rs.runner.run_group = run_group
+  return seen
+
+
+def check(workdir, devices, configs):
   facts = {"devices": len(jax.devices())}
   t = task()
   trials = rs.make_trials(CONFIGS[:3] + CONFIGS[:3] + CONFIGS[:2])  # K=8
@@ -65,8 +86,10 @@ def check(workdir, devices):
   facts["segment"] = shard_facts(state)
   facts["segment_metrics"] = shard_facts(seg)
   facts["evaluate"] = shard_facts(prog.evaluate(state, data.val))
-  facts["sharded"] = sweep(workdir, devices)
-  facts["one_device"] = sweep(None, 1)
+  groups = record_groups()
+  facts["sharded"] = sweep(workdir, devices, configs)
+  facts["groups"] = list(groups)
+  facts["one_device"] = sweep(None, 1, configs)
   store = rs.Store(workdir)
   facts["stored_trials"] = sorted(r.trial_id for r in store.results())
   with open(f"{workdir}/results.csv", encoding="utf-8") as f:
@@ -75,13 +98,14 @@ def check(workdir, devices):
 
 
 def main():
-  mode, workdir, devices = sys.argv[1:4]
+  mode, workdir, devices, n = sys.argv[1:5]
+  configs = CONFIGS[:int(n)]
   if mode == "check":
-    facts = check(workdir, devices)
+    facts = check(workdir, devices, configs)
   else:
-    facts = {"sharded": sweep(workdir, devices)}
+    facts = {"sharded": sweep(workdir, devices, configs)}
     if mode == "compare":
-      facts["one_device"] = sweep(None, 1)
+      facts["one_device"] = sweep(None, 1, configs)
   print(json.dumps(facts, default=lambda x: np.asarray(x).tolist()))
 
 

@@ -1,7 +1,8 @@
 """A group's trial axis sharded over several devices (4 CPU devices forced
 in a child process): the state really is sharded, padding slots never
-reach the store, the numbers equal one device's, and a sweep killed on 4
-devices continues on 3."""
+reach the store, groups of two static configurations train at the same
+time on disjoint device sets, the numbers equal one device's, and a sweep
+killed on 4 devices continues on 3."""
 
 import glob
 import json
@@ -19,10 +20,11 @@ CHILD = os.path.join(ROOT, "tests", "devices_child.py")
 FOUR = "--xla_force_host_platform_device_count=4"
 
 
-def child(mode, workdir, devices, kill_at=None):
+def child(mode, workdir, devices, configs, kill_at=None):
   env = subprocess_env(XLA_FLAGS=FOUR, **(
       {"RNNSWEEP_KILL_AT": kill_at} if kill_at else {}))
-  return subprocess.run([sys.executable, CHILD, mode, str(workdir), devices],
+  return subprocess.run([sys.executable, CHILD, mode, str(workdir), devices,
+                         str(configs)],
                         capture_output=True, text=True, env=env, timeout=600,
                         check=False)
 
@@ -42,19 +44,25 @@ def assert_same_curves(a, b):
 
 
 def test_sharded_groups_equal_one_device(tmp_path):
-  out = child("check", tmp_path, "all")
+  out = child("check", tmp_path, "all", 6)
   facts = facts_of(out)
   assert facts["devices"] == 4
   # K=8 over 4 devices: every leaf of the state, the segment's metrics and
   # the evaluation is split along the trial axis, 2 rows on each device.
   for what in ("init", "segment", "segment_metrics", "evaluate"):
     assert facts[what] == [[4, [2], "P('trials',)"]], what
-  # Two static configurations, K=3 each (padded to 4 slots): both finish,
-  # only the 6 real trials are stored and exported.
+  # Two static configurations, K=3 each: two lanes of 2 devices train
+  # them at the same time (padded to 4 slots, 2 per device); only the 6
+  # real trials are stored and exported.
   assert facts["stored_trials"] == list(range(6))
   assert facts["csv_rows"] == 6
   assert "on 4 devices (cpu) in 1 process" in out.stderr
-  assert out.stderr.count("over 4 devices (4 slots)") == 2
+  assert ("placement: 2 groups at a time on disjoint device sets (2+2 "
+          "devices)") in out.stderr
+  assert out.stderr.count("over 2 devices (4 slots)") == 2
+  a, b = sorted(facts["groups"], key=lambda g: g["group"])
+  assert {tuple(a["devices"]), tuple(b["devices"])} == {(0, 1), (2, 3)}
+  assert a["start"] < b["end"] and b["start"] < a["end"]  # overlapping
   assert_same_curves(facts["sharded"], facts["one_device"])
   assert len(facts["sharded"]) == 6
   finals = {round(c["val/bits_per_char"][-1], 4)
@@ -63,12 +71,13 @@ def test_sharded_groups_equal_one_device(tmp_path):
 
 
 def test_sweep_killed_on_four_devices_continues_on_three(tmp_path):
-  killed = child("sweep", tmp_path, "all", kill_at="segment_done:2")
+  # One group (3 trials): 4 slots on 4 devices, then 6 on 3.
+  killed = child("sweep", tmp_path, "all", 3, kill_at="segment_done:2")
   assert killed.returncode == -9, killed.stderr[-2000:]
   # The first group was checkpointed after its first evaluation (4 slots).
   ckpts = glob.glob(os.path.join(tmp_path, "checkpoints", "group00000-*"))
   assert ckpts
-  out = child("compare", tmp_path, "3")
+  out = child("compare", tmp_path, "3", 3)
   facts = facts_of(out)
   assert "continuing the sweep" in out.stderr
   # From its checkpoint, not from scratch: 4 slots written, 6 on 3 devices.
@@ -77,5 +86,5 @@ def test_sweep_killed_on_four_devices_continues_on_three(tmp_path):
   assert "on 3 devices (cpu)" in out.stderr
   assert_same_curves(facts["sharded"], facts["one_device"])
   stored = rs.Store(str(tmp_path)).results()
-  assert sorted(r.trial_id for r in stored) == list(range(6))
+  assert sorted(r.trial_id for r in stored) == list(range(3))
   assert all(math.isfinite(r.best_value) for r in stored)
