@@ -29,3 +29,7 @@ run benchmarks/throughput.py --workload=L --ks=$LEVER_L_KS --precision=bfloat16 
 run benchmarks/throughput.py --workload=L --ks=$LEVER_L_KS --precision=bfloat16 --unroll=8 --hoist_input --out_dir="$out"
 run benchmarks/baselines.py --workload=S --k=1024 --sweep_trials=$SWEEP --precision=bfloat16 --unroll=8 --out_dir="$out"
 run benchmarks/group_size.py --workload=S --trials=1024 --ks=$AUTO_KS --rounds=$ROUNDS --precision=bfloat16 --unroll=8 --out_dir="$out"
+# Several GPUs: throughput against the number a group is sharded over.
+if [[ "$(python3 -c 'import jax; print(len(jax.devices()))' 2>/dev/null)" -gt 1 ]]; then
+  run benchmarks/devices.py --workload=S --k_per_device=1024 --precision=bfloat16 --unroll=8 --out_dir="$out"
+fi

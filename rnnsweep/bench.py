@@ -90,22 +90,25 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 def measure_group(w: Workload, k: int, *, repeats: int = 3,
                   options: engine.EngineOptions | None = None,
-                  task: CharLM | None = None) -> dict[str, Any]:
+                  task: CharLM | None = None,
+                  devices: Any = None) -> dict[str, Any]:
   """Compile time, steady-state speed and memory of one group of K.
 
   The segment is compiled ahead of time, so compile time is reported
   apart; then ``w.updates`` updates run once to warm up and ``repeats``
-  times timed (median), each fenced with ``block_until_ready``.
+  times timed (median), each fenced with ``block_until_ready``. With
+  ``devices`` the group's trial axis is sharded over them (K a multiple of
+  their number; memory is then per device).
   """
   options = options or engine.EngineOptions()
   task = task or workload_task(w)
   trials = make_trials(trial_configs(w, k))
   group = plan_groups(trials, k)[0]
-  prog = engine.get_program(group.static, task, options)
+  prog = engine.get_program(group.static, task, options, devices)
   hp = engine.hparam_arrays([t.params for t in trials])
   seeds = engine.seed_array([t.seed for t in trials])
-  data = task.data()
-  key = engine.data_key(0)
+  data = prog.put_replicated(task.data())
+  key = prog.put_replicated(engine.data_key(0))
   state = prog.init(seeds, hp)
   compiled = prog.compiled_segment(state, data.train, key)
   mem = compiled.executable.memory_analysis()
