@@ -86,6 +86,9 @@ def check(workdir, devices, configs):
   facts["segment"] = shard_facts(state)
   facts["segment_metrics"] = shard_facts(seg)
   facts["evaluate"] = shard_facts(prog.evaluate(state, data.val))
+  # auto sizing compiles the sharded program: K a multiple of the devices.
+  sizer = rs.sizing.AutoSizer(t, steps=STEPS, devices=jax.devices())
+  facts["auto"] = sizer.choose(static, trials[:6]).k
   groups = record_groups()
   facts["sharded"] = sweep(workdir, devices, configs)
   facts["groups"] = list(groups)
