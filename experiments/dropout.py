@@ -27,16 +27,9 @@ _RATES = flags.DEFINE_list("rates", None, "Dropout rates tried for each kind "
 
 
 def run():
-  rate_values = None
-  if _RATES.value:
-    try:
-      rate_values = [float(v) for v in _RATES.value]
-    except ValueError:
-      raise ValueError(f"--rates must be numbers, got "
-                       f"{','.join(_RATES.value)!r}") from None
   summary = dropout.run(
       FLAGS["workdir"].value, quick=FLAGS["quick"].value, seeds=_SEEDS.value,
-      steps=_STEPS.value, rate_values=rate_values,
+      steps=_STEPS.value, rate_values=script.float_list(_RATES),
       hidden_size=FLAGS["hidden_size"].value,
       max_group_size=script.max_group_size(FLAGS["max_group_size"]),
       log=rs.runner.log_stderr)

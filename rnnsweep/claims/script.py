@@ -52,10 +52,19 @@ def main(script: str, argv, run: Callable[[], None]) -> None:
 
 def int_list(holder) -> list[int] | None:
   """A comma-separated list flag as integers (``None`` when not given)."""
+  return _numbers(holder, int, "integers")
+
+
+def float_list(holder) -> list[float] | None:
+  """A comma-separated list flag as numbers (``None`` when not given)."""
+  return _numbers(holder, float, "numbers")
+
+
+def _numbers(holder, cast, what):
   if not holder.value:
     return None
   try:
-    return [int(v) for v in holder.value]
+    return [cast(v) for v in holder.value]
   except ValueError:
-    raise ValueError(f"--{holder.name} must be integers, got "
+    raise ValueError(f"--{holder.name} must be {what}, got "
                      f"{','.join(holder.value)!r}") from None
