@@ -850,14 +850,23 @@ def is_out_of_memory(error: BaseException) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
 
 
-_PROGRAMS: dict[tuple, Program] = {}
+#: Programs kept by :func:`get_program`, least recently used dropped first.
+#: Each compiled program holds memory mappings of its machine code (on a
+#: CPU about 900 per static configuration, all its executables together),
+#: and the kernel allows a process 65,530 (``vm.max_map_count``): a process
+#: that went through a hundred configurations failed to compile with
+#: "LLVM compilation error: Cannot allocate memory" and crashed. A dropped
+#: program is compiled again if it is needed again (or loaded from the
+#: persistent compilation cache).
+MAX_CACHED_PROGRAMS = 32
+_PROGRAMS: collections.OrderedDict[tuple, Program] = collections.OrderedDict()
 
 
 def get_program(static: StaticConfig, task: Task,
                 options: EngineOptions | None = None,
                 devices: Sequence[Any] | None = None) -> Program:
   """The cached :class:`Program` for this static config, task config,
-  engine options and devices."""
+  engine options and devices (at most :data:`MAX_CACHED_PROGRAMS` kept)."""
   options = options or EngineOptions()
   devices = tuple(devices) if devices else None
   key = (static, task.cache_key(), options,
@@ -865,6 +874,9 @@ def get_program(static: StaticConfig, task: Task,
   with _LOCK:
     if key not in _PROGRAMS:
       _PROGRAMS[key] = Program(static, task, options, devices)
+      while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    _PROGRAMS.move_to_end(key)
     return _PROGRAMS[key]
 
 

@@ -402,3 +402,21 @@ def test_sweep_seed_out_of_range_is_an_error(tiny_adding, seed):
   with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*31\)"):
     rs.run_trials(tiny_adding, [dict(TINY)], steps=1, eval_every=1,
                   seed=seed)
+
+
+def test_program_cache_keeps_the_most_recently_used(tiny_lm, monkeypatch):
+  """Each compiled program holds memory mappings of its code; a process
+  that cached every program it ever built ran out of them (the suite
+  crashed compiling). The cache keeps the most recently used few."""
+  monkeypatch.setattr(engine, "MAX_CACHED_PROGRAMS", 2)
+  monkeypatch.setattr(engine, "_PROGRAMS", type(engine._PROGRAMS)())
+  statics = [StaticConfig(cell="lstm", hidden_size=h, num_layers=1,
+                          batch_size=4, truncation=8, embed_size=8,
+                          optimizer="adam") for h in (5, 6, 7)]
+  a = engine.get_program(statics[0], tiny_lm)
+  b = engine.get_program(statics[1], tiny_lm)
+  assert engine.get_program(statics[0], tiny_lm) is a  # a: used last
+  engine.get_program(statics[2], tiny_lm)  # drops b, the least recent
+  assert len(engine._PROGRAMS) == 2
+  assert engine.get_program(statics[0], tiny_lm) is a
+  assert engine.get_program(statics[1], tiny_lm) is not b
