@@ -202,7 +202,8 @@ class AutoSizer:
     top = self._size(n, min(n, cap))
     prog = engine.get_program(static, self.task, self.options, self.devices)
     big = self.compile_programs(prog, trials, top)
-    free = free_memory_bytes(self.devices[0] if self.devices else None)
+    free = (free_memory_bytes(self.devices[0]) if self.devices
+            else free_memory_bytes())
     if free is not None and cpu:
       free //= self.num_devices  # CPU devices share the host's memory
     memory_k = self._memory_limit(prog, trials, top, big, free)
