@@ -21,6 +21,10 @@ Every configuration of a repetition shares one trial seed (the same initial
 weights, and the same input and output masks), so the comparisons are
 paired.
 
+``final_train_loss`` is the training loss over the last segment, with
+dropout, in the task's loss units (nats for the LM; the other columns are
+bits per character).
+
 Writes ``dropout.csv`` (one row per configuration and seed),
 ``dropout_summary.csv`` (medians per configuration), ``dropout.png``
 (validation, training probe and final validation against each kind's rate)
