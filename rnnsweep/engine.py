@@ -629,7 +629,7 @@ class Program:
       rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
       jit = lambda f, ins, outs, **kw: jax.jit(
           f, in_shardings=ins, out_shardings=outs, **kw)
-    self.trials_sharding, self.replicated = k, rep
+    self.replicated = rep
     self.init = jit(self._init_group, (k, k), k)
     self._segment_jit = jit(
         self._segment, (k, rep, rep, k, rep), k,
