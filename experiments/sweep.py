@@ -82,6 +82,21 @@ _DEVICES = flags.DEFINE_string(
     "a number N (the first N) or 'cpu' (the CPU devices, also on a host with "
     "accelerators). The numbers do not depend on it; a sweep may be "
     "continued on another count.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", list(rs.distributed.MODES), "Join a "
+    "jax.distributed job of several processes (one per host or GPU), "
+    "which run the sweep together: 'auto' joins when the three flags below "
+    "are given or Slurm (srun) or a multi-host TPU VM says so; 'on' always "
+    "(JAX detects the rest); 'off' never. Process 0 alone writes the "
+    "workdir.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator "
+    "(several processes started by hand).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "How many processes the job has.", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index in the job, from 0.",
+    lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "Sweep seed: sampling, trial seeds "
                              "and the shared data stream.", lower_bound=0,
                              upper_bound=2**31 - 1)
@@ -246,7 +261,11 @@ def main(argv):
   except ValueError as e:
     fail(str(e))
   try:
+    rs.distributed.initialize(
+        _DISTRIBUTED.value, coordinator_address=_COORDINATOR_ADDRESS.value,
+        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
     devices = rs.placement.select_devices(_DEVICES.value)
+    rs.placement.check_spans_processes(devices)
   except ValueError as e:
     fail(f"--{e}")
   if _COMPILATION_CACHE.value:
@@ -286,6 +305,8 @@ def main(argv):
                         progress=not _QUIET.value, devices=devices)
   except ValueError as e:
     fail(str(e))
+  if not rs.distributed.is_leader():
+    return  # process 0 reports for the job
   print(result.leaderboard(_TOP.value))
   if result.best is not None:
     b = result.best

@@ -23,8 +23,8 @@ from rnnsweep.samplers import (TrialSpec, around, grid, load_trials,
 from rnnsweep.space import (Choice, Fixed, IntLogUniform, IntUniform,
                             LogUniform, PARAMS, Space, Uniform, load_space)
 from rnnsweep.schedulers import SchedulerSettings
-from rnnsweep import (batch_search, interop, placement, report, resume,
-                      samplers, schedulers, sizing)
+from rnnsweep import (batch_search, distributed, interop, placement, report,
+                      resume, samplers, schedulers, sizing)
 from rnnsweep.store import Store, TrialResult
 from rnnsweep.tasks import (Adding, CharLM, Classify, Copy, Forecast, Task,
                             make_task)
@@ -34,7 +34,8 @@ __all__ = [
     "Forecast", "Fixed", "Group", "IntLogUniform", "IntUniform",
     "LogUniform", "PARAMS", "SchedulerSettings", "Space", "StaticConfig",
     "Store", "SweepResult", "SweepSettings", "Task", "TrialResult",
-    "TrialSpec", "Uniform", "around", "batch_search", "execute", "grid",
+    "TrialSpec", "Uniform", "around", "batch_search", "distributed",
+    "execute", "grid",
     "interop", "load_space", "load_trials", "make_task", "make_trials",
     "placement", "plan_groups", "quasirandom", "random", "report", "resume", "run_trials",
     "samplers", "schedulers", "sizing", "sweep", "sweep_settings",

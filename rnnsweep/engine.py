@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnsweep import distributed
 from rnnsweep import models
 from rnnsweep import selection
 from rnnsweep import space as space_lib
@@ -619,16 +620,20 @@ class Program:
     self.options = self.trial.options
     self.devices = tuple(devices) if devices else None
     self._compiled: dict[Any, Compiled] = {}
+    # Spread over other processes' devices too (a jax.distributed job):
+    # host values must become global arrays before each call.
+    self.multi_process = distributed.spans_processes(self.devices)
     if self.devices is None:
       k = rep = None
-      jit = lambda f, ins, outs, **kw: jax.jit(f, **kw)
+      jit = lambda f, ins, outs, **kw: _Jitted(jax.jit(f, **kw), None)
     else:
       mesh = jax.sharding.Mesh(np.asarray(self.devices), (TRIALS_AXIS,))
       k = jax.sharding.NamedSharding(mesh,
                                      jax.sharding.PartitionSpec(TRIALS_AXIS))
       rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-      jit = lambda f, ins, outs, **kw: jax.jit(
-          f, in_shardings=ins, out_shardings=outs, **kw)
+      jit = lambda f, ins, outs, **kw: _Jitted(
+          jax.jit(f, in_shardings=ins, out_shardings=outs, **kw),
+          ins if self.multi_process else None)
     self.replicated = rep
     self.init = jit(self._init_group, (k, k), k)
     self._segment_jit = jit(
@@ -651,7 +656,14 @@ class Program:
     data is not copied again at each call)."""
     if self.replicated is None:
       return tree
+    if self.multi_process:
+      return distributed.place(tree, self.replicated)
     return jax.device_put(tree, self.replicated)
+
+  def to_host(self, tree: Any) -> Any:
+    """NumPy copies of ``tree``'s leaves with their whole values (gathered
+    from every process of a multi-process program: each must call it)."""
+    return distributed.to_host(tree)
 
   def flops_per_update(self) -> float:
     return self.trial.flops_per_update()
@@ -719,14 +731,16 @@ class Program:
         below this (an empty slot: its step; ``None``: no limit).
     """
     exe = self.compiled_segment(state, data_train, data_key)
-    return exe.executable(state, data_train, data_key,
-                          self._stop_at(state, stop_at), np.int32(num_steps))
+    return exe.executable(*self._segment_jit.placed(
+        (state, data_train, data_key, self._stop_at(state, stop_at),
+         np.int32(num_steps))))
 
   def evaluate(self, state: GroupState, data: Batch, *, best: bool = False
                ) -> dict[str, Array]:
     """Weighted mean metrics ``{name: [K]}`` on an evaluation set, of the
     current parameters or (``best=True``) of each trial's best ones."""
-    return self.compiled_evaluate(state, data, best).executable(state, data)
+    return self.compiled_evaluate(state, data, best).executable(
+        *self._evaluate_jit.placed((state, data)))
 
   # -- K slots (the only vmap) ----------------------------------------------------
 
@@ -808,6 +822,29 @@ class Program:
         carry=take(t.carry), diverged=take(t.diverged),
         diverged_step=take(t.diverged_step),
         hp={n: jnp.asarray(hp[n], jnp.float32) for n in t.hp}))
+
+
+class _Jitted:
+  """A jitted function whose host-value arguments are first made global
+  arrays of its input shardings (``shardings``; ``None`` in one process,
+  where JAX places them itself)."""
+
+  def __init__(self, fn: Any, shardings: tuple | None):
+    self.fn, self.shardings = fn, shardings
+
+  def placed(self, args: tuple) -> tuple:
+    """``args`` ready for the function or its compiled executable."""
+    if self.shardings is None:
+      return tuple(args)
+    n = len(self.shardings)
+    return tuple(distributed.place(a, s) for a, s in
+                 zip(args[:n], self.shardings)) + tuple(args[n:])
+
+  def __call__(self, *args):
+    return self.fn(*self.placed(args))
+
+  def lower(self, *args):
+    return self.fn.lower(*self.placed(args))
 
 
 class Compiled(NamedTuple):

@@ -49,6 +49,23 @@ def select_devices(spec: Any = "all") -> list[Any]:
   return list(available[:spec])
 
 
+def check_spans_processes(devices: Sequence[Any]) -> None:
+  """In a job of several processes every group runs on every process, so
+  the devices must include some of each process's.
+
+  Raises:
+    ValueError: one line naming ``devices``.
+  """
+  processes = jax.process_count()
+  if processes > 1:
+    have = {d.process_index for d in devices}
+    if len(have) < processes:
+      raise ValueError(
+          f"devices: in a job of {processes} processes every group is "
+          f"sharded over all of them, but the {len(devices)} devices chosen "
+          f"belong to {len(have)} (use devices='all')")
+
+
 def describe(devices: Sequence[Any]) -> str:
   """E.g. ``4 devices (cpu) in 1 process``."""
   kinds = sorted({d.platform for d in devices})

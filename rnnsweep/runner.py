@@ -23,6 +23,7 @@ import numpy as np
 
 from rnnsweep import batch_search
 from rnnsweep import checkpoint
+from rnnsweep import distributed
 from rnnsweep import engine
 from rnnsweep import faults
 from rnnsweep import placement
@@ -163,18 +164,10 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   data_key = prog.put_replicated(engine.data_key(data_seed))
   sel = task.selection_metric
   state, progress = None, None
-  # Tracing init for the state's shapes costs time: only when there is a
-  # checkpoint to check against them.
-  if checkpoint_dir is not None and checkpoint.checkpoints(checkpoint_dir,
-                                                           group.group_id):
-    # A queued group may have shrunk: the record says to how many slots.
-    # (Written on another number of devices, it may hold more slots.)
-    rows = lambda progress: np.arange(len(progress["slots"])) % len(seeds)
-    template = lambda progress: engine.state_shape(
-        prog, seeds[rows(progress)],
-        {k: v[rows(progress)] for k, v in hp.items()})
-    restored = checkpoint.load_latest(checkpoint_dir, group.group_id,
-                                      template)
+  if checkpoint_dir is not None:
+    # Process 0 reads it; every process receives it.
+    restored = distributed.on_leader(lambda: _restore(
+        prog, group, checkpoint_dir, seeds, hp))
     if restored is not None:
       state, progress = restored
       written = len(progress["slots"])
@@ -198,7 +191,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   last_save = time.monotonic()
   while any(i >= 0 for i in slots):
     faults.point("segment_start")
-    step_now = np.asarray(state.trials.step)
+    step_now = prog.to_host(state.trials.step)
     stop_at = step_now.copy()
     for s, i in enumerate(slots):
       if i >= 0:
@@ -206,8 +199,8 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     state, seg = prog.segment(state, data.train, data_key,
                               num_steps=int(np.max(stop_at - step_now)),
                               stop_at=stop_at)
-    metrics = {k: np.asarray(v, np.float64)
-               for k, v in prog.evaluate(state, data.val).items()}
+    metrics = {k: np.asarray(v, np.float64) for k, v in
+               prog.to_host(prog.evaluate(state, data.val)).items()}
     held = np.array([i >= 0 for i in slots])
     state = prog.keep_best(state, np.where(held, metrics[sel], np.nan
                                            ).astype(np.float32))
@@ -216,11 +209,11 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     if on_segment is not None:
       on_segment(int(np.sum(stop_at - step_now)))
     wall = wall_before + time.perf_counter() - start
-    diverged = np.asarray(state.trials.diverged)
-    diverged_step = np.asarray(state.trials.diverged_step)
-    trial_hp = {k: np.asarray(v, np.float64)
-                for k, v in state.trials.hp.items()}
-    loss = np.asarray(seg.train_loss, np.float64)
+    diverged, diverged_step, trial_hp, loss = prog.to_host(
+        (state.trials.diverged, state.trials.diverged_step, state.trials.hp,
+         seg.train_loss))
+    trial_hp = {k: np.asarray(v, np.float64) for k, v in trial_hp.items()}
+    loss = np.asarray(loss, np.float64)
     finished, arrivals = [], []
     for s, i in enumerate(slots):
       if i < 0:
@@ -257,8 +250,8 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     if finished:
       # Each finished trial's best-validation parameters meet the test
       # split once.
-      test = {k: np.asarray(v, np.float64) for k, v in
-              prog.evaluate(state, data.test, best=True).items()}
+      test = {k: np.asarray(v, np.float64) for k, v in prog.to_host(
+          prog.evaluate(state, data.test, best=True)).items()}
       for s, status in finished:
         trial = group.trials[slots[s]]
         results.append(_trial_result(
@@ -302,13 +295,33 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
       state, slots = _shrink(prog, state, slots)
       progress["slots"] = slots
     progress["scheduler"] = sched.state
-    if (checkpoint_dir is not None and not done and
-        time.monotonic() - last_save >= checkpoint_seconds):
+    # Process 0's clock decides for every process.
+    if checkpoint_dir is not None and not done and distributed.on_leader(
+        lambda: time.monotonic() - last_save >= checkpoint_seconds):
       progress["wall_s"] = wall_before + time.perf_counter() - start
-      checkpoint.save(checkpoint_dir, group.group_id, progress["tick"],
-                      state, progress)
+      host_state = prog.to_host(state)
+      if distributed.is_leader():
+        checkpoint.save(checkpoint_dir, group.group_id, progress["tick"],
+                        host_state, progress)
       last_save = time.monotonic()
   return finished_results
+
+
+def _restore(prog: engine.Program, group: Group, directory: str,
+             seeds: np.ndarray, hp: Mapping[str, np.ndarray]
+             ) -> checkpoint.Restored | None:
+  """The group's newest usable checkpoint in ``directory``, or ``None``."""
+  # Tracing init for the state's shapes costs time: only when there is a
+  # checkpoint to check against them.
+  if not checkpoint.checkpoints(directory, group.group_id):
+    return None
+  # A queued group may have shrunk: the record says to how many slots.
+  # (Written on another number of devices, it may hold more slots.)
+  rows = lambda progress: np.arange(len(progress["slots"])) % len(seeds)
+  template = lambda progress: engine.state_shape(
+      prog, seeds[rows(progress)],
+      {k: v[rows(progress)] for k, v in hp.items()})
+  return checkpoint.load_latest(directory, group.group_id, template)
 
 
 def _fit_devices(prog: engine.Program, state: engine.GroupState,
@@ -414,6 +427,10 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
       depend on it, and a sweep continues on any count.
   """
   if trials is None and settings.sampler.startswith(samplers.OPTUNA_PREFIX):
+    if distributed.multi_process():
+      raise ValueError(f"sampler {settings.sampler!r} does not run on "
+                       f"several processes yet (its study lives in one); "
+                       f"use grid, random, quasirandom, around or trials")
     return execute_rounds(task, settings, workdir=workdir, tuned=tuned,
                           checkpoint_seconds=checkpoint_seconds, log=log,
                           progress=progress, devices=devices)
@@ -427,11 +444,14 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   if checkpoint_seconds < 0:
     raise ValueError(f"checkpoint_seconds must be >= 0, got "
                      f"{checkpoint_seconds!r}")
-  log = log or _quiet
   devices = (list(devices) if isinstance(devices, (list, tuple))
              else placement.select_devices(devices))
+  placement.check_spans_processes(devices)
+  if not distributed.is_leader():
+    log, progress = None, False  # process 0 speaks for the job
+  log = log or _quiet
   steps = settings.steps
-  store = Store(workdir) if workdir is not None else None
+  store = _open_store(workdir)
   if store is not None:
     store.check_workdir()
   _check_task_data(task, {t.params["batch_size"] for t in trials})
@@ -448,7 +468,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
                     created=time.time()), trials, sizer, extend,
         queue=settings.scheduler.queued)
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-    checkpoint.remove_stale(ckpt_dir, {g.group_id for g in groups})
+    if distributed.is_leader():
+      checkpoint.remove_stale(ckpt_dir, {g.group_id for g in groups})
     if resuming:
       log(f"continuing the sweep in {workdir}: {len(groups)} groups to go")
   else:
@@ -476,6 +497,17 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
                      best=report.best(results, task.selection_mode),
                      metric=task.selection_metric, mode=task.selection_mode,
                      tuned=list(tuned), workdir=workdir, failed=failed)
+
+
+def _open_store(workdir: str | None) -> Store | None:
+  """The workdir's store; in a job of several processes, process 0's,
+  which the others ask through :class:`~rnnsweep.distributed.OnLeader`."""
+  if workdir is None:
+    return None
+  if not distributed.multi_process():
+    return Store(workdir)
+  return distributed.OnLeader(
+      Store(workdir) if distributed.is_leader() else None, Store)
 
 
 def _check_task_data(task: Task, batch_sizes) -> None:
@@ -590,7 +622,9 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
   owner = Owner.this_process()
   shared = _Shared(collections.deque(groups),
                    max((g.group_id for g in groups), default=-1) + 1)
-  lane_list = placement.lanes(devices, len(groups))
+  # Several processes run every group together: one lane.
+  lane_list = ([list(devices)] if distributed.multi_process()
+               else placement.lanes(devices, len(groups)))
   if len(devices) > 1:
     log(f"placement: {placement.describe_lanes(lane_list)}")
   if len(lane_list) > 1:
@@ -613,7 +647,7 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
                    checkpoint_seconds=checkpoint_seconds, log=log, bar=bar,
                    results=results, failed=failed, devices=lane_devices)
 
-  with _Heartbeat(store, owner):
+  with _Heartbeat(getattr(store, "target", store), owner):
     if len(lane_list) == 1:
       lane(lane_list[0])
     else:
@@ -730,8 +764,10 @@ def _train_group(task, group, shared, settings, *, store, ckpt_dir,
         if store is not None:
           parts = store.split(group, owner)
           # The halves continue from the group's last checkpoint.
-          resumed = checkpoint.split(ckpt_dir, group, parts)
-          checkpoint.remove(ckpt_dir, group.group_id)
+          resumed = distributed.on_leader(
+              lambda: checkpoint.split(ckpt_dir, group, parts))
+          if distributed.is_leader():
+            checkpoint.remove(ckpt_dir, group.group_id)
         else:
           parts = split_group(group, shared.next_id)
         shared.next_id = max(shared.next_id, parts[-1].group_id + 1)
@@ -744,7 +780,10 @@ def _train_group(task, group, shared, settings, *, store, ckpt_dir,
       return
     # One broken group must not lose the others: record and go on.
     failed.update({t.trial_id: error for t in group.trials})
-    if store is None:
+    if store is None or distributed.multi_process():
+      # In a job of several processes an error may be a lost peer (the
+      # collectives fail): the job stops, the group keeps its checkpoint
+      # and claim (its holder dead), and a rerun continues it.
       raise
     store.mark_failed(group, error, owner)
     log(f"group {group.group_id + 1} failed ({error}); its trials are marked "
@@ -754,7 +793,8 @@ def _train_group(task, group, shared, settings, *, store, ckpt_dir,
   compiled = sum(engine.trace_counts().values()) - before
   if store is not None:
     faults.point("group_committed")  # recorded, checkpoints not yet deleted
-    checkpoint.remove(ckpt_dir, group.group_id)
+    if distributed.is_leader():
+      checkpoint.remove(ckpt_dir, group.group_id)
     store.write_csv(task.selection_metric)
     faults.point("group_recorded")
   results.extend(group_results)

@@ -46,6 +46,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 
+from rnnsweep import distributed
 from rnnsweep import engine
 from rnnsweep import placement
 from rnnsweep.groups import StaticConfig
@@ -186,7 +187,9 @@ class AutoSizer:
 
   def __call__(self, static: StaticConfig,
                trials: Sequence[TrialSpec]) -> int:
-    choice = self.choose(static, trials)
+    # Process 0 chooses for every process of a job (memory and speed
+    # differ between hosts, and the groups must be the same everywhere).
+    choice = distributed.on_leader(lambda: self.choose(static, trials))
     self.log(f"auto group size for {static.label()}: {choice.reason}")
     return choice.k
 
@@ -218,6 +221,10 @@ class AutoSizer:
                   f"{free / 2**20:,.0f} MiB free")
     if not cpu or top == 1:
       return Choice(top, memory_k, {}, f"K={top} for {n} trials ({mem_text})")
+    if distributed.spans_processes(self.devices):
+      # A probe is a program every process would have to run with it.
+      return Choice(top, memory_k, {}, f"K={top} for {n} trials "
+                    f"({mem_text}; no speed probe across processes)")
     # Another size costs about one segment compile plus an init compile.
     return self._probe_speed(prog, trials, top, memory_k, mem_text,
                              compile_cost=1.5 * big.segment.compile_seconds)
@@ -239,7 +246,7 @@ class AutoSizer:
     runs, compiled from shapes alone (no device memory): the training
     segment, validation, and the test split on the best parameters."""
     hp, seeds = self._inputs(trials, k)
-    state = jax.eval_shape(prog.init, seeds, hp)
+    state = engine.state_shape(prog, seeds, hp)
     data = self.task.data()
     return Programs(
         prog.compiled_segment(state, data.train,
