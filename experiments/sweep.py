@@ -130,6 +130,11 @@ _HOIST_INPUT = flags.DEFINE_bool(
     "hoist_input", False, "Compute each layer's input projection for the "
     "whole window before the time loop, with fused gate matmuls (same "
     "numbers up to rounding).")
+_RECURRENCE = flags.DEFINE_enum(
+    "recurrence", "xla", list(rs.engine.RECURRENCES), "How each layer's "
+    "time loop runs: xla (lax.scan) or pallas (one fused kernel per window "
+    "with its own backward; Triton on a GPU, slow interpret mode on a CPU; "
+    "shapes it cannot take fall back to xla with a warning).")
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", rs.engine.DEFAULT_COMPILATION_CACHE, "Persistent "
     "XLA compilation cache, so a rerun or resumed sweep does not compile "
@@ -278,7 +283,8 @@ def main(argv):
     task = rs.make_task(_TASK.value, **options)
     engine_options = rs.EngineOptions(
         compute_dtype=_PRECISION.value, unroll=_UNROLL.value,
-        donate=_DONATE.value, hoist_input=_HOIST_INPUT.value)
+        donate=_DONATE.value, hoist_input=_HOIST_INPUT.value,
+        recurrence=_RECURRENCE.value)
     if sampler == "trials":
       settings, trials, tuned = rs.runner.trials_settings(
           task, rs.load_trials(_TRIALS.value), steps=_STEPS.value,

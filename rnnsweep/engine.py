@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import threading
@@ -53,6 +54,7 @@ import optax
 
 from rnnsweep import distributed
 from rnnsweep import models
+from rnnsweep.models import fused
 from rnnsweep import selection
 from rnnsweep import space as space_lib
 from rnnsweep.groups import StaticConfig
@@ -370,6 +372,10 @@ def carry_handoff(carry, reset: Array):
 # --------------------------------------------------------------------------
 
 
+#: ``EngineOptions.recurrence`` values.
+RECURRENCES = ("xla", "pallas")
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineOptions:
   """How programs are built; not hyperparameters, but they shape the
@@ -385,12 +391,18 @@ class EngineOptions:
       window in one matmul before the time loop, with fused gate kernels
       (:func:`rnnsweep.models.layer_scan`; the same parameters and
       function, different rounding).
+    recurrence: ``xla`` (a ``lax.scan`` over time steps) or ``pallas``
+      (each layer's whole window in one fused kernel with its own
+      backward, :mod:`rnnsweep.models.fused`: Triton on a GPU, Pallas
+      interpret mode elsewhere, which is slow and for tests; a shape the
+      kernel cannot take runs the XLA recurrence, with a warning).
   """
 
   compute_dtype: str = "float32"
   unroll: int = 1
   donate: bool = False
   hoist_input: bool = False
+  recurrence: str = "xla"
 
   def __post_init__(self):
     if self.compute_dtype not in ("float32", "bfloat16"):
@@ -400,6 +412,9 @@ class EngineOptions:
         self.unroll, int) or self.unroll < 1:
       raise ValueError(f"unroll must be a positive integer, got "
                        f"{self.unroll!r}")
+    if self.recurrence not in RECURRENCES:
+      raise ValueError(f"recurrence must be one of {', '.join(RECURRENCES)}, "
+                       f"got {self.recurrence!r}")
 
 
 class OneTrial:
@@ -420,13 +435,25 @@ class OneTrial:
     self.static = static
     self.task = task
     self.options = options or EngineOptions()
+    #: Why this program runs the XLA recurrence although ``pallas`` was
+    #: asked (``None``: as asked).
+    self.fallback = None
+    recurrence = self.options.recurrence
+    if recurrence == "pallas":
+      self.fallback = fused.unsupported(static.cell, static.batch_size,
+                                        static.hidden_size)
+      if self.fallback is not None:
+        recurrence = "xla"
+        logging.getLogger("rnnsweep").warning(
+            "recurrence=pallas: %s; %s runs the XLA recurrence",
+            self.fallback, static.label())
     self.model = models.RecurrentModel(
         cell=static.cell, hidden_size=static.hidden_size,
         num_layers=static.num_layers, output_size=task.output_size,
         vocab_size=task.vocab_size, embed_size=static.embed_size,
         dtype=(jnp.bfloat16 if self.options.compute_dtype == "bfloat16"
                else None), unroll=self.options.unroll,
-        hoist_input=self.options.hoist_input)
+        hoist_input=self.options.hoist_input, recurrence=recurrence)
     self.input_size = (static.embed_size if task.vocab_size is not None
                        else task.input_size)
     self.windows_per_sequence = math.ceil(task.seq_len / static.truncation)
@@ -899,13 +926,23 @@ MAX_CACHED_PROGRAMS = 32
 _PROGRAMS: collections.OrderedDict[tuple, Program] = collections.OrderedDict()
 
 
+def shard_devices(devices: Sequence[Any] | None) -> tuple | None:
+  """The devices a program shards its slots over, or ``None`` for the
+  unsharded program on the default device (also what one device equal to
+  the default device means)."""
+  if not devices or list(devices) == jax.devices()[:1]:
+    return None
+  return tuple(devices)
+
+
 def get_program(static: StaticConfig, task: Task,
                 options: EngineOptions | None = None,
                 devices: Sequence[Any] | None = None) -> Program:
   """The cached :class:`Program` for this static config, task config,
-  engine options and devices (at most :data:`MAX_CACHED_PROGRAMS` kept)."""
+  engine options and devices (at most :data:`MAX_CACHED_PROGRAMS` kept;
+  see :func:`shard_devices`)."""
   options = options or EngineOptions()
-  devices = tuple(devices) if devices else None
+  devices = shard_devices(devices)
   key = (static, task.cache_key(), options,
          tuple(d.id for d in devices) if devices else None)
   with _LOCK:

@@ -84,6 +84,9 @@ def stored_settings(store: Store) -> dict[str, Any]:
   # Sweeps stored before schedulers existed ran without one.
   stored.setdefault("scheduler", SchedulerSettings().record())
   stored.setdefault("sampler_options", {})
+  # ... and before the fused recurrence, with the XLA one.
+  if isinstance(stored.get("engine"), dict):
+    stored["engine"].setdefault("recurrence", "xla")
   return stored
 
 

@@ -151,8 +151,6 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     trials recorded before the interruption are in the store).
   """
   scheduler = scheduler or schedulers.SchedulerSettings()
-  if devices is not None and list(devices) == jax.devices()[:1]:
-    devices = None  # the default device: the unsharded program
   prog = engine.get_program(group.static, task, options, devices)
   n_dev = prog.num_devices
   padded = group.padded_trials()
@@ -810,9 +808,13 @@ def _train_group(task, group, shared, settings, *, store, ckpt_dir,
   spread = (f" over {len(devices)} devices "
             f"({placement.padded_size(group.size, len(devices))} slots)"
             if len(devices) > 1 else "")
+  fallback = engine.get_program(group.static, task, settings.engine,
+                                devices).trial.fallback
+  fallback = f" (XLA recurrence: {fallback})" if fallback else ""
   log(f"group {group.group_id + 1} {group.static.label()} "
       f"K={group.size}{spread} ({len(group.trials)} trials{pruned}): "
-      f"{wall:.1f}s{' incl. compile' if compiled else ''}; {best_text}")
+      f"{wall:.1f}s{' incl. compile' if compiled else ''}{fallback}; "
+      f"{best_text}")
 
 
 def _versions() -> dict[str, str]:

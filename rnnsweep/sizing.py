@@ -174,8 +174,7 @@ class AutoSizer:
                data_seed: int = 0, log: Callable[[str], None] | None = None,
                platform: str | None = None,
                devices: Sequence[Any] | None = None):
-    if devices is not None and list(devices) == jax.devices()[:1]:
-      devices = None  # as the runner: the default device, unsharded
+    devices = engine.shard_devices(devices)
     self.devices = list(devices) if devices else None
     self.num_devices = len(self.devices) if self.devices else 1
     self.task = task

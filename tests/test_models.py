@@ -20,11 +20,13 @@ RATES = {"input": (0.3, 0.0, 0.0), "recurrent": (0.0, 0.4, 0.0),
          "output": (0.0, 0.0, 0.35), "all": (0.2, 0.5, 0.3)}
 
 
-def _case(cell, layers, tokens, rates, dtype=None, hoist=False, seed=0):
+def _case(cell, layers, tokens, rates, dtype=None, hoist=False, seed=0,
+          recurrence="xla"):
   model = models.RecurrentModel(cell=cell, hidden_size=H, num_layers=layers,
                                 output_size=5,
                                 vocab_size=VOCAB if tokens else None,
-                                embed_size=D, dtype=dtype, hoist_input=hoist)
+                                embed_size=D, dtype=dtype, hoist_input=hoist,
+                                recurrence=recurrence)
   rng = np.random.default_rng(seed)
   x = (jnp.asarray(rng.integers(0, VOCAB, (B, T))) if tokens
        else jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32))

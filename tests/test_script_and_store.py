@@ -97,6 +97,10 @@ def test_script_runs_end_to_end(tmp_path):
     (["--sampler=optuna:nope"], ["optuna:nope", "no sampler 'nope'"]),
     (["--space={\"lr_schedule\": \"linear\"}"], ["'lr_schedule'",
                                                    "warmup_cosine"]),
+    (["--coordinator_address=localhost"], ["--coordinator_address",
+                                           "host:port", "'localhost'"]),
+    (["--num_processes=2", "--process_id=1"],
+     ["--coordinator_address is needed with num_processes, process_id"]),
 ])
 def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
   workdir = tmp_path / "run"
@@ -361,6 +365,13 @@ def test_a_sweep_stored_before_schedulers_continues(tmp_path):
     conn.execute("DELETE FROM sweep WHERE key IN ('scheduler', "
                  "'sampler_options')")
     conn.execute("DROP TABLE decisions")
+    # ... and before the fused recurrence (engine options without it).
+    engine_options, = conn.execute(
+        "SELECT value FROM sweep WHERE key = 'engine'").fetchone()
+    engine_options = json.loads(engine_options)
+    assert engine_options.pop("recurrence") == "xla"
+    conn.execute("UPDATE sweep SET value = ? WHERE key = 'engine'",
+                 (json.dumps(engine_options),))
     new = ("lr_schedule", "warmup_steps_fraction", "final_lr_fraction",
            "decay_rate")
     for table, key, column in (("trials", "trial_id", "params"),

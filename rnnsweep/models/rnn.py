@@ -45,6 +45,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rnnsweep.models import fused
+
 Array = jax.Array
 #: One entry per layer: ``(c, h)`` for an LSTM, ``h`` for GRU / simple.
 Carry = tuple
@@ -155,7 +157,8 @@ def _orthogonal_blocks(gates: int):
 
 def layer_scan(cell: str, params: Any, carry: Any, x: Array,
                recurrent_mask: Array, *, dtype: Any = None, unroll: int = 1,
-               hoist_input: bool = False) -> tuple[Any, Array]:
+               hoist_input: bool = False, recurrence: str = "xla"
+               ) -> tuple[Any, Array]:
   """One recurrent layer over a window (the equations in the module doc).
 
   Args:
@@ -170,10 +173,18 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
     hoist_input: project the whole window's inputs in one ``[B*T, D]``
       matmul before the time loop instead of one ``[B, D]`` matmul per step
       (the same function; rounding differs).
+    recurrence: ``xla`` (a ``lax.scan``) or ``pallas`` (the whole window in
+      one fused kernel, :mod:`rnnsweep.models.fused`; hoisted input
+      projection, ``unroll`` unused; the caller checks
+      :func:`~rnnsweep.models.fused.unsupported` first).
 
   Returns:
     ``(new_carry, outputs [B, T, H])``, outputs in the compute dtype.
   """
+  if recurrence == "pallas":
+    return fused.layer(cell, params, carry, x, recurrent_mask, dtype=dtype)
+  if recurrence != "xla":
+    raise ValueError(f"recurrence must be xla or pallas, got {recurrence!r}")
   compute = dtype or jnp.float32
   w_i = params["w_i"].astype(compute)
   w_h = params["w_h"].astype(compute)
@@ -227,6 +238,7 @@ class RecurrentLayer(nn.Module):
   dtype: Any = None
   unroll: int = 1
   hoist_input: bool = False
+  recurrence: str = "xla"
 
   @nn.compact
   def __call__(self, carry, x: Array, recurrent_mask: Array):
@@ -244,7 +256,8 @@ class RecurrentLayer(nn.Module):
                                   (self.features,))
     return layer_scan(self.cell, params, carry, x, recurrent_mask,
                       dtype=self.dtype, unroll=self.unroll,
-                      hoist_input=self.hoist_input)
+                      hoist_input=self.hoist_input,
+                      recurrence=self.recurrence)
 
 
 class RecurrentModel(nn.Module):
@@ -265,6 +278,7 @@ class RecurrentModel(nn.Module):
     unroll: time steps per iteration of the scan loop.
     hoist_input: each layer's input projection as one matmul per window,
       outside the time loop (see :func:`layer_scan`).
+    recurrence: ``xla`` or ``pallas`` (see :func:`layer_scan`).
   """
 
   cell: str
@@ -276,6 +290,7 @@ class RecurrentModel(nn.Module):
   dtype: Any = None
   unroll: int = 1
   hoist_input: bool = False
+  recurrence: str = "xla"
 
   @nn.compact
   def __call__(self, carry: Carry, inputs: Array,
@@ -299,7 +314,7 @@ class RecurrentModel(nn.Module):
     new_carry = []
     for l in range(self.num_layers):
       c, ys = RecurrentLayer(self.cell, self.hidden_size, self.dtype,
-                             self.unroll, self.hoist_input,
+                             self.unroll, self.hoist_input, self.recurrence,
                              name=f"layer_{l}")(carry[l], x,
                                                 masks.recurrent[l])
       new_carry.append(c)

@@ -1,0 +1,118 @@
+"""The fused recurrence kernel (``recurrence="pallas"``, Pallas interpret
+mode on this CPU) against the independent reference, against the XLA
+recurrence inside the engine's vmapped TBPTT training, and its fallback."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnsweep as rs
+from rnnsweep import engine
+from rnnsweep import models
+from rnnsweep.groups import StaticConfig
+from rnnsweep.models import fused
+import reference
+from conftest import TINY
+from test_models import B, CELLS, D, H, RATES, T, _case, _close, _loss_and_grads
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_fused_model_equals_independent_reference(cell, layers=2,
+                                                  tokens=True):
+  """Outputs, final carries and gradients (every parameter and the
+  starting carry, so the backward kernel's every path) equal the
+  reference's to 1e-5, with each dropout alone, all together, and naive
+  per-step recurrent masks."""
+  model, params, carry, x, _ = _case(cell, layers, tokens, RATES["all"],
+                                     recurrence="pallas")
+  ours = jax.jit(lambda p, c, m: _loss_and_grads(
+      lambda p, c: model.apply({"params": p}, c, x, models.DropoutMasks(*m)),
+      p, c))
+  ref = jax.jit(lambda p, c, m: _loss_and_grads(
+      lambda p, c: reference.forward(cell, p, c, x, m), p, c))
+  cases = {name: reference.bernoulli_masks(np.random.default_rng(len(name)),
+                                           rates, B, D, H, layers)
+           for name, rates in RATES.items()}
+  cases["per step"] = reference.bernoulli_masks(
+      np.random.default_rng(9), RATES["all"], B, D, H, layers, steps=T)
+  for name, masks in cases.items():
+    c1, y1, g1 = ours(params, carry, masks)
+    c2, y2, g2 = ref(params, carry, masks)
+    _close(y1, y2, 1e-5, name)
+    jax.tree_util.tree_map(lambda a, b: _close(a, b, 1e-5, name), c1, c2)
+    jax.tree_util.tree_map(lambda a, b: _close(a, b, 1e-5, name), g1, g2)
+    assert all(float(jnp.max(jnp.abs(g))) > 0
+               for g in jax.tree_util.tree_leaves(g1)), name
+
+
+def test_fused_bfloat16_is_near_the_reference(cell="gru"):
+  model, params, carry, x, masks = _case(cell, 2, True, RATES["all"],
+                                         dtype=jnp.bfloat16,
+                                         recurrence="pallas")
+  c1, y1, g1 = jax.jit(lambda p, c: _loss_and_grads(
+      lambda p, c: model.apply({"params": p}, c, x,
+                               models.DropoutMasks(*masks)), p, c))(
+                                   params, carry)
+  c2, y2, g2 = jax.jit(lambda p, c: _loss_and_grads(
+      lambda p, c: reference.forward(cell, p, c, x, masks), p, c))(
+          params, carry)
+  assert y1.dtype == jnp.bfloat16
+  assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(c1))
+  _close(y1, y2, 3e-2)
+  jax.tree_util.tree_map(lambda a, b: _close(a, b, 3e-2), c1, c2)
+  jax.tree_util.tree_map(lambda a, b: _close(a, b, 5e-2), g1, g2)
+
+
+def test_fused_group_training_equals_the_xla_recurrence(
+    tiny_lm, cell="lstm", dropout="variational"):
+  """Three trials trained together (vmap over the kernel's trial grid,
+  TBPTT windows with carries handed on, dropout, Adam) follow the XLA
+  recurrence's curves to 1e-5."""
+  configs = [dict(TINY, cell=cell, learning_rate=lr, recurrent_dropout=d,
+                  output_dropout=d, recurrent_dropout_mode=dropout)
+             for lr, d in ((3e-3, 0.0), (1e-2, 0.3), (2e-2, 0.2))]
+  curves = {}
+  for recurrence in ("xla", "pallas"):
+    result = rs.run_trials(
+        tiny_lm, configs, steps=6, eval_every=3, max_group_size=3,
+        options=rs.EngineOptions(recurrence=recurrence))
+    curves[recurrence] = [r.curves for r in result.trials]
+  for a, b in zip(curves["pallas"], curves["xla"]):
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
+  finals = {round(c["val/bits_per_char"][-1], 5) for c in curves["pallas"]}
+  assert len(finals) == 3
+
+
+def test_unsupported_shapes_say_why():
+  assert fused.unsupported("lstm", 32, 128, platform="gpu") is None
+  assert fused.unsupported("gru", 3, 5, platform="cpu") is None  # interpret
+  assert fused.unsupported("lstm", 24, 128, platform="gpu") == (
+      "batch_size 24 is not a power of two >= 16 (Triton's block shapes)")
+  assert "hidden_size 8" in fused.unsupported("gru", 32, 8, platform="gpu")
+  assert "tpu" in fused.unsupported("lstm", 32, 128, platform="tpu")
+
+
+def test_an_unsupported_shape_runs_the_xla_recurrence(monkeypatch, caplog):
+  static = StaticConfig(cell="gru", hidden_size=8, num_layers=1,
+                        batch_size=4, truncation=4, embed_size=8,
+                        optimizer="adam")
+  task = rs.Adding(seq_len=8, num_val=8)
+  monkeypatch.setattr(fused, "unsupported",
+                      lambda cell, b, h, platform=None: f"batch_size {b} no")
+  with caplog.at_level(logging.WARNING, logger="rnnsweep"):
+    trial = engine.OneTrial(static, task,
+                            rs.EngineOptions(recurrence="pallas"))
+  assert trial.fallback == "batch_size 4 no"
+  assert trial.model.recurrence == "xla"
+  assert "recurrence=pallas: batch_size 4 no; gru(h=8x1)" in caplog.text
+  assert engine.OneTrial(static, task).fallback is None
+
+
+def test_recurrence_option_is_checked():
+  with pytest.raises(ValueError, match="recurrence must be one of xla, "
+                     "pallas, got 'cuda'"):
+    rs.EngineOptions(recurrence="cuda")
