@@ -10,6 +10,9 @@
    waits for): rnnsweep (all trials in one group), the same trials through
    one K=1 program, and the naive Optuna-style loop that jits a train
    function per trial with Python-float hyperparameters (one compile each).
+3. With --full_sweep_trials: one sweep of that many trials (one group,
+   compile, validation, the test split and store writes included) against
+   its steady-state training time at part 1's speed for that K.
 
 Prints ratios rnnsweep / baseline, measured in this run on this device, and
 writes JSON.
@@ -22,6 +25,7 @@ import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -44,13 +48,10 @@ _SWEEP_TRIALS = flags.DEFINE_integer(
     "it).", lower_bound=0)
 _UPDATES = flags.DEFINE_integer("updates", None, "Updates per trial "
                                 "(default: the workload's 50).", lower_bound=1)
-_PRECISION = flags.DEFINE_enum("precision", "float32",
-                               ["float32", "bfloat16"], "rnnsweep compute "
-                               "dtype.")
-_UNROLL = flags.DEFINE_integer("unroll", 1, "rnnsweep scan unroll.",
-                               lower_bound=1)
-_HOIST = flags.DEFINE_bool("hoist_input", False, "rnnsweep: hoist the "
-                           "input projection out of the time loop.")
+_ENGINE = bench.define_engine_flags()  # rnnsweep's engine options
+_FULL_SWEEP_TRIALS = flags.DEFINE_integer(
+    "full_sweep_trials", 0, "Trials in part 3's whole sweep against its "
+    "steady-state time (0 skips it).", lower_bound=0)
 _TORCH = flags.DEFINE_bool("torch", True, "Run the PyTorch baselines when "
                            "torch is installed.")
 _STEADY = flags.DEFINE_bool("steady", True, "Run part 1 (steady state).")
@@ -68,8 +69,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   w = bench.WORKLOADS[_WORKLOAD.value]
   w = dataclasses.replace(w, updates=_UPDATES.value or w.updates)
-  options = rs.EngineOptions(compute_dtype=_PRECISION.value,
-                             unroll=_UNROLL.value, hoist_input=_HOIST.value)
+  options = _ENGINE()
   header = f"workload {w}; {bench.device_header(options)}"
   print(header)
   task = bench.workload_task(w)
@@ -78,9 +78,11 @@ def main(argv):
   if _STEADY.value:
     _steady_state(w, task, options, out)
   _sweep(w, task, options, out)
+  _full_sweep(w, task, options, out)
   if _OUT_DIR.value:
     os.makedirs(_OUT_DIR.value, exist_ok=True)
-    path = os.path.join(_OUT_DIR.value, f"baselines_{w.name}.json")
+    path = os.path.join(_OUT_DIR.value, f"baselines_{w.name}_"
+                        f"{bench.options_tag(options)}.json")
     with open(path, "w", encoding="utf-8") as f:
       json.dump(out, f, indent=1)
     print(f"wrote {path}")
@@ -135,6 +137,28 @@ def _sweep(w, task, options, out):
     for name, sec in timings.items():
       ratio = "" if name.startswith("rnnsweep") else f"{sec / ours_s:>8.1f}x"
       print(f"  {name:<46} {sec:>8.1f} {ratio}", flush=True)
+
+
+def _full_sweep(w, task, options, out):
+  """Part 3: what a whole sweep costs beyond its training."""
+  n = _FULL_SWEEP_TRIALS.value
+  if not n:
+    return
+  steady = (out["rnnsweep"] if out.get("rnnsweep", {}).get("k") == n else
+            bench.measure_group(w, n, options=options, task=task))
+  steady_s = n * w.updates / steady["trial_steps_per_s"]
+  rs.engine.clear_programs()  # the sweep pays its compile
+  with tempfile.TemporaryDirectory() as workdir:
+    start = time.perf_counter()
+    rs.run_trials(task, bench.trial_configs(w, n), steps=w.updates,
+                  eval_every=w.updates, max_group_size=n, options=options,
+                  workdir=workdir)
+    wall = time.perf_counter() - start
+  out["full_sweep"] = {"trials": n, "wall_s": wall, "steady_s": steady_s,
+                       "ratio": wall / steady_s}
+  print(f"\n3. a whole sweep of {n} trials (one group; compile, validation, "
+        f"test and store included): {wall:.1f} s, {wall / steady_s:.2f}x its "
+        f"{steady_s:.1f} s of steady-state training", flush=True)
 
 
 if __name__ == "__main__":

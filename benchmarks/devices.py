@@ -38,9 +38,7 @@ _UPDATES = flags.DEFINE_integer("updates", None, "Updates per timed segment "
                                 "(default: the workload's).", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed segments per count.",
                                 lower_bound=1)
-_PRECISION = flags.DEFINE_enum("precision", "float32",
-                               ["float32", "bfloat16"], "Compute dtype.")
-_UNROLL = flags.DEFINE_integer("unroll", 1, "Scan unroll.", lower_bound=1)
+_ENGINE = bench.define_engine_flags()
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON goes.")
 
 
@@ -58,8 +56,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   w = bench.WORKLOADS[_WORKLOAD.value]
   w = dataclasses.replace(w, updates=_UPDATES.value or w.updates)
-  options = rs.EngineOptions(compute_dtype=_PRECISION.value,
-                             unroll=_UNROLL.value)
+  options = _ENGINE()
   devices = jax.devices()
   header = (f"workload {w}; {bench.device_header(options)}; "
             f"{rs.placement.describe(devices)}")
@@ -82,7 +79,7 @@ def main(argv):
   if _OUT_DIR.value:
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     path = os.path.join(_OUT_DIR.value, f"devices_{w.name}_"
-                        f"{_PRECISION.value}_u{_UNROLL.value}.json")
+                        f"{bench.options_tag(options)}.json")
     with open(path, "w", encoding="utf-8") as f:
       json.dump({"header": header, "rows": rows}, f, indent=1)
     print(f"wrote {path}")

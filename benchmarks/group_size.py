@@ -35,11 +35,7 @@ _UPDATES = flags.DEFINE_integer("updates", None, "Updates per trial "
                                 "(default: the workload's 50).", lower_bound=1)
 _KS = flags.DEFINE_list("ks", ["1", "4", "8", "16", "32"],
                         "Fixed group sizes to compare with auto.")
-_PRECISION = flags.DEFINE_enum("precision", "float32",
-                               ["float32", "bfloat16"], "Compute dtype.")
-_UNROLL = flags.DEFINE_integer("unroll", 1, "Scan unroll.", lower_bound=1)
-_HOIST = flags.DEFINE_bool("hoist_input", False, "Hoist the input "
-                           "projection out of the time loop.")
+_ENGINE = bench.define_engine_flags()  # rnnsweep's engine options
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Times each row runs (its "
                                "fastest counts).", lower_bound=1)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON goes.")
@@ -70,8 +66,7 @@ def main(argv):
   jax.config.update("jax_compilation_cache_dir", None)
   w = bench.WORKLOADS[_WORKLOAD.value]
   w = dataclasses.replace(w, updates=_UPDATES.value or w.updates)
-  options = rs.EngineOptions(compute_dtype=_PRECISION.value,
-                             unroll=_UNROLL.value, hoist_input=_HOIST.value)
+  options = _ENGINE()
   header = (f"workload {w}; {_TRIALS.value} trials; "
             f"{bench.device_header(options)}")
   print(header)

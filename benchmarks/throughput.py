@@ -33,12 +33,7 @@ _UPDATES = flags.DEFINE_integer("updates", None, "Updates per timed segment "
                                 "(default: the workload's 50).", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed segments per K.",
                                 lower_bound=1)
-_PRECISION = flags.DEFINE_enum("precision", "float32",
-                               ["float32", "bfloat16"], "Compute dtype.")
-_UNROLL = flags.DEFINE_integer("unroll", 1, "Scan unroll.", lower_bound=1)
-_DONATE = flags.DEFINE_bool("donate", False, "Donate the state buffers.")
-_HOIST = flags.DEFINE_bool("hoist_input", False, "Hoist the input "
-                           "projection out of the time loop.")
+_ENGINE = bench.define_engine_flags()
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where JSON and PNG go.")
 _TAG = flags.DEFINE_string("tag", None, "Name of the output files (default: "
                            "from the settings).")
@@ -67,9 +62,7 @@ def main(argv):
   w = bench.WORKLOADS[_WORKLOAD.value]
   w = dataclasses.replace(w, cell=_CELL.value,
                           updates=_UPDATES.value or w.updates)
-  options = rs.EngineOptions(compute_dtype=_PRECISION.value,
-                             unroll=_UNROLL.value, donate=_DONATE.value,
-                             hoist_input=_HOIST.value)
+  options = _ENGINE()
   header = f"workload {w}; {bench.device_header(options)}"
   print(header)
   print(f"{'K':>6} {'compile s':>10} {'trial-steps/s':>14} {'tokens/s':>12} "
@@ -98,9 +91,8 @@ def main(argv):
           flush=True)
   if _OUT_DIR.value and rows:
     os.makedirs(_OUT_DIR.value, exist_ok=True)
-    tag = _TAG.value or (f"throughput_{w.name}_{w.cell}_{_PRECISION.value}_"
-                         f"u{_UNROLL.value}{'_hoist' if _HOIST.value else ''}"
-                         f"{'_donate' if _DONATE.value else ''}")
+    tag = _TAG.value or (f"throughput_{w.name}_{w.cell}_"
+                         f"{bench.options_tag(options)}")
     with open(os.path.join(_OUT_DIR.value, tag + ".json"), "w",
               encoding="utf-8") as f:
       json.dump({"header": header, "rows": rows}, f, indent=1)

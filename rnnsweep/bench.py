@@ -72,6 +72,35 @@ def trial_configs(w: Workload, k: int) -> list[dict[str, Any]]:
           for lr, d in zip(lrs, drops)]
 
 
+def define_engine_flags() -> Callable[[], engine.EngineOptions]:
+  """Defines the benchmark scripts' engine flags (``--precision``,
+  ``--unroll``, ``--donate``, ``--hoist_input``, ``--recurrence``) and
+  returns a function giving their :class:`~rnnsweep.engine.EngineOptions`
+  once the flags are parsed."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  precision = flags.DEFINE_enum("precision", "float32",
+                                ["float32", "bfloat16"], "Compute dtype.")
+  unroll = flags.DEFINE_integer("unroll", 1, "Scan unroll.", lower_bound=1)
+  donate = flags.DEFINE_bool("donate", False, "Donate the state buffers.")
+  hoist = flags.DEFINE_bool("hoist_input", False, "Hoist the input "
+                            "projection out of the time loop.")
+  recurrence = flags.DEFINE_enum(
+      "recurrence", "xla", list(engine.RECURRENCES), "The time loop: xla "
+      "(lax.scan) or pallas (the fused kernel; interpret mode off GPU).")
+  return lambda: engine.EngineOptions(
+      compute_dtype=precision.value, unroll=unroll.value,
+      donate=donate.value, hoist_input=hoist.value,
+      recurrence=recurrence.value)
+
+
+def options_tag(options: engine.EngineOptions) -> str:
+  """E.g. ``bfloat16_u8_hoist_pallas``, for output file names."""
+  return (f"{options.compute_dtype}_u{options.unroll}"
+          f"{'_hoist' if options.hoist_input else ''}"
+          f"{'_donate' if options.donate else ''}"
+          f"{'_pallas' if options.recurrence == 'pallas' else ''}")
+
+
 def device_header(options: engine.EngineOptions | None = None) -> str:
   dev = jax.devices()[0]
   opts = options or engine.EngineOptions()
@@ -79,7 +108,8 @@ def device_header(options: engine.EngineOptions | None = None) -> str:
           f"jax {jax.__version__}; matmul precision "
           f"{jax.config.jax_default_matmul_precision or 'default'}; "
           f"compute {opts.compute_dtype}, unroll {opts.unroll}, donate "
-          f"{opts.donate}, hoist_input {opts.hoist_input}")
+          f"{opts.donate}, hoist_input {opts.hoist_input}, recurrence "
+          f"{opts.recurrence}")
 
 
 def _timed(fn: Callable[[], Any]) -> float:

@@ -372,6 +372,12 @@ def carry_handoff(carry, reset: Array):
 # --------------------------------------------------------------------------
 
 
+#: The named scopes of a training update, in the order a profile lists
+#: them (``recurrence`` is each layer's time loop, forward and backward,
+#: from :func:`rnnsweep.models.layer_scan`; the rest of the model and the
+#: loss carry no scope).
+PROFILE_SCOPES = ("recurrence", "dropout_masks", "optimizer", "divergence",
+                  "data_window")
 #: ``EngineOptions.recurrence`` values.
 RECURRENCES = ("xla", "pallas")
 
@@ -556,33 +562,40 @@ class OneTrial:
       ``has_targets`` is False for a window with nothing to learn (the
       carry advances, the parameters do not).
     """
+    # Named scopes (in the HLO's op names only) let a profile say where
+    # the time goes (benchmarks/profile_gpu.py): see PROFILE_SCOPES.
     step = state.step
-    window, seq_batch, index = self.train_window(data_train, data_key, step)
-    carry = carry_handoff(state.carry, index == 0)
-    masks = self.masks(state.key, state.hp, seq_batch, index)
+    with jax.named_scope("data_window"):
+      window, seq_batch, index = self.train_window(data_train, data_key,
+                                                   step)
+      carry = carry_handoff(state.carry, index == 0)
+    with jax.named_scope("dropout_masks"):
+      masks = self.masks(state.key, state.hp, seq_batch, index)
     (loss, new_carry), grads = jax.value_and_grad(
         self.window_loss, has_aux=True)(state.params, carry, window, masks)
-    tx = make_optimizer(self.static.optimizer, {
-        **state.hp,
-        "learning_rate": learning_rate(self.static.lr_schedule, state.hp,
-                                       step)})
-    updates, new_opt = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    has_targets = jnp.sum(window.weights) > 0
-    bad = has_targets & ~(jnp.isfinite(loss) & _all_finite(new_params))
-    newly = bad & ~state.diverged
-    diverged = state.diverged | bad
-    take = has_targets & ~diverged
-    reported = jnp.where(state.diverged, jnp.nan, loss)
-    return state.replace(
-        params=_select(take, new_params, state.params),
-        opt_state=_select(take, new_opt, state.opt_state),
-        carry=_select(diverged, self.zero_carry(self.static.batch_size),
-                      new_carry),
-        step=step + 1,
-        diverged=diverged,
-        diverged_step=jnp.where(newly, step, state.diverged_step),
-    ), reported, has_targets
+    with jax.named_scope("optimizer"):
+      tx = make_optimizer(self.static.optimizer, {
+          **state.hp,
+          "learning_rate": learning_rate(self.static.lr_schedule, state.hp,
+                                         step)})
+      updates, new_opt = tx.update(grads, state.opt_state, state.params)
+      new_params = optax.apply_updates(state.params, updates)
+    with jax.named_scope("divergence"):
+      has_targets = jnp.sum(window.weights) > 0
+      bad = has_targets & ~(jnp.isfinite(loss) & _all_finite(new_params))
+      newly = bad & ~state.diverged
+      diverged = state.diverged | bad
+      take = has_targets & ~diverged
+      reported = jnp.where(state.diverged, jnp.nan, loss)
+      return state.replace(
+          params=_select(take, new_params, state.params),
+          opt_state=_select(take, new_opt, state.opt_state),
+          carry=_select(diverged, self.zero_carry(self.static.batch_size),
+                        new_carry),
+          step=step + 1,
+          diverged=diverged,
+          diverged_step=jnp.where(newly, step, state.diverged_step),
+      ), reported, has_targets
 
   def keep_best(self, state: TrialState, value: Array) -> TrialState:
     """Remembers the parameters if ``value`` (validation) beats the best."""

@@ -181,10 +181,19 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
   Returns:
     ``(new_carry, outputs [B, T, H])``, outputs in the compute dtype.
   """
-  if recurrence == "pallas":
-    return fused.layer(cell, params, carry, x, recurrent_mask, dtype=dtype)
-  if recurrence != "xla":
+  if recurrence not in ("xla", "pallas"):
     raise ValueError(f"recurrence must be xla or pallas, got {recurrence!r}")
+  with jax.named_scope("recurrence"):  # named for profiles
+    if recurrence == "pallas":
+      return fused.layer(cell, params, carry, x, recurrent_mask, dtype=dtype)
+    return _scan(cell, params, carry, x, recurrent_mask, dtype=dtype,
+                 unroll=unroll, hoist_input=hoist_input)
+
+
+def _scan(cell: str, params: Any, carry: Any, x: Array,
+          recurrent_mask: Array, *, dtype: Any, unroll: int,
+          hoist_input: bool) -> tuple[Any, Array]:
+  """:func:`layer_scan` as a ``lax.scan`` over the window's steps."""
   compute = dtype or jnp.float32
   w_i = params["w_i"].astype(compute)
   w_h = params["w_h"].astype(compute)

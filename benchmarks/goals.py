@@ -1,0 +1,86 @@
+"""The GPU goals against what one ``gpu_suite.sh`` run measured: reads the
+run's JSON files and prints one row per goal (goal, measured, where from,
+met). Every ratio is between numbers of the same run.
+
+  python benchmarks/goals.py OUT_DIR
+"""
+
+import glob
+import json
+import os
+import sys
+
+#: (name, goal, comparison) — the issue's targets.
+GOALS = (
+    ("S trial-steps/s at K>=1024", 100_000, ">="),
+    ("S vs PyTorch cuDNN one trial after another", 150, ">="),
+    ("S vs torch.func.vmap, same K and precision", 5, ">="),
+    ("L TFLOP/s", 300, ">="),
+    ("1024-trial S sweep wall / steady-state training", 1.3, "<="),
+)
+
+
+def _load(pattern: str, out_dir: str) -> list[tuple[str, dict]]:
+  found = []
+  for path in sorted(glob.glob(os.path.join(out_dir, pattern))):
+    with open(path, encoding="utf-8") as f:
+      found.append((os.path.basename(path), json.load(f)))
+  return found
+
+
+def _best_row(files, key, min_k=1):
+  best = None
+  for name, data in files:
+    for row in data.get("rows", []):
+      if row["k"] >= min_k and (best is None or row[key] > best[0]):
+        best = (row[key], f"{name} K={row['k']}")
+  return best
+
+
+def measured(out_dir: str) -> list[tuple[float, str] | None]:
+  """Each goal's measured value and its source (``None``: not measured)."""
+  s_files = _load("throughput_S_*.json", out_dir)
+  l_files = _load("throughput_L_*.json", out_dir)
+  vs_cudnn = vs_vmap = sweep = None
+  for name, data in _load("baselines_S*.json", out_dir):
+    ours = data.get("rnnsweep", {}).get("trial_steps_per_s")
+    cudnn = data.get("torch_lstm_sequential", {}).get("trial_steps_per_s")
+    vmap = data.get("torch_func_vmap", {}).get("trial_steps_per_s")
+    if ours and cudnn and (vs_cudnn is None or ours / cudnn > vs_cudnn[0]):
+      vs_cudnn = (ours / cudnn, f"{name}: {ours:,.0f} / {cudnn:,.0f}")
+    if ours and vmap and (vs_vmap is None or ours / vmap > vs_vmap[0]):
+      vs_vmap = (ours / vmap, f"{name}: {ours:,.0f} / {vmap:,.0f}")
+    full = data.get("full_sweep")
+    if full and (sweep is None or full["ratio"] < sweep[0]):
+      sweep = (full["ratio"], f"{name}: {full['wall_s']:.1f} s / "
+               f"{full['steady_s']:.1f} s, {full['trials']} trials")
+  return [_best_row(s_files, "trial_steps_per_s", 1024), vs_cudnn, vs_vmap,
+          _best_row(l_files, "tflops"), sweep]
+
+
+def table(out_dir: str) -> tuple[str, int]:
+  """The printed table and how many goals were met."""
+  lines = [f"{'goal':<50} {'target':>10} {'measured':>12}  met  from"]
+  met = 0
+  for (name, goal, op), got in zip(GOALS, measured(out_dir)):
+    if got is None:
+      lines.append(f"{name:<50} {op}{goal:>8,} {'-':>12}  -    not measured")
+      continue
+    value, source = got
+    ok = value >= goal if op == ">=" else value <= goal
+    met += ok
+    lines.append(f"{name:<50} {op}{goal:>8,} {value:>12,.2f}  "
+                 f"{'yes' if ok else 'NO ':<4} {source}")
+  return "\n".join(lines), met
+
+
+def main() -> None:
+  if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+    sys.exit("usage: goals.py OUT_DIR (a gpu_suite.sh output folder)")
+  text, met = table(sys.argv[1])
+  print(text)
+  print(f"{met} of {len(GOALS)} goals met")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,98 @@
+"""The GPU suite's tooling, checked on a CPU: every command of
+``gpu_suite.sh`` parses, the goals table reads a run's files, and the
+profile attributes a tick's time to the engine's named scopes."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import rnnsweep as rs
+from conftest import ROOT, TINY, subprocess_env
+
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+
+@pytest.mark.parametrize("quick", ["0", "1"])
+def test_gpu_suite_commands_all_parse(tmp_path, quick):
+  env = subprocess_env(DRY_RUN="1", QUICK=quick, PATH=os.pathsep.join(
+      [os.path.dirname(sys.executable), os.environ["PATH"]]))
+  out = subprocess.run(["bash", os.path.join(BENCHMARKS, "gpu_suite.sh"),
+                        str(tmp_path)], env=env, capture_output=True,
+                       text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  commands = (tmp_path / "commands.txt").read_text().splitlines()
+  assert len(commands) >= 15
+  assert f"{len(commands)} of {len(commands)} commands parse" in out.stdout
+  scripts = {c.split()[0] for c in commands}
+  assert {"benchmarks/fused_check.py", "benchmarks/profile_gpu.py",
+          "benchmarks/throughput.py", "benchmarks/baselines.py"} <= scripts
+  assert any("--recurrence=pallas" in c for c in commands)
+
+
+def test_a_bad_flag_in_a_command_is_caught(tmp_path):
+  commands = tmp_path / "commands.txt"
+  commands.write_text("benchmarks/goals.py\n"
+                      "benchmarks/fused_check.py --cells=lstm --nope=1\n"
+                      "benchmarks/fused_check.py --dtypes=float32 --k=0\n")
+  out = subprocess.run([sys.executable, os.path.join(BENCHMARKS,
+                                                     "check_flags.py"),
+                        str(commands)], cwd=ROOT, env=subprocess_env(),
+                       capture_output=True, text=True, timeout=300,
+                       check=False)
+  assert out.returncode == 1
+  assert "1 of 3 commands parse" in out.stdout
+  assert "Unknown command line flag 'nope'" in out.stderr
+  assert "--k=0" in out.stderr
+
+
+def _write(folder, name, data):
+  with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+    json.dump(data, f)
+
+
+def test_goals_table_reads_one_run(tmp_path):
+  goals = runpy.run_path(os.path.join(BENCHMARKS, "goals.py"))
+  rows = lambda *pairs: {"rows": [{"k": k, "trial_steps_per_s": r,
+                                   "tflops": r / 1000} for k, r in pairs]}
+  # K=512 is faster but below the goal's K >= 1024: not counted.
+  _write(tmp_path, "throughput_S_lstm_float32_u1.json",
+         rows((512, 200_000.0), (1024, 90_000.0)))
+  _write(tmp_path, "throughput_S_lstm_bfloat16_u1_pallas.json",
+         rows((1024, 120_000.0), (2048, 110_000.0)))
+  _write(tmp_path, "baselines_S_bfloat16_u8.json", {
+      "rnnsweep": {"trial_steps_per_s": 30_000.0},
+      "torch_lstm_sequential": {"trial_steps_per_s": 150.0},
+      "torch_func_vmap": {"trial_steps_per_s": 10_000.0},
+      "full_sweep": {"trials": 1024, "wall_s": 14.0, "steady_s": 10.0,
+                     "ratio": 1.4}})
+  text, met = goals["table"](str(tmp_path))
+  lines = text.splitlines()
+  assert met == 2
+  assert "120,000.00  yes" in lines[1] and "pallas.json K=1024" in lines[1]
+  assert "200.00  yes" in lines[2]  # 30,000 / 150
+  assert "3.00  NO" in lines[3]     # 30,000 / 10,000
+  assert "not measured" in lines[4]  # no L run
+  assert "1.40  NO" in lines[5]
+
+
+def test_profile_attributes_a_tick_to_the_engine_scopes(tiny_lm):
+  profile = runpy.run_path(os.path.join(BENCHMARKS, "profile_gpu.py"),
+                           run_name="profile")["profile"]
+  trials = rs.make_trials([dict(TINY, learning_rate=lr, output_dropout=0.2,
+                                recurrent_dropout=0.2) for lr in (1e-3, 1e-2)])
+  with tempfile.TemporaryDirectory() as trace_dir:
+    result = profile(tiny_lm, trials, rs.EngineOptions(), updates=2,
+                     trace_dir=trace_dir)
+  shares = {r["category"]: r["share"] for r in result["rows"]}
+  for where in ("recurrence: matmuls", "recurrence: gates, other",
+                "dropout masks", "optimizer", "divergence", "data window",
+                "evaluation", "best-parameter bookkeeping"):
+    assert shares.get(where, 0) > 0, (where, shares)
+  assert abs(sum(shares.values()) - 1.0) < 1e-6  # gaps close the tick
+  # (Nearly) every executed op was found in the programs' HLO.
+  assert result["unmatched_s"] <= 0.05 * result["busy_s"]
