@@ -101,10 +101,12 @@ def test_model_equals_independent_reference(cell, hoist, layers, tokens):
   jax.tree_util.tree_map(lambda a, b: _close(a, b, 1e-5, "per step"), g1, g2)
 
 
-@pytest.mark.parametrize("cell, hoist", [("lstm", False), ("gru", True)])
-def test_bfloat16_compute_is_near_the_reference(cell, hoist):
+@pytest.mark.parametrize("cell, hoist, recurrence", [
+    ("lstm", False, "xla"), ("gru", True, "xla"), ("gru", False, "pallas")])
+def test_bfloat16_compute_is_near_the_reference(cell, hoist, recurrence):
   model, params, carry, x, masks = _case(cell, 2, True, RATES["all"],
-                                         dtype=jnp.bfloat16, hoist=hoist)
+                                         dtype=jnp.bfloat16, hoist=hoist,
+                                         recurrence=recurrence)
   c1, y1, g1 = jax.jit(lambda p, c: _loss_and_grads(
       lambda p, c: model.apply({"params": p}, c, x,
                                models.DropoutMasks(*masks)), p, c))(
