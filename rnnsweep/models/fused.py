@@ -266,7 +266,9 @@ def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
        params["b"].astype(compute))
   # [B, T, G*H] -> [T, G, B, H]; w_h [H, G*H] -> [G, H, H].
   a = jnp.transpose(a.reshape(b, steps, gates, hidden), (1, 2, 0, 3))
-  w = jnp.transpose(params["w_h"].reshape(hidden, gates, hidden), (1, 0, 2))
+  # In the compute dtype: what stays on chip is half as big in bfloat16.
+  w = jnp.transpose(params["w_h"].reshape(hidden, gates, hidden),
+                    (1, 0, 2)).astype(compute)
   bhn = params.get("b_hn", jnp.zeros((hidden,), F32)).reshape(1, hidden)
   naive = recurrent_mask.ndim == 3
   m = (jnp.swapaxes(recurrent_mask, 0, 1) if naive
