@@ -13,9 +13,13 @@ the program's state structure, the one before it is used, and if neither
 can, the group restarts from its first step (its trials are never dropped).
 
 Why not orbax (which flax already pulls in): a group's state is a few
-arrays on one host, a single file with write-then-rename is the whole
-atomicity story, and zip's per-member CRC detects a corrupt file on read.
-Sharded multi-device state may warrant orbax later.
+arrays, a single file with write-then-rename is the whole atomicity story,
+and zip's per-member CRC detects a corrupt file on read. State sharded over
+the devices of several processes (a ``jax.distributed`` job) is gathered
+to every process and written by process 0 alone, and read back by process
+0 and broadcast (:mod:`rnnsweep.runner`): one format for every device and
+process count, and no filesystem shared between hosts, at the cost of one
+gather of the group state per checkpoint.
 """
 
 from __future__ import annotations
