@@ -58,9 +58,21 @@ INSTRUCTION = re.compile(
 OP_NAME = re.compile(r'op_name="([^"]*)"')
 
 
+CALLS = re.compile(r"calls=%?([\w.\-]+)")
+
+
 def hlo_ops(text: str) -> dict[str, tuple[str, str, bool]]:
   """``instruction name -> (opcode, op_name, is a matmul)`` of an
-  optimized HLO module's text."""
+  optimized HLO module's text. A fusion is a matmul when the computation
+  it calls holds a dot (its metadata is its root's, and some passes drop
+  it)."""
+  with_dot, computation = set(), None
+  for line in text.splitlines():
+    if line and not line[0].isspace() and line.rstrip().endswith("{"):
+      computation = line.split()[1 if line.startswith("ENTRY") else 0
+                                 ].lstrip("%")
+    elif computation and MATMUL.search(line):
+      with_dot.add(computation)
   out = {}
   for line in text.splitlines():
     m = INSTRUCTION.match(line)
@@ -69,10 +81,11 @@ def hlo_ops(text: str) -> dict[str, tuple[str, str, bool]]:
     name, opcode, rest = m.groups()
     op_name = OP_NAME.search(rest)
     op_name = op_name.group(1) if op_name else ""
-    # A fusion's metadata is its root's: a dot fusion says dot_general.
+    calls = CALLS.search(rest)
     out[name] = (opcode, op_name,
-                 bool(MATMUL.search(opcode + "(" + rest)) or
-                 op_name.rsplit("/", 1)[-1].startswith("dot_general"))
+                 bool(MATMUL.search(opcode + "(" + rest.split("calls=")[0]))
+                 or (calls is not None and calls.group(1) in with_dot)
+                 or op_name.rsplit("/", 1)[-1].startswith("dot_general"))
   return out
 
 
@@ -80,6 +93,8 @@ def category(program: str, opcode: str, op_name: str, matmul: bool) -> str:
   """What an op was doing (see the module doc)."""
   if program != "segment":
     return program
+  if not op_name:
+    return "no metadata: matmuls" if matmul else "no metadata: other"
   scopes = op_name.split("/")
   found = next((s for s in engine.PROFILE_SCOPES
                 if any(p == s or p.endswith(f"({s})") or s in p.split("(")
