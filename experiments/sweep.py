@@ -135,6 +135,13 @@ _RECURRENCE = flags.DEFINE_enum(
     "time loop runs: xla (lax.scan) or pallas (one fused kernel per window "
     "with its own backward; Triton on a GPU, slow interpret mode on a CPU; "
     "shapes it cannot take fall back to xla with a warning).")
+_TRIAL_CHUNK = flags.DEFINE_string(
+    "trial_chunk", rs.engine.AUTO_CHUNK, "How many of a group's trials are "
+    "vmapped together; the group runs its chunks one after another in the "
+    "same program. auto: the whole group on a GPU/TPU; on a CPU, where "
+    "batched per-trial matmuls are slower, one trial at a time for "
+    "LSTM(128) and larger, small chunks for smaller trials; 0: the whole "
+    "group; N: chunks of N.")
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", rs.engine.DEFAULT_COMPILATION_CACHE, "Persistent "
     "XLA compilation cache, so a rerun or resumed sweep does not compile "
@@ -284,7 +291,9 @@ def main(argv):
     engine_options = rs.EngineOptions(
         compute_dtype=_PRECISION.value, unroll=_UNROLL.value,
         donate=_DONATE.value, hoist_input=_HOIST_INPUT.value,
-        recurrence=_RECURRENCE.value)
+        recurrence=_RECURRENCE.value,
+        trial_chunk=rs.engine.parse_trial_chunk(_TRIAL_CHUNK.value,
+                                                "--trial_chunk"))
     if sampler == "trials":
       settings, trials, tuned = rs.runner.trials_settings(
           task, rs.load_trials(_TRIALS.value), steps=_STEPS.value,

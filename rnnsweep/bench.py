@@ -87,10 +87,15 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
   recurrence = flags.DEFINE_enum(
       "recurrence", "xla", list(engine.RECURRENCES), "The time loop: xla "
       "(lax.scan) or pallas (the fused kernel; interpret mode off GPU).")
+  chunk = flags.DEFINE_string(
+      "trial_chunk", engine.AUTO_CHUNK, "Slots vmapped together in a "
+      "group: auto (all on an accelerator; on a CPU by matmul size), 0 "
+      "(all), or a size.")
   return lambda: engine.EngineOptions(
       compute_dtype=precision.value, unroll=unroll.value,
       donate=donate.value, hoist_input=hoist.value,
-      recurrence=recurrence.value)
+      recurrence=recurrence.value,
+      trial_chunk=engine.parse_trial_chunk(chunk.value, "--trial_chunk"))
 
 
 def options_tag(options: engine.EngineOptions) -> str:
@@ -98,7 +103,8 @@ def options_tag(options: engine.EngineOptions) -> str:
   return (f"{options.compute_dtype}_u{options.unroll}"
           f"{'_hoist' if options.hoist_input else ''}"
           f"{'_donate' if options.donate else ''}"
-          f"{'_pallas' if options.recurrence == 'pallas' else ''}")
+          f"{'_pallas' if options.recurrence == 'pallas' else ''}"
+          f"{'' if options.trial_chunk == engine.AUTO_CHUNK else '_c' + str(options.trial_chunk)}")
 
 
 def device_header(options: engine.EngineOptions | None = None) -> str:
@@ -109,7 +115,7 @@ def device_header(options: engine.EngineOptions | None = None) -> str:
           f"{jax.config.jax_default_matmul_precision or 'default'}; "
           f"compute {opts.compute_dtype}, unroll {opts.unroll}, donate "
           f"{opts.donate}, hoist_input {opts.hoist_input}, recurrence "
-          f"{opts.recurrence}")
+          f"{opts.recurrence}, trial_chunk {opts.trial_chunk}")
 
 
 def _timed(fn: Callable[[], Any]) -> float:

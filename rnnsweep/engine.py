@@ -44,7 +44,7 @@ import math
 import os
 import threading
 import time
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import flax.struct
 import jax
@@ -380,6 +380,15 @@ PROFILE_SCOPES = ("recurrence", "dropout_masks", "optimizer", "divergence",
                   "data_window")
 #: ``EngineOptions.recurrence`` values.
 RECURRENCES = ("xla", "pallas")
+#: ``EngineOptions.trial_chunk`` chosen by platform.
+AUTO_CHUNK = "auto"
+#: ``trial_chunk="auto"`` on a CPU vmaps as many slots together as make
+#: one batched recurrent matmul of about this many multiply-adds per time
+#: step (``chunk * batch * gates * hidden**2``), at least one: large
+#: trials (LSTM(128), batch 32: 2.1M) run one at a time, small ones in
+#: chunks (LSTM(32): 0.13M, chunks of up to 8). Measured across K, hidden
+#: sizes and core counts with benchmarks/trial_chunk.py (RESULTS.md).
+CPU_CHUNK_MACS = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +411,17 @@ class EngineOptions:
       backward, :mod:`rnnsweep.models.fused`: Triton on a GPU, Pallas
       interpret mode elsewhere, which is slow and for tests; a shape the
       kernel cannot take runs the XLA recurrence, with a warning).
+    trial_chunk: how many of a group's slots are vmapped together. A
+      group of K runs its slots in chunks of this many, one chunk after
+      another inside the same program (``lax.map``), each chunk training
+      its whole segment. ``0``: all K at once (pure vmap: what an
+      accelerator wants). ``"auto"``: all K on a GPU/TPU; on a CPU, where
+      a batch of per-trial matmuls runs slower per trial than the same
+      matmuls one trial at a time once they are not tiny, the chunk
+      :data:`CPU_CHUNK_MACS` gives (benchmarks/RESULTS.md). A chunk size
+      that does not divide K
+      runs the largest one that does (one loop body, one compile). A
+      group spread over several devices is vmapped whole.
   """
 
   compute_dtype: str = "float32"
@@ -409,6 +429,7 @@ class EngineOptions:
   donate: bool = False
   hoist_input: bool = False
   recurrence: str = "xla"
+  trial_chunk: int | str = "auto"
 
   def __post_init__(self):
     if self.compute_dtype not in ("float32", "bfloat16"):
@@ -421,6 +442,42 @@ class EngineOptions:
     if self.recurrence not in RECURRENCES:
       raise ValueError(f"recurrence must be one of {', '.join(RECURRENCES)}, "
                        f"got {self.recurrence!r}")
+    if self.trial_chunk != AUTO_CHUNK and (
+        isinstance(self.trial_chunk, bool)
+        or not isinstance(self.trial_chunk, int) or self.trial_chunk < 0):
+      raise ValueError(f"trial_chunk must be 'auto' or an integer >= 0 "
+                       f"(0: all of a group's trials at once), got "
+                       f"{self.trial_chunk!r}")
+
+  def chunk_for(self, k: int, platform: str, num_devices: int = 1,
+                step_macs: int = 0) -> int:
+    """Slots vmapped together in a group of ``k`` on ``platform`` (a
+    divisor of ``k``; ``k``: the whole group at once). ``step_macs``: one
+    trial's recurrent multiply-adds per time step (``auto`` on a CPU)."""
+    chunk = self.trial_chunk
+    if chunk == AUTO_CHUNK:
+      chunk = (max(1, CPU_CHUNK_MACS // max(step_macs, 1))
+               if platform == "cpu" else 0)
+    if chunk == 0 or chunk >= k or num_devices > 1:
+      return k
+    return max(d for d in range(1, chunk + 1) if k % d == 0)
+
+
+def parse_trial_chunk(value: Any, name: str = "trial_chunk") -> int | str:
+  """``"auto"`` or an integer ``>= 0`` (an integer string is accepted);
+  a clear error naming ``name`` otherwise."""
+  if isinstance(value, str) and value.strip() != AUTO_CHUNK:
+    try:
+      value = int(value)
+    except ValueError:
+      raise ValueError(f"{name} must be 'auto' or an integer >= 0, got "
+                       f"{value!r}") from None
+  if isinstance(value, str):
+    return AUTO_CHUNK
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ValueError(f"{name} must be 'auto' or an integer >= 0, got "
+                     f"{value!r}")
+  return value
 
 
 class OneTrial:
@@ -659,6 +716,7 @@ class Program:
     self.task = task
     self.options = self.trial.options
     self.devices = tuple(devices) if devices else None
+    self.platform = (self.devices or jax.devices())[0].platform
     self._compiled: dict[Any, Compiled] = {}
     # Spread over other processes' devices too (a jax.distributed job):
     # host values must become global arrays before each call.
@@ -707,6 +765,13 @@ class Program:
 
   def flops_per_update(self) -> float:
     return self.trial.flops_per_update()
+
+  def chunk(self, k: int) -> int:
+    """Slots vmapped together in a group of ``k`` (``k``: all at once)."""
+    s = self.static
+    return self.options.chunk_for(
+        k, self.platform, self.num_devices,
+        step_macs=s.batch_size * models.GATES[s.cell] * s.hidden_size**2)
 
   # -- compiled executables -----------------------------------------------------
 
@@ -797,24 +862,34 @@ class Program:
     _count_trace("segment")
 
     def one(trial: TrialState, stop: Array):
-      new, loss, has_targets = self.trial.update(trial, data_train, data_key)
-      go = trial.step < stop
-      counted = go & has_targets
-      return (_select(go, new, trial), jnp.where(counted, loss, 0.0),
-              counted.astype(jnp.int32))
+      # One slot's whole segment (vmapped, or run chunk by chunk).
+      def body(_, carry):
+        trial, loss_sum, count = carry
+        new, loss, has_targets = self.trial.update(trial, data_train,
+                                                   data_key)
+        go = trial.step < stop
+        counted = go & has_targets
+        return (_select(go, new, trial),
+                loss_sum + jnp.where(counted, loss, 0.0),
+                count + counted.astype(jnp.int32))
 
-    def body(_, carry):
-      trials, loss_sum, count = carry
-      trials, loss, counted = jax.vmap(one)(trials, stop_at)
-      return trials, loss_sum + loss, count + counted
+      return jax.lax.fori_loop(
+          0, num_steps, body,
+          (trial, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)))
 
-    k = stop_at.shape[0]
-    trials, loss_sum, count = jax.lax.fori_loop(
-        0, num_steps, body,
-        (state.trials, jnp.zeros((k,), jnp.float32),
-         jnp.zeros((k,), jnp.int32)))
+    trials, loss_sum, count = self._over_slots(one, state.trials, stop_at)
     mean = jnp.where(count > 0, loss_sum / jnp.maximum(count, 1), jnp.nan)
     return GroupState(trials=trials), SegmentMetrics(mean, count)
+
+  def _over_slots(self, fn: Callable[..., Any], *slots: Any) -> Any:
+    """``fn`` (of one slot's values) over the leading K axis of ``slots``:
+    vmapped, or in chunks of ``options.trial_chunk`` one after another."""
+    k = jax.tree_util.tree_leaves(slots)[0].shape[0]
+    chunk = self.chunk(k)
+    if chunk == k:
+      return jax.vmap(fn)(*slots)
+    return jax.lax.map(lambda a: fn(*a), slots,
+                       batch_size=None if chunk == 1 else chunk)
 
   def _keep_best(self, state: GroupState, value: Array) -> GroupState:
     _count_trace("keep_best")
@@ -825,7 +900,7 @@ class Program:
                 ) -> dict[str, Array]:
     _count_trace("evaluate")
     params = state.trials.best_params if best else state.trials.params
-    return jax.vmap(self.trial.evaluate, in_axes=(0, None))(params, data)
+    return self._over_slots(lambda p: self.trial.evaluate(p, data), params)
 
   def _reset_slot(self, state: GroupState, slot: Array, seed: Array,
                   hp: Mapping[str, Array]) -> GroupState:

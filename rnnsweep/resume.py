@@ -87,6 +87,11 @@ def stored_settings(store: Store) -> dict[str, Any]:
   # ... and before the fused recurrence, with the XLA one.
   if isinstance(stored.get("engine"), dict):
     stored["engine"].setdefault("recurrence", "xla")
+    # ... and before trial chunks, with the whole group vmapped: what
+    # "auto" still does on an accelerator; on a CPU it now runs one trial
+    # at a time, which changes a trial's numbers only by rounding, as K
+    # does (vmap invariance), so such a sweep continues under "auto".
+    stored["engine"].setdefault("trial_chunk", "auto")
   return stored
 
 

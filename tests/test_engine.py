@@ -420,3 +420,93 @@ def test_program_cache_keeps_the_most_recently_used(tiny_lm, monkeypatch):
   assert len(engine._PROGRAMS) == 2
   assert engine.get_program(statics[0], tiny_lm) is a
   assert engine.get_program(statics[1], tiny_lm) is not b
+
+
+# ---------------------------------------------------------------------------
+# Trial chunks (EngineOptions.trial_chunk)
+# ---------------------------------------------------------------------------
+
+
+def _dot_batch_sizes(jaxpr) -> set:
+  """The batch sizes of every batched ``dot_general`` in ``jaxpr`` and the
+  jaxprs nested in it (loops, maps, custom derivatives)."""
+  found = set()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (_, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
+      if lhs_batch:
+        found.add(math.prod(eqn.invars[0].aval.shape[d] for d in lhs_batch))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          found |= _dot_batch_sizes(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          found |= _dot_batch_sizes(sub)
+  return found
+
+
+@pytest.mark.parametrize("chunk, batched", [(0, {6}), (1, set()),
+                                            (2, {2}), (4, {3})])
+def test_trial_chunk_sets_how_many_trials_share_a_matmul(tiny_lm, chunk,
+                                                         batched):
+  """Chunks of ``trial_chunk`` slots (the largest divisor of K at most
+  that) run one after another: their per-trial matmuls are batched over
+  the chunk only, in training and in evaluation; 0 batches the group."""
+  configs = _configs("gru")
+  trials = rs.make_trials(configs)
+  static = rs.plan_groups(trials, len(trials))[0].static
+  prog = engine.Program(static, tiny_lm,
+                        engine.EngineOptions(trial_chunk=chunk))
+  state = engine.state_shape(prog, engine.seed_array([t.seed for t in trials]),
+                             engine.hparam_arrays([t.params for t in trials]))
+  data = tiny_lm.data()
+  segment = jax.make_jaxpr(prog._segment)(
+      state, data.train, engine.data_key(0), np.zeros(6, np.int32),
+      np.int32(1))
+  evaluate = jax.make_jaxpr(prog._evaluate)(state, data.val)
+  assert _dot_batch_sizes(segment.jaxpr) == batched
+  assert _dot_batch_sizes(evaluate.jaxpr) == batched
+
+
+def test_trial_chunks_train_as_the_whole_group(tiny_lm):
+  """One trial at a time, or chunks of a size that does not divide K (4 of
+  6: chunks of 3), train every trial as the whole vmapped group does,
+  validation and test included."""
+  configs = _configs("lstm")
+  runs = {chunk: rs.run_trials(
+      tiny_lm, configs, steps=16, eval_every=8, max_group_size=6,
+      options=rs.EngineOptions(trial_chunk=chunk)) for chunk in (0, 1, 4)}
+  for chunk in (1, 4):
+    _assert_same_curves(runs[0].trials, runs[chunk].trials, rtol=1e-5)
+    np.testing.assert_allclose([r.test_value for r in runs[chunk].trials],
+                               [r.test_value for r in runs[0].trials],
+                               rtol=1e-5)
+  finals = {round(r.curves["train_loss"][-1], 5) for r in runs[1].trials}
+  assert len(finals) == len(configs)
+
+
+def test_trial_chunk_for_a_group():
+  opts = engine.EngineOptions
+  assert opts(trial_chunk=0).chunk_for(6, "cpu") == 6
+  assert opts(trial_chunk=4).chunk_for(6, "cpu") == 3
+  assert opts(trial_chunk=5).chunk_for(7, "gpu") == 1
+  assert opts(trial_chunk=8).chunk_for(6, "cpu") == 6
+  # A group spread over devices is vmapped whole.
+  assert opts(trial_chunk=1).chunk_for(8, "cpu", num_devices=2) == 8
+  # auto: the whole group on an accelerator; on a CPU, chunks whose
+  # batched recurrent matmul has about engine.CPU_CHUNK_MACS multiply-adds.
+  assert opts().chunk_for(64, "gpu", step_macs=10**9) == 64
+  lstm128 = 32 * 4 * 128**2  # batch 32
+  assert opts().chunk_for(32, "cpu", step_macs=lstm128) == 1
+  lstm32 = 32 * 4 * 32**2
+  assert engine.CPU_CHUNK_MACS // lstm32 == 7
+  assert opts().chunk_for(32, "cpu", step_macs=lstm32) == 4
+  assert opts().chunk_for(30, "cpu", step_macs=lstm32) == 6
+  for bad in (-1, 1.5, True, "2"):
+    with pytest.raises(ValueError, match="trial_chunk must be 'auto' or an "
+                       "integer >= 0"):
+      opts(trial_chunk=bad)
+  assert engine.parse_trial_chunk("3") == 3
+  assert engine.parse_trial_chunk("auto") == "auto"
+  with pytest.raises(ValueError, match="--trial_chunk must be"):
+    engine.parse_trial_chunk("three", "--trial_chunk")

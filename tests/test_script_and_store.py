@@ -68,6 +68,8 @@ def test_script_runs_end_to_end(tmp_path):
     (["--steps=0"], ["--steps"]),
     (["--sampler=bayes"], ["--sampler"]),
     (["--max_group_size=big"], ["--max_group_size", "'auto'", "'big'"]),
+    (["--trial_chunk=-2"], ["--trial_chunk", "'auto' or an integer >= 0",
+                            "'-2'"]),
     (["stray"], ["unexpected arguments"]),
     (["--space=adir"], ["'adir'", "Is a directory"]),
     (["--space=latin1.json"], ["'latin1.json'", "not UTF-8"]),
@@ -365,11 +367,13 @@ def test_a_sweep_stored_before_schedulers_continues(tmp_path):
     conn.execute("DELETE FROM sweep WHERE key IN ('scheduler', "
                  "'sampler_options')")
     conn.execute("DROP TABLE decisions")
-    # ... and before the fused recurrence (engine options without it).
+    # ... and before the fused recurrence and trial chunks (engine
+    # options without them).
     engine_options, = conn.execute(
         "SELECT value FROM sweep WHERE key = 'engine'").fetchone()
     engine_options = json.loads(engine_options)
     assert engine_options.pop("recurrence") == "xla"
+    assert engine_options.pop("trial_chunk") == "auto"
     conn.execute("UPDATE sweep SET value = ? WHERE key = 'engine'",
                  (json.dumps(engine_options),))
     new = ("lr_schedule", "warmup_steps_fraction", "final_lr_fraction",
