@@ -384,9 +384,11 @@ RECURRENCES = ("xla", "pallas")
 AUTO_CHUNK = "auto"
 #: ``trial_chunk="auto"`` on a CPU vmaps as many slots together as make
 #: one batched recurrent matmul of about this many multiply-adds per time
-#: step (``chunk * batch * gates * hidden**2``), at least one: large
-#: trials (LSTM(128), batch 32: 2.1M) run one at a time, small ones in
-#: chunks (LSTM(32): 0.13M, chunks of up to 8). Measured across K, hidden
+#: step (``chunk * batch * gates * hidden**2``), at least one: trials of
+#: LSTM(64), batch 32 (0.5M) and larger run one at a time (from LSTM(128)
+#: 1.4-1.8x faster than the whole group vmapped, on 1 and 2 cores), small
+#: ones in chunks (LSTM(32): 0.13M, chunks of up to 7, where no choice was
+#: reliably faster) and tiny ones vmapped whole. Measured across K, hidden
 #: sizes and core counts with benchmarks/trial_chunk.py (RESULTS.md).
 CPU_CHUNK_MACS = 1_000_000
 
@@ -421,7 +423,7 @@ class EngineOptions:
       :data:`CPU_CHUNK_MACS` gives (benchmarks/RESULTS.md). A chunk size
       that does not divide K
       runs the largest one that does (one loop body, one compile). A
-      group spread over several devices is vmapped whole.
+      group sharded over several devices chunks each device's share.
   """
 
   compute_dtype: str = "float32"
@@ -449,16 +451,16 @@ class EngineOptions:
                        f"(0: all of a group's trials at once), got "
                        f"{self.trial_chunk!r}")
 
-  def chunk_for(self, k: int, platform: str, num_devices: int = 1,
-                step_macs: int = 0) -> int:
-    """Slots vmapped together in a group of ``k`` on ``platform`` (a
-    divisor of ``k``; ``k``: the whole group at once). ``step_macs``: one
-    trial's recurrent multiply-adds per time step (``auto`` on a CPU)."""
+  def chunk_for(self, k: int, platform: str, step_macs: int = 0) -> int:
+    """Slots vmapped together among ``k`` slots (a group's, or one
+    device's share of a sharded group) on ``platform``: a divisor of
+    ``k`` (``k``: all at once). ``step_macs``: one trial's recurrent
+    multiply-adds per time step (``auto`` on a CPU)."""
     chunk = self.trial_chunk
     if chunk == AUTO_CHUNK:
       chunk = (max(1, CPU_CHUNK_MACS // max(step_macs, 1))
                if platform == "cpu" else 0)
-    if chunk == 0 or chunk >= k or num_devices > 1:
+    if chunk == 0 or chunk >= k:
       return k
     return max(d for d in range(1, chunk + 1) if k % d == 0)
 
@@ -733,6 +735,7 @@ class Program:
           jax.jit(f, in_shardings=ins, out_shardings=outs, **kw),
           ins if self.multi_process else None)
     self.replicated = rep
+    self.mesh = None if self.devices is None else mesh
     self.init = jit(self._init_group, (k, k), k)
     self._segment_jit = jit(
         self._segment, (k, rep, rep, k, rep), k,
@@ -767,10 +770,10 @@ class Program:
     return self.trial.flops_per_update()
 
   def chunk(self, k: int) -> int:
-    """Slots vmapped together in a group of ``k`` (``k``: all at once)."""
+    """Slots vmapped together on each device in a group of ``k``."""
     s = self.static
     return self.options.chunk_for(
-        k, self.platform, self.num_devices,
+        k // self.num_devices, self.platform,
         step_macs=s.batch_size * models.GATES[s.cell] * s.hidden_size**2)
 
   # -- compiled executables -----------------------------------------------------
@@ -861,7 +864,7 @@ class Program:
                ) -> tuple[GroupState, SegmentMetrics]:
     _count_trace("segment")
 
-    def one(trial: TrialState, stop: Array):
+    def one(data_train, data_key, num_steps, trial: TrialState, stop: Array):
       # One slot's whole segment (vmapped, or run chunk by chunk).
       def body(_, carry):
         trial, loss_sum, count = carry
@@ -877,19 +880,34 @@ class Program:
           0, num_steps, body,
           (trial, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)))
 
-    trials, loss_sum, count = self._over_slots(one, state.trials, stop_at)
+    trials, loss_sum, count = self._over_slots(
+        one, (state.trials, stop_at), (data_train, data_key, num_steps))
     mean = jnp.where(count > 0, loss_sum / jnp.maximum(count, 1), jnp.nan)
     return GroupState(trials=trials), SegmentMetrics(mean, count)
 
-  def _over_slots(self, fn: Callable[..., Any], *slots: Any) -> Any:
-    """``fn`` (of one slot's values) over the leading K axis of ``slots``:
-    vmapped, or in chunks of ``options.trial_chunk`` one after another."""
+  def _over_slots(self, fn: Callable[..., Any], slots: tuple,
+                  shared: tuple = ()) -> Any:
+    """``fn(*shared, *slot)`` over the leading K axis of each of
+    ``slots``: vmapped, or in chunks of ``options.trial_chunk`` one after
+    another. ``shared``: values every slot reads (replicated). Sharded
+    over several devices, each device chunks its own slots."""
     k = jax.tree_util.tree_leaves(slots)[0].shape[0]
     chunk = self.chunk(k)
-    if chunk == k:
-      return jax.vmap(fn)(*slots)
-    return jax.lax.map(lambda a: fn(*a), slots,
-                       batch_size=None if chunk == 1 else chunk)
+    local = k // self.num_devices
+
+    def run(shared, slots):
+      one = lambda *slot: fn(*shared, *slot)
+      if chunk == local:
+        return jax.vmap(one)(*slots)
+      return jax.lax.map(lambda a: one(*a), slots,
+                         batch_size=None if chunk == 1 else chunk)
+
+    if self.mesh is None or chunk == local:
+      return run(shared, slots)
+    spec = jax.sharding.PartitionSpec(TRIALS_AXIS)
+    return jax.shard_map(
+        run, mesh=self.mesh, in_specs=(jax.sharding.PartitionSpec(), spec),
+        out_specs=spec, check_vma=False)(shared, slots)
 
   def _keep_best(self, state: GroupState, value: Array) -> GroupState:
     _count_trace("keep_best")
@@ -900,7 +918,8 @@ class Program:
                 ) -> dict[str, Array]:
     _count_trace("evaluate")
     params = state.trials.best_params if best else state.trials.params
-    return self._over_slots(lambda p: self.trial.evaluate(p, data), params)
+    return self._over_slots(lambda d, p: self.trial.evaluate(p, d),
+                            (params,), (data,))
 
   def _reset_slot(self, state: GroupState, slot: Array, seed: Array,
                   hp: Mapping[str, Array]) -> GroupState:

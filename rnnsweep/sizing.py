@@ -13,17 +13,21 @@ K per static configuration (per bucket of trials that share shapes):
   When it does not fit, a second compile at a small K gives the line
   ``bytes = a + b*K`` (temporaries grow linearly in K) and K is the largest
   that fits.
-- **Speed**, on a CPU only: vmap does not always win there (a K=32 group has
-  been measured at 0.7x the speed of 32 sequential runs), so the largest K
-  is timed for one update, and smaller K are compiled and timed too when
-  that costs at most :data:`PROBE_BUDGET` of the bucket's estimated
+- **Speed**, on a CPU only. The engine's prior already removes what
+  used to make vmap lose there: a CPU group runs its slots in trial
+  chunks sized by the per-trial matmul (``EngineOptions.trial_chunk``,
+  one trial at a time from LSTM(64), batch 32, upwards), so a trial
+  trains about as fast in a group of 32 as alone and the largest K
+  memory allows is the prior's choice (fewest compiles, evaluations and
+  launches). What K still changes is timed when that pays: the largest
+  K is timed for one update, and smaller K are compiled and timed too
+  when that costs at most :data:`PROBE_BUDGET` of the bucket's estimated
   training time. The largest K within :data:`KEEP_WITHIN` of the fastest
-  wins (fewer groups: fewer compiles, evaluations and launches). A short
-  sweep therefore never pays for probes it cannot recoup; one whose
-  training would be short even at an optimistic speed (analytic FLOPs at
-  :data:`OPTIMISTIC_CPU_FLOPS_PER_CORE`) is not timed at all. On accelerators
-  the measured throughput rises with K until memory runs out, so no probe
-  runs there.
+  wins. A short sweep therefore never pays for probes it cannot recoup;
+  one whose training would be short even at an optimistic speed
+  (analytic FLOPs at :data:`OPTIMISTIC_CPU_FLOPS_PER_CORE`) is not timed
+  at all and takes the prior. On accelerators the measured throughput
+  rises with K until memory runs out, so no probe runs there.
 
 On several devices (a group's slots sharded over them) the programs are
 compiled sharded, so ``memory_analysis`` is per device and is compared with

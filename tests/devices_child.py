@@ -86,6 +86,25 @@ def check(workdir, devices, configs):
   facts["segment"] = shard_facts(state)
   facts["segment_metrics"] = shard_facts(seg)
   facts["evaluate"] = shard_facts(prog.evaluate(state, data.val))
+  # One trial at a time on each device (2 slots each): the same state and
+  # metrics, sharded the same way.
+  chunked = engine.get_program(static, t, engine.EngineOptions(trial_chunk=1),
+                               devices=jax.devices())
+  start = chunked.init(engine.seed_array([x.seed for x in trials]),
+                       engine.hparam_arrays([x.params for x in trials]))
+  cstate, cseg = chunked.segment(start, data.train,
+                                 chunked.put_replicated(engine.data_key(0)),
+                                 num_steps=2)
+  cval = chunked.evaluate(cstate, data.val)
+  facts["chunked"] = [shard_facts(cstate), shard_facts(cval)]
+  # Largest difference of each leaf relative to its largest value.
+  facts["chunk_error"] = max(
+      float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b))) /
+            max(float(np.max(np.abs(np.asarray(b, np.float64)))), 1e-12))
+      for a, b in zip(
+          jax.tree_util.tree_leaves((cstate.trials.params, cseg, cval)),
+          jax.tree_util.tree_leaves((state.trials.params, seg,
+                                     prog.evaluate(state, data.val)))))
   # auto sizing compiles the sharded program: K a multiple of the devices.
   sizer = rs.sizing.AutoSizer(t, steps=STEPS, devices=jax.devices())
   facts["auto"] = sizer.choose(static, trials[:6]).k

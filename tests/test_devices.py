@@ -51,6 +51,10 @@ def test_sharded_groups_equal_one_device(tmp_path):
   # the evaluation is split along the trial axis, 2 rows on each device.
   for what in ("init", "segment", "segment_metrics", "evaluate"):
     assert facts[what] == [[4, [2], "P('trials',)"]], what
+  # Each device training its 2 slots one at a time (trial_chunk=1): the
+  # same numbers, sharded the same way.
+  assert facts["chunked"] == [[[4, [2], "P('trials',)"]]] * 2
+  assert facts["chunk_error"] < 1e-5
   assert facts["auto"] == 8  # 6 trials, padded to a multiple of 4
   # Two static configurations, K=3 each: two lanes of 2 devices train
   # them at the same time (padded to 4 slots, 2 per device); only the 6

@@ -491,8 +491,6 @@ def test_trial_chunk_for_a_group():
   assert opts(trial_chunk=4).chunk_for(6, "cpu") == 3
   assert opts(trial_chunk=5).chunk_for(7, "gpu") == 1
   assert opts(trial_chunk=8).chunk_for(6, "cpu") == 6
-  # A group spread over devices is vmapped whole.
-  assert opts(trial_chunk=1).chunk_for(8, "cpu", num_devices=2) == 8
   # auto: the whole group on an accelerator; on a CPU, chunks whose
   # batched recurrent matmul has about engine.CPU_CHUNK_MACS multiply-adds.
   assert opts().chunk_for(64, "gpu", step_macs=10**9) == 64
