@@ -468,6 +468,7 @@ class EngineOptions:
 def parse_trial_chunk(value: Any, name: str = "trial_chunk") -> int | str:
   """``"auto"`` or an integer ``>= 0`` (an integer string is accepted);
   a clear error naming ``name`` otherwise."""
+  raw = value
   if isinstance(value, str) and value.strip() != AUTO_CHUNK:
     try:
       value = int(value)
@@ -478,7 +479,7 @@ def parse_trial_chunk(value: Any, name: str = "trial_chunk") -> int | str:
     return AUTO_CHUNK
   if isinstance(value, bool) or not isinstance(value, int) or value < 0:
     raise ValueError(f"{name} must be 'auto' or an integer >= 0, got "
-                     f"{value!r}")
+                     f"{raw!r}")
   return value
 
 
