@@ -421,9 +421,9 @@ class EngineOptions:
       a batch of per-trial matmuls runs slower per trial than the same
       matmuls one trial at a time once they are not tiny, the chunk
       :data:`CPU_CHUNK_MACS` gives (benchmarks/RESULTS.md). A chunk size
-      that does not divide K
-      runs the largest one that does (one loop body, one compile). A
-      group sharded over several devices chunks each device's share.
+      that does not divide K runs the largest one that does (one loop
+      body, one compile). A group sharded over several devices chunks
+      each device's share.
   """
 
   compute_dtype: str = "float32"
