@@ -100,11 +100,12 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
 
 def options_tag(options: engine.EngineOptions) -> str:
   """E.g. ``bfloat16_u8_hoist_pallas``, for output file names."""
+  auto_chunk = options.trial_chunk == engine.AUTO_CHUNK
   return (f"{options.compute_dtype}_u{options.unroll}"
           f"{'_hoist' if options.hoist_input else ''}"
           f"{'_donate' if options.donate else ''}"
           f"{'_pallas' if options.recurrence == 'pallas' else ''}"
-          f"{'' if options.trial_chunk == engine.AUTO_CHUNK else '_c' + str(options.trial_chunk)}")
+          f"{'' if auto_chunk else '_c' + str(options.trial_chunk)}")
 
 
 def device_header(options: engine.EngineOptions | None = None) -> str:

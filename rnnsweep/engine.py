@@ -444,12 +444,7 @@ class EngineOptions:
     if self.recurrence not in RECURRENCES:
       raise ValueError(f"recurrence must be one of {', '.join(RECURRENCES)}, "
                        f"got {self.recurrence!r}")
-    if self.trial_chunk != AUTO_CHUNK and (
-        isinstance(self.trial_chunk, bool)
-        or not isinstance(self.trial_chunk, int) or self.trial_chunk < 0):
-      raise ValueError(f"trial_chunk must be 'auto' or an integer >= 0 "
-                       f"(0: all of a group's trials at once), got "
-                       f"{self.trial_chunk!r}")
+    _check_trial_chunk(self.trial_chunk)
 
   def chunk_for(self, k: int, platform: str, step_macs: int = 0) -> int:
     """Slots vmapped together among ``k`` slots (a group's, or one
@@ -465,22 +460,30 @@ class EngineOptions:
     return max(d for d in range(1, chunk + 1) if k % d == 0)
 
 
+def _check_trial_chunk(value: Any, name: str = "trial_chunk",
+                       shown: str | None = None) -> None:
+  """Refuses anything but ``"auto"`` or an integer ``>= 0`` (``shown``:
+  the value as the user wrote it)."""
+  if value != AUTO_CHUNK and (isinstance(value, bool)
+                              or not isinstance(value, int) or value < 0):
+    raise ValueError(f"{name} must be 'auto' or an integer >= 0 (0: all of "
+                     f"a group's trials at once), got "
+                     f"{shown if shown is not None else repr(value)}")
+
+
 def parse_trial_chunk(value: Any, name: str = "trial_chunk") -> int | str:
   """``"auto"`` or an integer ``>= 0`` (an integer string is accepted);
   a clear error naming ``name`` otherwise."""
-  raw = value
-  if isinstance(value, str) and value.strip() != AUTO_CHUNK:
-    try:
-      value = int(value)
-    except ValueError:
-      raise ValueError(f"{name} must be 'auto' or an integer >= 0, got "
-                       f"{value!r}") from None
-  if isinstance(value, str):
-    return AUTO_CHUNK
-  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise ValueError(f"{name} must be 'auto' or an integer >= 0, got "
-                     f"{raw!r}")
-  return value
+  if not isinstance(value, str):
+    _check_trial_chunk(value, name)
+    return value
+  text = value.strip()
+  try:
+    number = text if text == AUTO_CHUNK else int(text)
+  except ValueError:
+    number = value
+  _check_trial_chunk(number, name, shown=repr(value))
+  return number
 
 
 class OneTrial:

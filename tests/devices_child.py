@@ -85,7 +85,8 @@ def check(workdir, devices, configs):
                             num_steps=2)
   facts["segment"] = shard_facts(state)
   facts["segment_metrics"] = shard_facts(seg)
-  facts["evaluate"] = shard_facts(prog.evaluate(state, data.val))
+  val = prog.evaluate(state, data.val)
+  facts["evaluate"] = shard_facts(val)
   # One trial at a time on each device (2 slots each): the same state and
   # metrics, sharded the same way.
   chunked = engine.get_program(static, t, engine.EngineOptions(trial_chunk=1),
@@ -103,8 +104,7 @@ def check(workdir, devices, configs):
             max(float(np.max(np.abs(np.asarray(b, np.float64)))), 1e-12))
       for a, b in zip(
           jax.tree_util.tree_leaves((cstate.trials.params, cseg, cval)),
-          jax.tree_util.tree_leaves((state.trials.params, seg,
-                                     prog.evaluate(state, data.val)))))
+          jax.tree_util.tree_leaves((state.trials.params, seg, val))))
   # auto sizing compiles the sharded program: K a multiple of the devices.
   sizer = rs.sizing.AutoSizer(t, steps=STEPS, devices=jax.devices())
   facts["auto"] = sizer.choose(static, trials[:6]).k
