@@ -24,6 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # for the session, so each program compiles once for all of them.
 _XLA_CACHE = tempfile.mkdtemp(prefix="rnnsweep-tests-xla-")
 atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# This process too: a program evicted from the engine's cache, or built again
+# for another task object of the same shapes, loads instead of compiling.
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def subprocess_env(**extra):
