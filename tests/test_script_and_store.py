@@ -5,9 +5,11 @@ import dataclasses
 import json
 import math
 import os
+import select
 import sqlite3
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -24,6 +26,43 @@ def run_script(*args, cwd=None):
   return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=300,
                         check=False)
+
+
+class ForkedScript:
+  """``run_script`` for many short runs: each runs in a process forked from
+  one that imported the script once (tests/script_forks.py)."""
+
+  def __init__(self, errors):
+    self.errors = errors
+    self.proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tests", "script_forks.py"),
+         SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=errors, text=True, env=subprocess_env())
+
+  def __call__(self, *args, cwd):
+    self.proc.stdin.write(json.dumps({"argv": list(args),
+                                      "cwd": str(cwd)}) + "\n")
+    self.proc.stdin.flush()
+    ready, _, _ = select.select([self.proc.stdout], [], [], 300)
+    line = self.proc.stdout.readline() if ready else ""
+    if not line:
+      self.errors.seek(0)
+      pytest.fail(f"script_forks.py gave no answer: {self.errors.read()}")
+    reply = json.loads(line)
+    return subprocess.CompletedProcess([SCRIPT, *args], reply["returncode"],
+                                       reply["stdout"], reply["stderr"])
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def forked_script():
+  with tempfile.TemporaryFile("w+") as errors:
+    script = ForkedScript(errors)
+    yield script
+    script.close()
 
 
 def test_script_runs_end_to_end(tmp_path):
@@ -104,7 +143,8 @@ def test_script_runs_end_to_end(tmp_path):
     (["--num_processes=2", "--process_id=1"],
      ["--coordinator_address is needed with num_processes, process_id"]),
 ])
-def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
+def test_script_bad_input_gives_one_clear_error(tmp_path, args, words,
+                                                forked_script):
   workdir = tmp_path / "run"
   (tmp_path / "adir").mkdir()
   (tmp_path / "latin1.json").write_bytes('{"cell": "lstm"} # é'.encode(
@@ -114,7 +154,7 @@ def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
                                        "0.2,gru,extra\n")
   np.savez(tmp_path / "classes.npz", x=np.zeros((30, 4, 2)),
            y=np.arange(30) % 2, num_classes=np.array([2, 3]))
-  out = run_script(*args, f"--workdir={workdir}", cwd=tmp_path)
+  out = forked_script(*args, f"--workdir={workdir}", cwd=tmp_path)
   assert out.returncode != 0
   lines = [l for l in out.stderr.splitlines() if l.strip()]
   assert "Traceback" not in out.stderr
@@ -122,6 +162,21 @@ def test_script_bad_input_gives_one_clear_error(tmp_path, args, words):
   for w in words:
     assert w in lines[0]
   assert not workdir.exists()  # nothing written half-way
+
+
+def test_forked_runs_are_runs_of_the_script(tmp_path, forked_script):
+  # The bad-input cases above run forked: each must give what a process of
+  # its own gives (exit status, both outputs), for absl's flag errors and
+  # the script's own.
+  for args in (["--steps=0"], ["--task=nope"], ["--sampler=grid"],
+               ["--space=missing.json"], ["stray"]):
+    args = [*args, f"--workdir={tmp_path / 'run'}"]
+    real = run_script(*args, cwd=tmp_path)
+    forked = forked_script(*args, cwd=tmp_path)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (
+        real.returncode, real.stdout, real.stderr), args
+    assert real.stderr or real.stdout
+  assert not (tmp_path / "run").exists()
 
 
 def test_script_rerun_continues_and_other_settings_are_refused(tmp_path):
