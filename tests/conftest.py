@@ -1,8 +1,12 @@
 """Shared fixtures: tiny tasks, so tests share compiled programs."""
 
 import atexit
+import json
 import os
+import select
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -41,6 +45,58 @@ def subprocess_env(**extra):
   env.pop("RNNSWEEP_KILL_AT", None)
   env.update(extra)
   return env
+
+
+class ForkServer:
+  """Runs ``target`` (a script's path, or ``["-c", code]``) many times,
+  each run a process forked from one that imported it once
+  (tests/script_forks.py): real processes (exit status, ``kill -9``, their
+  own output) without Python's and JAX's start-up each time."""
+
+  def __init__(self, target):
+    self.errors = tempfile.TemporaryFile("w+")
+    target = [target] if isinstance(target, str) else list(target)
+    self.proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tests", "script_forks.py"),
+         *target], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=self.errors, text=True, env=subprocess_env())
+
+  def __call__(self, *args, cwd=None, env=None, timeout=300):
+    """One run: a ``subprocess.CompletedProcess`` (SIGALRM ends a run
+    past ``timeout`` seconds)."""
+    self.proc.stdin.write(json.dumps({
+        "argv": [str(a) for a in args], "cwd": str(cwd or os.getcwd()),
+        "env": env or {}, "timeout": timeout}) + "\n")
+    self.proc.stdin.flush()
+    ready, _, _ = select.select([self.proc.stdout], [], [], timeout + 60)
+    line = self.proc.stdout.readline() if ready else ""
+    if not line:
+      self.errors.seek(0)
+      pytest.fail(f"script_forks.py gave no answer: {self.errors.read()}")
+    reply = json.loads(line)
+    return subprocess.CompletedProcess(list(args), reply["returncode"],
+                                       reply["stdout"], reply["stderr"])
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+    self.errors.close()
+
+
+@pytest.fixture(scope="session")
+def forks():
+  """``forks(target)``: the session's :class:`ForkServer` of ``target``."""
+  servers = {}
+
+  def get(target):
+    key = target if isinstance(target, str) else tuple(target)
+    if key not in servers:
+      servers[key] = ForkServer(target)
+    return servers[key]
+
+  yield get
+  for server in servers.values():
+    server.close()
 
 
 # Tiny shapes shared by the engine tests: equal static configs hit the same

@@ -32,17 +32,22 @@ print("finished")
 """
 
 
-def run_driver(workdir, kill_at=None, kill_after_s=None):
-  env = subprocess_env(**({"RNNSWEEP_KILL_AT": kill_at} if kill_at else {}))
-  proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir)],
-                          env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  try:
-    out, err = proc.communicate(timeout=kill_after_s or 300)
-  except subprocess.TimeoutExpired:
-    proc.send_signal(signal.SIGKILL)
-    out, err = proc.communicate()
-  return proc.returncode, out, err
+def run_code(code, *args, kill_at=None, forks=None):
+  """``(returncode, stdout, stderr)`` of ``python -c code args...``: in a
+  process of its own, or (``forks``, conftest's fixture) in one forked
+  from a process that imported rnnsweep once."""
+  env = {"RNNSWEEP_KILL_AT": kill_at} if kill_at else {}
+  if forks is not None:
+    out = forks(["-c", code])(*args, env=env)
+  else:
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)],
+                         env=subprocess_env(**env), capture_output=True,
+                         text=True, timeout=300, check=False)
+  return out.returncode, out.stdout, out.stderr
+
+
+def run_driver(workdir, kill_at=None, forks=None):
+  return run_code(DRIVER, workdir, kill_at=kill_at, forks=forks)
 
 
 def snapshot(workdir):
@@ -70,8 +75,8 @@ def reference(tmp_path_factory):
   return rows
 
 
-def assert_resumes_to(reference, workdir):
-  code, out, err = run_driver(workdir)
+def assert_resumes_to(reference, workdir, forks=None):
+  code, out, err = run_driver(workdir, forks=forks)
   assert code == 0 and "finished" in out, err[-2000:]
   rows, counts = snapshot(workdir)
   assert rows == reference
@@ -93,11 +98,12 @@ def assert_resumes_to(reference, workdir):
     "segment_start:12",      # its fourth: best parameters from a checkpoint
 ])
 def test_killed_sweep_resumes_to_the_same_numbers(tmp_path, reference,
-                                                  kill_at):
+                                                  kill_at, forks):
+  # The reference ran in a process of its own; these two are forked.
   workdir = tmp_path / "run"
-  code, out, _ = run_driver(workdir, kill_at=kill_at)
+  code, out, _ = run_driver(workdir, kill_at=kill_at, forks=forks)
   assert code == -signal.SIGKILL and "finished" not in out
-  assert_resumes_to(reference, workdir)
+  assert_resumes_to(reference, workdir, forks)
 
 
 def _kill_when(workdir, ready, poll_s=0.005):
@@ -171,23 +177,23 @@ def test_two_processes_on_one_workdir_share_the_work(tmp_path, reference):
 
 
 @pytest.mark.slow
-def test_corrupt_checkpoints_fall_back(tmp_path, reference):
+def test_corrupt_checkpoints_fall_back(tmp_path, reference, forks):
   workdir = tmp_path / "run"
-  code, _, _ = run_driver(workdir, kill_at="segment_done:7")
+  code, _, _ = run_driver(workdir, kill_at="segment_done:7", forks=forks)
   assert code == -signal.SIGKILL
   ckpts = sorted(os.listdir(workdir / "checkpoints"))
   assert len(ckpts) == 2  # the second group's two checkpoints
   newest = workdir / "checkpoints" / ckpts[-1]
   newest.write_bytes(newest.read_bytes()[:100])  # truncated
-  err = assert_resumes_to(reference, workdir)
+  err = assert_resumes_to(reference, workdir, forks)
   assert err.count("is unusable") == 1 and ckpts[-1] in err
 
   # Both checkpoints unusable: the group starts over; still exact.
   workdir = tmp_path / "run2"
-  code, _, _ = run_driver(workdir, kill_at="segment_done:7")
+  code, _, _ = run_driver(workdir, kill_at="segment_done:7", forks=forks)
   for name in os.listdir(workdir / "checkpoints"):
     (workdir / "checkpoints" / name).write_bytes(b"not a zip file")
-  err = assert_resumes_to(reference, workdir)
+  err = assert_resumes_to(reference, workdir, forks)
   assert err.count("is unusable") == 2
 
 
@@ -262,12 +268,8 @@ print("finished")
 """
 
 
-def _run_scheduled(workdir, name, kill_at=None):
-  env = subprocess_env(**({"RNNSWEEP_KILL_AT": kill_at} if kill_at else {}))
-  proc = subprocess.run([sys.executable, "-c", SCHEDULED, str(workdir), name],
-                        env=env, capture_output=True, text=True, timeout=300,
-                        check=False)
-  return proc.returncode, proc.stdout, proc.stderr
+def _run_scheduled(workdir, name, kill_at=None, forks=None):
+  return run_code(SCHEDULED, workdir, name, kill_at=kill_at, forks=forks)
 
 
 def _scheduled_snapshot(workdir):
@@ -302,11 +304,11 @@ def scheduled_reference(tmp_path_factory):
     ("pbt", "tick_recorded:2"),   # exploit written, not yet applied
 ])
 def test_killed_scheduled_sweep_makes_the_same_decisions(
-    tmp_path, scheduled_reference, name, kill_at):
+    tmp_path, scheduled_reference, name, kill_at, forks):
   workdir = tmp_path / "run"
-  code, out, _ = _run_scheduled(workdir, name, kill_at)
+  code, out, _ = _run_scheduled(workdir, name, kill_at, forks)
   assert code == -signal.SIGKILL and "finished" not in out
-  code, out, err = _run_scheduled(workdir, name)
+  code, out, err = _run_scheduled(workdir, name, forks=forks)
   assert code == 0 and "finished" in out, err[-2000:]
   assert "is unusable" not in err  # the newest checkpoint was used
   assert _scheduled_snapshot(workdir) == scheduled_reference[name]

@@ -5,11 +5,9 @@ import dataclasses
 import json
 import math
 import os
-import select
 import sqlite3
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -28,41 +26,10 @@ def run_script(*args, cwd=None):
                         check=False)
 
 
-class ForkedScript:
-  """``run_script`` for many short runs: each runs in a process forked from
-  one that imported the script once (tests/script_forks.py)."""
-
-  def __init__(self, errors):
-    self.errors = errors
-    self.proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tests", "script_forks.py"),
-         SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=errors, text=True, env=subprocess_env())
-
-  def __call__(self, *args, cwd):
-    self.proc.stdin.write(json.dumps({"argv": list(args),
-                                      "cwd": str(cwd)}) + "\n")
-    self.proc.stdin.flush()
-    ready, _, _ = select.select([self.proc.stdout], [], [], 300)
-    line = self.proc.stdout.readline() if ready else ""
-    if not line:
-      self.errors.seek(0)
-      pytest.fail(f"script_forks.py gave no answer: {self.errors.read()}")
-    reply = json.loads(line)
-    return subprocess.CompletedProcess([SCRIPT, *args], reply["returncode"],
-                                       reply["stdout"], reply["stderr"])
-
-  def close(self):
-    self.proc.stdin.close()
-    self.proc.wait(timeout=60)
-
-
 @pytest.fixture(scope="module")
-def forked_script():
-  with tempfile.TemporaryFile("w+") as errors:
-    script = ForkedScript(errors)
-    yield script
-    script.close()
+def forked_script(forks):
+  """``run_script`` for many short runs (conftest.ForkServer)."""
+  return forks(SCRIPT)
 
 
 def test_script_runs_end_to_end(tmp_path):
@@ -179,10 +146,12 @@ def test_forked_runs_are_runs_of_the_script(tmp_path, forked_script):
   assert not (tmp_path / "run").exists()
 
 
-def test_script_rerun_continues_and_other_settings_are_refused(tmp_path):
+def test_script_rerun_continues_and_other_settings_are_refused(
+    tmp_path, forked_script):
   workdir = tmp_path / "run"
   args = ["--task=adding", "--seq_len=8", "--num_trials=2", "--steps=2",
           "--eval_every=2", f"--space={TINY_SPACE}", f"--workdir={workdir}"]
+  run_script = lambda *a: forked_script(*a, cwd=tmp_path)
   first = run_script(*args)
   assert first.returncode == 0, first.stderr[-2000:]
   before = (workdir / "results.csv").read_text()
