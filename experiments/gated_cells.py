@@ -17,6 +17,7 @@ from rnnsweep.claims import gated_cells, script
 FLAGS = script.define_common_flags("Lags 5 and 10, 3 trials per cell, 8 "
                                    "steps: a smoke run.")
 _LAGS = flags.DEFINE_list("lags", None, "Lags (default 10,50,100,200).")
+_TASKS = flags.DEFINE_list("tasks", None, "Tasks (default: adding, copy).")
 _BUDGET = flags.DEFINE_integer("budget", None, "Random trials per cell and "
                                "seed (default 16).", lower_bound=1)
 _SEEDS = flags.DEFINE_integer("seeds", None, "Repetitions (default 3).",
@@ -32,7 +33,7 @@ def run():
       budget=_BUDGET.value, seeds=_SEEDS.value, steps=_STEPS.value,
       hidden_size=FLAGS["hidden_size"].value,
       max_group_size=script.max_group_size(FLAGS["max_group_size"]),
-      log=rs.runner.log_stderr)
+      task_names=_TASKS.value, log=rs.runner.log_stderr)
   for r in rows:
     print(f"{r['task']:6s} lag {r['lag']:>4} {r['cell']:6s} success "
           f"{r['succeeded']}/{r['trials']}  selected test {r['selected_test']}")

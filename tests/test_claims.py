@@ -154,19 +154,23 @@ def test_importance_quick(tmp_path):
 
 
 def test_gated_cells_quick(tmp_path):
-  # Quick mode at one lag (each task, lag and cell is its own program).
+  # Quick mode at one lag, on one of its two tasks (each task, lag and cell
+  # is its own program; the other task is the same code).
   rows = gated_cells.run(str(tmp_path), quick=True, lags=[5],
-                         max_group_size=16)
+                         max_group_size=16, task_names=["copy"])
   columns, table = read_csv(tmp_path / "gated_cells.csv")
   assert tuple(columns) == gated_cells.COLUMNS
-  # 2 tasks x 1 lag x 3 cells, 3 trials each.
-  assert len(table) == len(rows) == 6
+  # 1 task x 1 lag x 3 cells, 3 trials each.
+  assert len(table) == len(rows) == 3
   assert {(r["task"], r["lag"], r["cell"]) for r in table} == {
-      (t, "5", c) for t in ("adding", "copy") for c in gated_cells.CELLS}
+      ("copy", "5", c) for c in gated_cells.CELLS}
   for r in table:
     assert r["trials"] == "3"
     assert float(r["success_rate"]) == pytest.approx(int(r["succeeded"]) / 3)
   assert (tmp_path / "gated_cells.png").stat().st_size > 10_000
+  with pytest.raises(ValueError, match="tasks must be among"):
+    gated_cells.run(str(tmp_path / "x"), quick=True, task_names=["nope"])
+  assert not (tmp_path / "x").exists()
 
 
 def test_truncation_batch_quick(tmp_path):

@@ -45,9 +45,15 @@ def run(workdir: str, *, quick: bool = False,
         lags: Sequence[int] | None = None, budget: int | None = None,
         seeds: int | None = None, steps: int | None = None,
         hidden_size: int | None = None, max_group_size: int | str = "auto",
+        task_names: Sequence[str] | None = None,
         log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
   """Trains every (task, lag) sweep (continuing any in ``workdir``),
-  writes the table and figure, returns the rows."""
+  writes the table and figure, returns the rows. ``task_names``: some of
+  :data:`THRESHOLDS` (default: both)."""
+  unknown = sorted(set(task_names or ()) - set(THRESHOLDS))
+  if unknown:
+    raise ValueError(f"tasks must be among {sorted(THRESHOLDS)}, got "
+                     f"{unknown}")
   lags = tuple(lags or ((5, 10) if quick else (10, 50, 100, 200)))
   budget = budget or (3 if quick else 16)
   seeds = seeds or (1 if quick else 3)
@@ -56,6 +62,8 @@ def run(workdir: str, *, quick: bool = False,
   os.makedirs(workdir, exist_ok=True)
   rows = []
   for task_name in THRESHOLDS:
+    if task_names and task_name not in task_names:
+      continue
     for lag in lags:
       task = make_task(task_name, seq_len=lag, num_val=256)
       trials = []
@@ -106,9 +114,10 @@ def _summary(task_name, lag, cell, trials, task) -> dict[str, Any]:
 
 
 def plot(path: str, rows) -> None:
-  fig = common.figure(10, 4.2)
-  for i, task_name in enumerate(THRESHOLDS):
-    ax = fig.add_subplot(1, 2, i + 1)
+  tasks = [t for t in THRESHOLDS if any(r["task"] == t for r in rows)]
+  fig = common.figure(5 * len(tasks), 4.2)
+  for i, task_name in enumerate(tasks):
+    ax = fig.add_subplot(1, len(tasks), i + 1)
     for cell, color in zip(CELLS, ("tab:red", "tab:blue", "tab:green")):
       mine = sorted((r for r in rows if r["task"] == task_name
                      and r["cell"] == cell), key=lambda r: r["lag"])
