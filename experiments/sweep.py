@@ -140,8 +140,8 @@ _TRIAL_CHUNK = flags.DEFINE_string(
     "vmapped together; the group runs its chunks one after another in the "
     "same program. auto: the whole group on a GPU/TPU; on a CPU, where "
     "batched per-trial matmuls are slower, one trial at a time for "
-    "LSTM(64), batch 32, and larger, small chunks for smaller trials; 0: the whole "
-    "group; N: chunks of N.")
+    "LSTM(64), batch 32, and larger, small chunks for smaller trials; 0: "
+    "the whole group; N: chunks of N.")
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", rs.engine.DEFAULT_COMPILATION_CACHE, "Persistent "
     "XLA compilation cache, so a rerun or resumed sweep does not compile "

@@ -151,23 +151,23 @@ def test_script_rerun_continues_and_other_settings_are_refused(
   workdir = tmp_path / "run"
   args = ["--task=adding", "--seq_len=8", "--num_trials=2", "--steps=2",
           "--eval_every=2", f"--space={TINY_SPACE}", f"--workdir={workdir}"]
-  run_script = lambda *a: forked_script(*a, cwd=tmp_path)
-  first = run_script(*args)
+  run = lambda *a: forked_script(*a, cwd=tmp_path)
+  first = run(*args)
   assert first.returncode == 0, first.stderr[-2000:]
   before = (workdir / "results.csv").read_text()
-  again = run_script(*args)  # the same command: nothing left to run
+  again = run(*args)  # the same command: nothing left to run
   assert again.returncode == 0, again.stderr[-2000:]
   assert "0 groups to run" in again.stderr
   assert (workdir / "results.csv").read_text() == before
   board = lambda out: out.stdout[:out.stdout.index("results:")]
   assert board(again) == board(first)
-  other = run_script(*args[:-2], "--steps=4", args[-2], args[-1])
+  other = run(*args[:-2], "--steps=4", args[-2], args[-1])
   assert other.returncode != 0
   assert "other settings: steps: stored 2, now 4" in other.stderr
-  more = run_script(*[a for a in args if "num_trials" not in a],
+  more = run(*[a for a in args if "num_trials" not in a],
                     "--num_trials=3")
   assert more.returncode != 0 and "--extend" in more.stderr
-  extended = run_script(*[a for a in args if "num_trials" not in a],
+  extended = run(*[a for a in args if "num_trials" not in a],
                         "--num_trials=3", "--extend")
   assert extended.returncode == 0, extended.stderr[-2000:]
   with open(workdir / "results.csv", newline="") as f:

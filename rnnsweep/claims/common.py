@@ -1,5 +1,5 @@
 """What every claim experiment shares: the task at quick or full size, the
-CSV table, and figure setup."""
+choice of tasks, the CSV table, and figure setup."""
 
 from __future__ import annotations
 
@@ -22,6 +22,21 @@ def lm_task(quick: bool) -> CharLM:
   if quick:
     return CharLM(seq_len=16, text=python_docs_text()[:QUICK_TEXT_CHARS])
   return CharLM()
+
+
+def chosen_tasks(task_names: Sequence[str] | None,
+                 available: Sequence[str]) -> list[str]:
+  """The tasks of ``available`` (in its order) named in ``task_names``, or
+  all of them when it is empty.
+
+  Raises:
+    ValueError: one line naming the unknown tasks.
+  """
+  unknown = sorted(set(task_names or ()) - set(available))
+  if unknown:
+    raise ValueError(f"tasks must be among {sorted(available)}, got "
+                     f"{unknown}")
+  return [t for t in available if not task_names or t in task_names]
 
 
 def write_table(path: str, rows: Sequence[Mapping[str, Any]],

@@ -50,10 +50,7 @@ def run(workdir: str, *, quick: bool = False,
   """Trains every (task, lag) sweep (continuing any in ``workdir``),
   writes the table and figure, returns the rows. ``task_names``: some of
   :data:`THRESHOLDS` (default: both)."""
-  unknown = sorted(set(task_names or ()) - set(THRESHOLDS))
-  if unknown:
-    raise ValueError(f"tasks must be among {sorted(THRESHOLDS)}, got "
-                     f"{unknown}")
+  names = common.chosen_tasks(task_names, list(THRESHOLDS))
   lags = tuple(lags or ((5, 10) if quick else (10, 50, 100, 200)))
   budget = budget or (3 if quick else 16)
   seeds = seeds or (1 if quick else 3)
@@ -61,9 +58,7 @@ def run(workdir: str, *, quick: bool = False,
   hidden = hidden_size or (16 if quick else 64)
   os.makedirs(workdir, exist_ok=True)
   rows = []
-  for task_name in THRESHOLDS:
-    if task_names and task_name not in task_names:
-      continue
+  for task_name in names:
     for lag in lags:
       task = make_task(task_name, seq_len=lag, num_val=256)
       trials = []

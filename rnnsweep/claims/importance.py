@@ -95,16 +95,12 @@ def run(workdir: str, *, quick: bool = False, num_trials: int | None = None,
   importance measures; writes the table and figure, returns the rows."""
   num_trials = num_trials or (16 if quick else 128)
   steps = steps or (8 if quick else 300)
+  chosen = tasks(quick)
+  names = common.chosen_tasks(task_names, list(chosen))
   os.makedirs(workdir, exist_ok=True)
   rows = []
-  chosen = tasks(quick)
-  unknown = sorted(set(task_names or ()) - set(chosen))
-  if unknown:
-    raise ValueError(f"tasks must be among {sorted(chosen)}, got {unknown}")
-  for name, make in chosen.items():
-    if task_names and name not in task_names:
-      continue
-    task = make()
+  for name in names:
+    task = chosen[name]()
     sub = os.path.join(workdir, name)
     if log is not None:
       log(f"importance: {num_trials} random trials on {name}")
