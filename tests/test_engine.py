@@ -1,6 +1,7 @@
 """Engine equivalences: vmapped group == trials alone, TBPTT semantics,
 divergence isolation, one compile per static configuration."""
 
+import json
 import math
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import rnnsweep as rs
 from rnnsweep import engine
 from rnnsweep.groups import StaticConfig
-from conftest import TINY, group_state, subprocess_env
+from conftest import TEST_XLA_FLAGS, TINY, group_state, subprocess_env
 import reference
 
 CELLS = ["simple", "lstm", "gru"]
@@ -99,6 +100,46 @@ def test_group_equals_trials_alone(tiny_lm, cell, optimizer):
   # The knobs really differ: otherwise the check above would be vacuous.
   finals = {round(r.curves["train_loss"][-1], 5) for r in together.trials}
   assert len(finals) == len(configs)
+
+
+_DEFAULT_LEVEL_SCRIPT = """
+import json, sys
+import jax
+jax.config.update("jax_default_matmul_precision", "highest")
+import rnnsweep as rs
+from rnnsweep import engine
+from rnnsweep.tasks.lm import python_docs_text
+configs = json.loads(sys.argv[1])
+task = rs.CharLM(seq_len=16, text=python_docs_text()[:40_000])
+with engine.count_compiles() as log:
+  out = rs.run_trials(task, configs, steps=24, eval_every=8,
+                      max_group_size=len(configs))
+print(json.dumps({"compiled": log.count,
+                  "curves": [r.curves for r in out.trials]}))
+"""
+
+
+def test_suite_compile_level_changes_no_numbers(tiny_lm, tmp_path):
+  """The suite compiles at LLVM -O1 (conftest.TEST_XLA_FLAGS) to save time;
+  a sweep compiled at XLA's default level, as users run it, trains to the
+  same numbers bit for bit."""
+  configs = _configs("lstm")
+  here = rs.run_trials(tiny_lm, configs, steps=24, eval_every=8,
+                       max_group_size=len(configs))
+  env = subprocess_env(JAX_COMPILATION_CACHE_DIR=str(tmp_path))
+  env["XLA_FLAGS"] = env["XLA_FLAGS"].replace(TEST_XLA_FLAGS, "").strip()
+  assert "optimization_level" not in env["XLA_FLAGS"]
+  out = subprocess.run(
+      [sys.executable, "-c", _DEFAULT_LEVEL_SCRIPT, json.dumps(configs)],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  child = json.loads(out.stdout.strip().splitlines()[-1])
+  assert child["compiled"] >= 2  # its own programs, not the suite's
+  for mine, theirs in zip(here.trials, child["curves"], strict=True):
+    assert mine.curves.keys() == theirs.keys()
+    for name in theirs:
+      np.testing.assert_array_equal(mine.curves[name], theirs[name],
+                                    err_msg=f"trial {mine.trial_id} {name}")
 
 
 def test_padding_changes_nothing(tiny_lm):
