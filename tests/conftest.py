@@ -18,8 +18,9 @@ import tempfile
 # numbers at XLA's default level, as users run it. (Level 0 is faster still,
 # but jaxlib 0.10.2's CPU compiler crashed on a test_models program there.)
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
-os.environ["XLA_FLAGS"] = " ".join(
-    f for f in (os.environ.get("XLA_FLAGS"), TEST_XLA_FLAGS) if f)
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(
+      f for f in (os.environ.get("XLA_FLAGS"), TEST_XLA_FLAGS) if f)
 
 import jax
 import pytest
@@ -38,8 +39,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Child processes (scripts, kill -9 drivers) share one persistent XLA cache
 # for the session, so each program compiles once for all of them.
-_XLA_CACHE = tempfile.mkdtemp(prefix="rnnsweep-tests-xla-")
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# Under pytest-xdist the workers inherit the first process's folder.
+_XLA_CACHE = os.environ.get("RNNSWEEP_TESTS_XLA_CACHE")
+if not _XLA_CACHE:
+  _XLA_CACHE = os.environ["RNNSWEEP_TESTS_XLA_CACHE"] = tempfile.mkdtemp(
+      prefix="rnnsweep-tests-xla-")
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 # This process too: a program evicted from the engine's cache, or built again
 # for another task object of the same shapes, loads instead of compiling.
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
