@@ -52,14 +52,14 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-# The test files that take longest (measured on 2 cores), run first: the
-# parallel workers (pyproject.toml) take whole files in collection order,
-# so the short ones fill in at the end instead of one long file running
-# alone. Files not named keep their order after these.
+# The test files that take longest (measured on 2 cores, 2026-12-01), run
+# first: the parallel workers (pyproject.toml) take whole files in
+# collection order, so the short ones fill in at the end instead of one
+# long file running alone. Files not named keep their order after these.
 LONGEST_FILES_FIRST = (
-    "test_engine.py", "test_script_and_store.py", "test_resume.py",
-    "test_claims.py", "test_devices.py", "test_distributed.py",
-    "test_models.py", "test_levers.py", "test_choosing_trials.py",
+    "test_engine.py", "test_resume.py", "test_models.py",
+    "test_script_and_store.py", "test_claims.py", "test_levers.py",
+    "test_distributed.py", "test_devices.py", "test_choosing_trials.py",
     "test_data.py", "test_fused.py", "test_benchmarks.py")
 
 

@@ -165,10 +165,10 @@ def test_script_rerun_continues_and_other_settings_are_refused(
   assert other.returncode != 0
   assert "other settings: steps: stored 2, now 4" in other.stderr
   more = run(*[a for a in args if "num_trials" not in a],
-                    "--num_trials=3")
+             "--num_trials=3")
   assert more.returncode != 0 and "--extend" in more.stderr
   extended = run(*[a for a in args if "num_trials" not in a],
-                        "--num_trials=3", "--extend")
+                 "--num_trials=3", "--extend")
   assert extended.returncode == 0, extended.stderr[-2000:]
   with open(workdir / "results.csv", newline="") as f:
     rows = list(csv.DictReader(f))
