@@ -1,6 +1,7 @@
 """The GPU goals against what one ``gpu_suite.sh`` run measured: reads the
 run's JSON files and prints one row per goal (goal, measured, where from,
-met). Every ratio is between numbers of the same run.
+met), then the suite's commands that did not finish. Every ratio is
+between numbers of the same run.
 
   python benchmarks/goals.py OUT_DIR
 """
@@ -74,12 +75,27 @@ def table(out_dir: str) -> tuple[str, int]:
   return "\n".join(lines), met
 
 
+def not_done(out_dir: str) -> list[str]:
+  """The suite's commands that failed, timed out or were skipped (its
+  ``failed.txt``, one a line)."""
+  path = os.path.join(out_dir, "failed.txt")
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f if line.strip()]
+
+
 def main() -> None:
   if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
     sys.exit("usage: goals.py OUT_DIR (a gpu_suite.sh output folder)")
   text, met = table(sys.argv[1])
   print(text)
   print(f"{met} of {len(GOALS)} goals met")
+  undone = not_done(sys.argv[1])
+  if undone:
+    print(f"{len(undone)} commands did not finish (their goals may show "
+          "as not measured):")
+    print("\n".join(f"  {line}" for line in undone))
 
 
 if __name__ == "__main__":

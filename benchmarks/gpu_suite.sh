@@ -10,6 +10,11 @@
 # optax and, for the PyTorch rows, torch. Aims at 8 minutes on one
 # H100/H200; QUICK=1 runs a subset (about 3 minutes).
 # DRY_RUN=1 runs nothing: it checks every command's flags (on any machine).
+# A command that fails or runs past STEP_TIMEOUT_S (default 240 s) is
+# listed in OUT/failed.txt and the suite goes on; once BUDGET_S seconds
+# (default 540; QUICK=1: 360) have passed, the commands left are skipped
+# and listed there too, so one run fits a device session's time. The exit
+# status is non-zero when any command failed or was skipped.
 set -euo pipefail
 out="${1:?usage: benchmarks/gpu_suite.sh OUT_DIR}"
 mkdir -p "$out"
@@ -20,7 +25,25 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
   run() { echo "$*" >> "$out/commands.txt"; }
 else
   nvidia-smi -L 2>/dev/null | tee "$out/device.txt" || true
-  run() { echo "+ $*"; python3 "$@" 2>&1 | grep -v "Unable to initialize backend" | tee -a "$out/suite.log"; }
+  : > "$out/failed.txt"
+  run() {
+    local left=$((deadline - SECONDS)) limit=$step_limit rc why
+    if (( left < 30 )); then
+      echo "skipped (the suite's ${budget}s budget is spent): $*" | tee -a "$out/failed.txt"
+      return 0
+    fi
+    (( left < limit )) && limit=$left
+    echo "+ $*"
+    set +e
+    timeout -k 10 "$limit" python3 "$@" 2>&1 | grep --line-buffered -v "Unable to initialize backend" | tee -a "$out/suite.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    if (( rc != 0 )); then
+      why="exit $rc"
+      (( rc == 124 || rc == 137 )) && why="past its ${limit}s limit"
+      echo "FAILED ($why): $*" | tee -a "$out/suite.log" "$out/failed.txt"
+    fi
+  }
 fi
 if [[ "${QUICK:-0}" == 1 ]]; then
   S_KS=1,1024; L_KS=256; LEVER_S_KS=1024,2048; LEVER_L_KS=256; SWEEP=0
@@ -29,6 +52,9 @@ else
   S_KS=1,64,256,1024,2048; L_KS=1,64,256; LEVER_S_KS=1024,2048
   LEVER_L_KS=256; SWEEP=8; AUTO_KS=256,1024; ROUNDS=2; PROFILE=S,L
 fi
+step_limit="${STEP_TIMEOUT_S:-240}"
+budget="${BUDGET_S:-$([[ "${QUICK:-0}" == 1 ]] && echo 360 || echo 540)}"
+deadline=$((SECONDS + budget))
 BF="--precision=bfloat16"
 run benchmarks/fused_check.py
 run benchmarks/profile_gpu.py --workloads=$PROFILE $BF --unroll=8 --out_dir="$out"
@@ -55,4 +81,5 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
   python3 benchmarks/check_flags.py "$out/commands.txt"
 else
   python3 benchmarks/goals.py "$out" | tee -a "$out/suite.log"
+  if [[ -s "$out/failed.txt" ]]; then exit 1; fi
 fi

@@ -34,6 +34,58 @@ def test_gpu_suite_commands_all_parse(tmp_path, quick):
   assert any("--recurrence=pallas" in c for c in commands)
 
 
+def _suite_with_fake_python(tmp_path, **env):
+  """``gpu_suite.sh`` run (not dry) with a ``python3`` that only echoes
+  its command: fused_check.py fails, the fused profile hangs, goals.py is
+  the real one."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  fake = bin_dir / "python3"
+  fake.write_text(f"""#!/bin/sh
+case "$*" in
+  benchmarks/goals.py*) exec {sys.executable} "$@";;
+  benchmarks/fused_check.py*) echo "lstm differs"; exit 3;;
+  *profile_gpu.py*pallas*) exec sleep 120;;
+  -c*) echo 1;;
+  *) echo "ran $*";;
+esac
+""")
+  fake.chmod(0o755)
+  out_dir = tmp_path / "out"
+  out = subprocess.run(
+      ["bash", os.path.join(BENCHMARKS, "gpu_suite.sh"), str(out_dir)],
+      env=subprocess_env(QUICK="1", PATH=os.pathsep.join(
+          [str(bin_dir), os.environ["PATH"]]), **env),
+      capture_output=True, text=True, timeout=120, check=False)
+  return out, (out_dir / "failed.txt").read_text().splitlines()
+
+
+def test_gpu_suite_goes_on_past_a_failed_or_hung_command(tmp_path):
+  out, failed = _suite_with_fake_python(tmp_path, STEP_TIMEOUT_S="2")
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert failed == [
+      "FAILED (exit 3): benchmarks/fused_check.py",
+      "FAILED (past its 2s limit): benchmarks/profile_gpu.py --workloads=S "
+      "--precision=bfloat16 --recurrence=pallas --out_dir=" +
+      str(tmp_path / "out")]
+  # Every other command still ran, and the goals table came at the end.
+  ran = [l for l in out.stdout.splitlines() if l.startswith("ran ")]
+  assert len(ran) >= 12 and "benchmarks/group_size.py" in ran[-1]
+  assert "0 of 5 goals met" in out.stdout
+  assert "2 commands did not finish" in out.stdout
+  assert "  FAILED (exit 3): benchmarks/fused_check.py" in out.stdout
+
+
+def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
+  out, failed = _suite_with_fake_python(tmp_path, BUDGET_S="0")
+  assert out.returncode == 1
+  assert "ran " not in out.stdout
+  assert len(failed) >= 14 and all(
+      l.startswith("skipped (the suite's 0s budget is spent): benchmarks/")
+      for l in failed)
+  assert f"{len(failed)} commands did not finish" in out.stdout
+
+
 def test_a_bad_flag_in_a_command_is_caught(tmp_path):
   commands = tmp_path / "commands.txt"
   commands.write_text("benchmarks/goals.py\n"
