@@ -1,15 +1,23 @@
 """The fused recurrence against the XLA recurrence at a benchmark's real
 shapes, on whatever device this is (on a GPU: the Triton kernels, which the
 CPU test suite cannot reach). Outputs, final carries and gradients of one
-layer over one window, per cell and compute dtype; exits non-zero when one
-is off by more than the tolerance (1e-5 float32, 3e-2 bfloat16, relative
-to the largest magnitude).
+layer over one window, per cell, compute dtype and kernel warps; exits
+non-zero when one is off by more than the tolerance (1e-5 float32, 3e-2
+bfloat16, relative to the largest magnitude). Each row also times the
+forward and backward pass of K trials (median of --repeats, fenced with
+block_until_ready) against the XLA recurrence's: a first look at the
+kernel's speed before a whole training program.
 
   python benchmarks/fused_check.py                      # S shapes
+  python benchmarks/fused_check.py --num_warps=auto,4,8 --out_dir=/tmp/gpu
   python benchmarks/fused_check.py --batch=4 --hidden=8 --window=6   # a CPU check
 """
 
+import json
+import os
+import statistics
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -29,6 +37,32 @@ _HIDDEN = flags.DEFINE_integer("hidden", 128, "H.", lower_bound=1)
 _INPUT = flags.DEFINE_integer("input", 64, "Input width D.", lower_bound=1)
 _WINDOW = flags.DEFINE_integer("window", 32, "Time steps T.", lower_bound=1)
 _K = flags.DEFINE_integer("k", 4, "Trials vmapped together.", lower_bound=1)
+_NUM_WARPS = flags.DEFINE_list(
+    "num_warps", ["auto"], "The kernel programs' warps on a GPU: auto "
+    "(fused.num_warps, from the resident weights' size) and/or numbers.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per row.",
+                                lower_bound=1)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where fused_check.json "
+                               "goes (the rows and the device).")
+
+
+def _warps(value: str) -> int | None:
+  """``auto`` (``None``) or a power of two from 1 to 32."""
+  if value == "auto":
+    return None
+  if not value.isdigit() or int(value) not in (1, 2, 4, 8, 16, 32):
+    raise flags.ValidationError(
+        f"--num_warps: {value!r} is not auto or a power of two from 1 to 32")
+  return int(value)
+
+
+def _check_warps(values: list[str]) -> bool:
+  for value in values:
+    _warps(value)
+  return True
+
+
+flags.register_validator("num_warps", _check_warps)
 
 TOLERANCE = {"float32": 1e-5, "bfloat16": 3e-2}
 
@@ -49,32 +83,60 @@ def _inputs(cell, seed):
   return params, carry, x, mask
 
 
-def run(cell: str, dtype: str) -> float:
-  """The largest relative difference of K vmapped trials' outputs,
-  carries and gradients between the two recurrences."""
+def _median_seconds(fn, args) -> float:
+  jax.block_until_ready(fn(*args))  # compile and warm up
+  times = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
+  """Per warps value: the largest relative difference of K vmapped
+  trials' outputs, carries and gradients between the two recurrences, and
+  both one's forward-and-backward time."""
   compute = jnp.bfloat16 if dtype == "bfloat16" else None
 
-  def loss(params, carry, x, mask, recurrence):
-    new, ys = models.layer_scan(cell, params, carry, x, mask, dtype=compute,
-                                recurrence=recurrence, hoist_input=True)
+  def loss(params, carry, x, mask, layer):
+    new, ys = layer(params, carry, x, mask)
     total = jnp.sum(jnp.sin(ys.astype(jnp.float32))) + sum(
         jnp.sum(jnp.cos(c)) for c in jax.tree_util.tree_leaves(new))
     return total, (new, ys)
 
-  def both(recurrence):
+  def both(layer):
     grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
-    return jax.jit(jax.vmap(lambda *a: grad(*a, recurrence)))
+    return jax.jit(jax.vmap(lambda *a: grad(*a, layer)))
 
   batched = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs),
                                    *[_inputs(cell, s) for s in range(_K.value)])
-  out = {r: jax.tree_util.tree_leaves(both(r)(*batched))
-         for r in ("xla", "pallas")}
-  worst = 0.0
-  for a, b in zip(out["pallas"], out["xla"]):
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    worst = max(worst, float(np.max(np.abs(a - b))) /
-                max(float(np.max(np.abs(b))), 1e-6))
-  return worst
+  xla = both(lambda p, c, x, m: models.layer_scan(
+      cell, p, c, x, m, dtype=compute, recurrence="xla", hoist_input=True))
+  want = jax.tree_util.tree_leaves(xla(*batched))
+  xla_s = _median_seconds(xla, batched)
+  rows = []
+  for w in warps:
+    row = {"cell": cell, "dtype": dtype,
+           "warps": w or fused.num_warps(cell, _HIDDEN.value, compute),
+           "auto": w is None, "xla_s": xla_s}
+    fused_fn = both(lambda p, c, x, m, w=w: fused.layer(
+        cell, p, c, x, m, dtype=compute, warps=w))
+    try:
+      got = jax.tree_util.tree_leaves(fused_fn(*batched))
+    except Exception as e:  # pylint: disable=broad-except
+      # One setting that does not compile (Triton's resources) is a row.
+      rows.append(dict(row, ok=False, error=str(e).strip().splitlines()[0]))
+      continue
+    worst = 0.0
+    for a, b in zip(got, want):
+      a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+      worst = max(worst, float(np.max(np.abs(a - b))) /
+                  max(float(np.max(np.abs(b))), 1e-6))
+    rows.append(dict(row, max_relative_difference=worst,
+                     ok=worst <= TOLERANCE[dtype],
+                     fused_s=_median_seconds(fused_fn, batched)))
+  return rows
 
 
 def main(argv):
@@ -84,25 +146,43 @@ def main(argv):
   # Compare the maths, not TF32 rounding (XLA's GPU default for float32).
   jax.config.update("jax_default_matmul_precision", "highest")
   backend = jax.default_backend()
-  why = fused.unsupported("lstm", _BATCH.value, _HIDDEN.value)
-  print(f"fused recurrence vs XLA on {backend} ({jax.devices()[0].device_kind}"
-        f"), K={_K.value} B={_BATCH.value} H={_HIDDEN.value} "
-        f"D={_INPUT.value} T={_WINDOW.value}"
-        + ("" if backend == "gpu" else "; Pallas interpret mode"))
-  if why:
-    sys.exit(f"fused_check.py: error: these shapes fall back: {why}")
-  failed = []
+  header = (f"fused recurrence vs XLA on {backend} "
+            f"({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+            f"K={_K.value} B={_BATCH.value} H={_HIDDEN.value} "
+            f"D={_INPUT.value} T={_WINDOW.value}"
+            + ("" if backend == "gpu" else "; Pallas interpret mode"))
+  print(header)
+  warps = [_warps(w) for w in _NUM_WARPS.value]
+  rows, failed = [], []
   for cell in _CELLS.value:
     for dtype in _DTYPES.value:
-      worst = run(cell, dtype)
-      ok = worst <= TOLERANCE[dtype]
-      failed += [] if ok else [f"{cell}/{dtype}"]
-      print(f"  {cell:<7} {dtype:<9} max relative difference {worst:.2e} "
-            f"(tolerance {TOLERANCE[dtype]:.0e}) {'ok' if ok else 'FAILED'}",
-            flush=True)
+      why = fused.unsupported(cell, _BATCH.value, _HIDDEN.value, dtype=dtype)
+      if why:
+        print(f"  {cell:<7} {dtype:<9} falls back to XLA: {why}", flush=True)
+        failed.append(f"{cell}/{dtype} (falls back)")
+        continue
+      for row in run(cell, dtype, warps):
+        rows.append(row)
+        failed += [] if row["ok"] else [f"{cell}/{dtype}/{row['warps']} warps"]
+        what = (f"  {cell:<7} {dtype:<9} {row['warps']:>2} warps"
+                f"{' (auto)' if row['auto'] else '       '}")
+        if "error" in row:
+          print(f"{what} FAILED: {row['error']}", flush=True)
+          continue
+        print(f"{what} max relative difference "
+              f"{row['max_relative_difference']:.2e} (tolerance "
+              f"{TOLERANCE[dtype]:.0e}) {'ok' if row['ok'] else 'FAILED'}; "
+              f"forward+backward {row['fused_s'] * 1e3:.2f} ms, XLA "
+              f"{row['xla_s'] * 1e3:.2f} ms "
+              f"({row['xla_s'] / row['fused_s']:.2f}x)", flush=True)
+  if _OUT_DIR.value:
+    os.makedirs(_OUT_DIR.value, exist_ok=True)
+    with open(os.path.join(_OUT_DIR.value, "fused_check.json"), "w",
+              encoding="utf-8") as f:
+      json.dump({"header": header, "rows": rows}, f, indent=1)
   if failed:
-    sys.exit(f"fused_check.py: error: {', '.join(failed)} differ from the "
-             f"XLA recurrence")
+    sys.exit(f"fused_check.py: error: {', '.join(failed)}: not the XLA "
+             f"recurrence's numbers")
 
 
 if __name__ == "__main__":

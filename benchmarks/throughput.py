@@ -83,6 +83,9 @@ def main(argv):
         print(f"{k:>6} out of device memory; stopping", flush=True)
         break
       raise
+    if r["fallback"] and not rows:
+      print(f"recurrence=pallas runs the XLA recurrence here: {r['fallback']}",
+            flush=True)
     rows.append(r)
     print(f"{k:>6} {r['compile_s']:>10.2f} {r['trial_steps_per_s']:>14.1f} "
           f"{r['tokens_per_s']:>12.0f} {r['tflops']:>8.3f} "

@@ -166,7 +166,10 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
           "tokens_per_s": rate * w.batch * w.window,
           "tflops": rate * w.flops_per_trial_step() / 1e12,
           "temp_bytes": getattr(mem, "temp_size_in_bytes", None),
-          "program_bytes": compiled.bytes}
+          "program_bytes": compiled.bytes,
+          # What ran: a pallas request falls back on shapes it cannot run.
+          "recurrence": "xla" if prog.trial.fallback else options.recurrence,
+          "fallback": prog.trial.fallback}
 
 
 def measure_sequential(w: Workload, trials: int, *,

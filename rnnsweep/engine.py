@@ -509,8 +509,9 @@ class OneTrial:
     self.fallback = None
     recurrence = self.options.recurrence
     if recurrence == "pallas":
-      self.fallback = fused.unsupported(static.cell, static.batch_size,
-                                        static.hidden_size)
+      self.fallback = fused.unsupported(
+          static.cell, static.batch_size, static.hidden_size,
+          dtype=self.options.compute_dtype)
       if self.fallback is not None:
         recurrence = "xla"
         logging.getLogger("rnnsweep").warning(

@@ -63,17 +63,18 @@ esac
 def test_gpu_suite_goes_on_past_a_failed_or_hung_command(tmp_path):
   out, failed = _suite_with_fake_python(tmp_path, STEP_TIMEOUT_S="2")
   assert out.returncode == 1, out.stderr[-3000:]
+  out_dir = tmp_path / "out"
   assert failed == [
-      "FAILED (exit 3): benchmarks/fused_check.py",
-      "FAILED (past its 2s limit): benchmarks/profile_gpu.py --workloads=S "
-      "--precision=bfloat16 --recurrence=pallas --out_dir=" +
-      str(tmp_path / "out")]
+      f"FAILED (exit 3): benchmarks/fused_check.py --num_warps=auto,4 "
+      f"--out_dir={out_dir}",
+      f"FAILED (past its 2s limit): benchmarks/profile_gpu.py --workloads=S "
+      f"--precision=bfloat16 --recurrence=pallas --out_dir={out_dir}"]
   # Every other command still ran, and the goals table came at the end.
   ran = [l for l in out.stdout.splitlines() if l.startswith("ran ")]
   assert len(ran) >= 12 and "benchmarks/group_size.py" in ran[-1]
   assert "0 of 5 goals met" in out.stdout
   assert "2 commands did not finish" in out.stdout
-  assert "  FAILED (exit 3): benchmarks/fused_check.py" in out.stdout
+  assert f"  {failed[0]}" in out.stdout
 
 
 def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
@@ -84,6 +85,45 @@ def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
       l.startswith("skipped (the suite's 0s budget is spent): benchmarks/")
       for l in failed)
   assert f"{len(failed)} commands did not finish" in out.stdout
+
+
+# fused_check.py with the kernel patched: the simple cell's outputs off by
+# 0.1% (the numbers check must see it); the GRU's at 8 warps raising as
+# an out-of-resources Triton compile would (a row, not the end of the run).
+_PATCHED_FUSED_CHECK = """
+import runpy, sys
+from rnnsweep.models import fused
+real = fused.layer
+def layer(cell, *args, warps=None, **kwargs):
+  if cell == "gru" and warps == 8:
+    raise RuntimeError("out of resource: shared memory\\nmore detail")
+  carry, ys = real(cell, *args, warps=warps, **kwargs)
+  return carry, ys * 1.001 if cell == "simple" else ys
+fused.layer = layer
+sys.argv = ["fused_check.py"] + sys.argv[1:]
+runpy.run_path("benchmarks/fused_check.py", run_name="__main__")
+"""
+
+
+def test_fused_check_finds_wrong_numbers_and_failed_settings(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-c", _PATCHED_FUSED_CHECK, "--cells=gru,simple",
+       "--dtypes=float32", "--num_warps=auto,8", "--batch=4", "--hidden=8",
+       "--input=4", "--window=3", "--k=2", "--repeats=1",
+       f"--out_dir={tmp_path}"], cwd=ROOT, env=subprocess_env(),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert ("gru/float32/8 warps, simple/float32/4 warps, simple/float32/8 "
+          "warps: not the XLA recurrence's numbers") in out.stderr
+  assert "8 warps        FAILED: out of resource: shared memory" in out.stdout
+  rows = json.loads((tmp_path / "fused_check.json").read_text())["rows"]
+  assert [(r["cell"], r["warps"], r["auto"], r["ok"]) for r in rows] == [
+      ("gru", 4, True, True), ("gru", 8, False, False),
+      ("simple", 4, True, False), ("simple", 8, False, False)]
+  assert rows[0]["max_relative_difference"] <= 1e-5
+  assert rows[0]["fused_s"] > 0 and rows[0]["xla_s"] > 0
+  assert rows[1]["error"] == "out of resource: shared memory"
+  assert 5e-4 < rows[2]["max_relative_difference"] < 2e-3
 
 
 def test_a_bad_flag_in_a_command_is_caught(tmp_path):

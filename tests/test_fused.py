@@ -77,6 +77,36 @@ def test_unsupported_shapes_say_why():
       "batch_size 24 is not a power of two >= 16 (Triton's block shapes)")
   assert "hidden_size 8" in fused.unsupported("gru", 32, 8, platform="gpu")
   assert "tpu" in fused.unsupported("lstm", 32, 128, platform="tpu")
+  # The kernel keeps a trial's recurrent weights in one SM's registers:
+  # 4 x 128 x 128 float32 is the whole 256 KiB; twice as wide is not.
+  assert fused.unsupported("lstm", 32, 128, platform="gpu",
+                           dtype="float32") is None
+  assert fused.unsupported("lstm", 32, 256, platform="gpu",
+                           dtype=jnp.bfloat16) == (
+      "the recurrent weights (4 x 256 x 256 bfloat16, 512 KiB) do not fit "
+      "in one SM's 256 KiB register file, where the fused kernel keeps them")
+  assert "3 x 512 x 512 float32, 3072 KiB" in fused.unsupported(
+      "gru", 128, 512, platform="gpu")
+  assert fused.unsupported("simple", 32, 256, platform="gpu",
+                           dtype="bfloat16") is None  # 128 KiB
+  assert fused.unsupported("lstm", 128, 512, platform="cpu") is None
+
+
+def test_kernel_warps_grow_with_the_resident_weights():
+  """From Triton's default 4 warps up to 16, doubling while the recurrent
+  weights would take more than 64 registers a thread."""
+  for cell, gates in (("simple", 1), ("gru", 3), ("lstm", 4)):
+    for dtype, size in ((jnp.float32, 4), (jnp.bfloat16, 2)):
+      last = 4
+      for hidden in (16, 32, 64, 128, 256, 512):
+        warps = fused.num_warps(cell, hidden, dtype)
+        assert warps in (4, 8, 16) and warps >= last
+        registers = gates * hidden * hidden * size / 4 / (warps * 32)
+        assert registers <= 64 or warps == 16, (cell, hidden, dtype)
+        assert warps == 4 or registers > 32, (cell, hidden, dtype)  # least
+        last = warps
+  assert fused.num_warps("lstm", 128, jnp.bfloat16) == 16
+  assert fused.num_warps("lstm", 64, jnp.bfloat16) == 4
 
 
 def test_an_unsupported_shape_runs_the_xla_recurrence(monkeypatch, caplog):
@@ -84,14 +114,17 @@ def test_an_unsupported_shape_runs_the_xla_recurrence(monkeypatch, caplog):
                         batch_size=4, truncation=4, embed_size=8,
                         optimizer="adam")
   task = rs.Adding(seq_len=8, num_val=8)
-  monkeypatch.setattr(fused, "unsupported",
-                      lambda cell, b, h, platform=None: f"batch_size {b} no")
+  monkeypatch.setattr(
+      fused, "unsupported", lambda cell, b, h, platform=None, dtype=None:
+      f"batch_size {b} no in {dtype}")
   with caplog.at_level(logging.WARNING, logger="rnnsweep"):
-    trial = engine.OneTrial(static, task,
-                            rs.EngineOptions(recurrence="pallas"))
-  assert trial.fallback == "batch_size 4 no"
+    trial = engine.OneTrial(static, task, rs.EngineOptions(
+        recurrence="pallas", compute_dtype="bfloat16"))
+  # The compute dtype reaches the check (the weights' size depends on it).
+  assert trial.fallback == "batch_size 4 no in bfloat16"
   assert trial.model.recurrence == "xla"
-  assert "recurrence=pallas: batch_size 4 no; gru(h=8x1)" in caplog.text
+  assert ("recurrence=pallas: batch_size 4 no in bfloat16; gru(h=8x1)"
+          in caplog.text)
   assert engine.OneTrial(static, task).fallback is None
 
 

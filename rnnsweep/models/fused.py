@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pl_triton
 
 Array = jax.Array
 F32 = jnp.float32
@@ -46,16 +47,45 @@ _GATES = {"simple": 1, "lstm": 4, "gru": 3}
 _SAVED = {"simple": 0, "lstm": 4, "gru": 4}
 #: Triton's smallest dot dimension.
 _MIN_GPU_DIM = 16
+#: One streaming multiprocessor's register file (64K 32-bit registers on
+#: every NVIDIA GPU from Volta to Blackwell): a kernel program runs on one
+#: SM, and this kernel keeps a trial's recurrent weights there as values.
+SM_REGISTER_BYTES = 256 * 1024
+#: The 32-bit registers per thread the resident weights may take; the
+#: rest of a thread's (at most 255) is for the step's activations.
+_WEIGHT_REGISTERS_PER_THREAD = 64
+
+
+def _weight_bytes(cell: str, hidden_size: int, dtype: Any) -> int:
+  """Bytes of one layer's recurrent weights ``[G, H, H]`` in ``dtype``."""
+  return (_GATES[cell] * hidden_size * hidden_size *
+          jnp.dtype(dtype or F32).itemsize)
+
+
+def num_warps(cell: str, hidden_size: int, dtype: Any = None) -> int:
+  """Warps of one kernel program on a GPU: enough threads that the
+  resident recurrent weights take at most 64 registers each, from
+  Triton's default of 4 up to 16 (512 threads). A starting point from the
+  register arithmetic; ``benchmarks/fused_check.py --num_warps`` measures
+  the others."""
+  registers = _weight_bytes(cell, hidden_size, dtype) // 4
+  warps = 4
+  while warps < 16 and registers > warps * 32 * _WEIGHT_REGISTERS_PER_THREAD:
+    warps *= 2
+  return warps
 
 
 def unsupported(cell: str, batch_size: int, hidden_size: int,
-                platform: str | None = None) -> str | None:
+                platform: str | None = None,
+                dtype: Any = None) -> str | None:
   """Why the fused kernel cannot run this layer here, or ``None``.
 
   Args:
     cell: ``simple`` | ``lstm`` | ``gru``.
     batch_size, hidden_size: the layer's ``B`` and ``H``.
     platform: the backend (default: JAX's default backend).
+    dtype: the compute dtype (default float32), in which the kernel holds
+      the recurrent weights.
   """
   platform = platform or jax.default_backend()
   if cell not in _GATES:
@@ -65,6 +95,12 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
       if n < _MIN_GPU_DIM or n & (n - 1):
         return (f"{name} {n} is not a power of two >= {_MIN_GPU_DIM} "
                 f"(Triton's block shapes)")
+    size = _weight_bytes(cell, hidden_size, dtype)
+    if size > SM_REGISTER_BYTES:
+      return (f"the recurrent weights ({_GATES[cell]} x {hidden_size} x "
+              f"{hidden_size} {jnp.dtype(dtype or F32).name}, {size // 1024} "
+              f"KiB) do not fit in one SM's {SM_REGISTER_BYTES // 1024} KiB "
+              f"register file, where the fused kernel keeps them")
     return None
   if platform != "cpu":
     return f"no fused kernel lowering for {platform} (Triton is GPU only)"
@@ -73,6 +109,13 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
 
 def _interpret() -> bool:
   return jax.default_backend() != "gpu"
+
+
+def _call(kernel, name: str, out_shape, warps: int):
+  """``pallas_call`` of a kernel without a grid (vmap adds the trials')."""
+  return pl.pallas_call(
+      kernel, interpret=_interpret(), name=name, out_shape=out_shape,
+      compiler_params=pl_triton.CompilerParams(num_warps=warps))
 
 
 def _dot(x: Array, w: Array, compute: Any) -> Array:
@@ -138,15 +181,14 @@ def _forward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   c_out_ref[...] = c
 
 
-def _forward_call(cell, naive, compute, a, w, bhn, h0, c0, m):
+def _forward_call(cell, naive, compute, warps, a, w, bhn, h0, c0, m):
   steps, _, b, h = a.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, F32)
   kernel = functools.partial(_forward_kernel, cell, steps, naive, compute)
-  return pl.pallas_call(
-      kernel, interpret=_interpret(), name=f"fused_{cell}_forward",
-      out_shape=(shape(steps, b, h), shape(steps if cell == "lstm" else 1, b, h),
-                 shape(steps, max(_SAVED[cell], 1), b, h), shape(b, h),
-                 shape(b, h)))(a, w, bhn, h0, c0, m)
+  return _call(kernel, f"fused_{cell}_forward", (
+      shape(steps, b, h), shape(steps if cell == "lstm" else 1, b, h),
+      shape(steps, max(_SAVED[cell], 1), b, h), shape(b, h), shape(b, h)),
+               warps)(a, w, bhn, h0, c0, m)
 
 
 # -- backward kernel -----------------------------------------------------------
@@ -203,39 +245,38 @@ def _backward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   dc0_ref[...] = dc
 
 
-def _backward_call(cell, naive, compute, w, h0, c0, m, hs, cs, saved, dys,
-                   dh_out, dc_out):
+def _backward_call(cell, naive, compute, warps, w, h0, c0, m, hs, cs, saved,
+                   dys, dh_out, dc_out):
   steps, b, h = hs.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, F32)
   kernel = functools.partial(_backward_kernel, cell, steps, naive, compute)
-  return pl.pallas_call(
-      kernel, interpret=_interpret(), name=f"fused_{cell}_backward",
-      out_shape=(shape(steps, _GATES[cell], b, h),
-                 shape(steps if cell == "gru" else 1, b, h), shape(b, h),
-                 shape(b, h)))(w, h0, c0, m, hs, cs, saved, dys, dh_out,
-                                dc_out)
+  return _call(kernel, f"fused_{cell}_backward", (
+      shape(steps, _GATES[cell], b, h),
+      shape(steps if cell == "gru" else 1, b, h), shape(b, h), shape(b, h)),
+               warps)(w, h0, c0, m, hs, cs, saved, dys, dh_out, dc_out)
 
 
 # -- the differentiable recurrence ---------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _recurrence(cell, naive, compute, a, w, bhn, h0, c0, m):
-  hs, _, _, h, c = _forward_call(cell, naive, compute, a, w, bhn, h0, c0, m)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _recurrence(cell, naive, compute, warps, a, w, bhn, h0, c0, m):
+  hs, _, _, h, c = _forward_call(cell, naive, compute, warps, a, w, bhn, h0,
+                                 c0, m)
   return hs, h, c
 
 
-def _recurrence_fwd(cell, naive, compute, a, w, bhn, h0, c0, m):
-  hs, cs, saved, h, c = _forward_call(cell, naive, compute, a, w, bhn, h0,
-                                      c0, m)
+def _recurrence_fwd(cell, naive, compute, warps, a, w, bhn, h0, c0, m):
+  hs, cs, saved, h, c = _forward_call(cell, naive, compute, warps, a, w, bhn,
+                                      h0, c0, m)
   return (hs, h, c), (a, w, bhn, h0, c0, m, hs, cs, saved)
 
 
-def _recurrence_bwd(cell, naive, compute, residuals, cotangents):
+def _recurrence_bwd(cell, naive, compute, warps, residuals, cotangents):
   a, w, bhn, h0, c0, m, hs, cs, saved = residuals
   dys, dh_out, dc_out = cotangents
   da, dun, dh0, dc0 = _backward_call(
-      cell, naive, compute, w, h0, c0, m, hs, cs, saved,
+      cell, naive, compute, warps, w, h0, c0, m, hs, cs, saved,
       dys.astype(F32), dh_out.astype(F32), dc_out.astype(F32))
   # The recurrent kernel's gradient: one matmul over the whole window.
   h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
@@ -252,12 +293,14 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
-          *, dtype: Any = None) -> tuple[Any, Array]:
+          *, dtype: Any = None,
+          warps: int | None = None) -> tuple[Any, Array]:
   """One recurrent layer over a window, fused: the same contract as
   :func:`rnnsweep.models.rnn.layer_scan` (``carry`` float32 ``(c, h)`` or
   ``h`` ``[B, H]``; ``x [B, T, D]`` masked already; ``recurrent_mask``
   ``[B, H]`` or ``[B, T, H]``), returning ``(new_carry, outputs [B, T,
-  H])`` with outputs in the compute dtype."""
+  H])`` with outputs in the compute dtype. ``warps``: the GPU kernel
+  programs' warps (default :func:`num_warps`; no effect on a CPU)."""
   compute = dtype or F32
   gates = _GATES[cell]
   b, steps, _ = x.shape
@@ -277,7 +320,8 @@ def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
     c0, h0 = carry
   else:
     h0, c0 = carry, jnp.zeros_like(carry)
-  hs, h, c = _recurrence(cell, naive, compute, a, w, bhn.astype(F32),
+  warps = warps or num_warps(cell, hidden, compute)
+  hs, h, c = _recurrence(cell, naive, compute, warps, a, w, bhn.astype(F32),
                          h0.astype(F32), c0.astype(F32), m)
   new_carry = (c, h) if cell == "lstm" else h
   return new_carry, jnp.swapaxes(hs, 0, 1).astype(compute)
