@@ -4,14 +4,14 @@ follow it), broken down by what the program was doing.
 
 Each executed XLA op is attributed through its HLO metadata (``op_name``)
 to the engine's named scopes (``rnnsweep.engine.PROFILE_SCOPES``): the
-recurrence (split into its matmuls and its gate/elementwise work), dropout
-masks, the optimizer, divergence checks and the data window; ops outside
-them are the rest of the model and loss (split into matmuls and
-elementwise). Evaluation and the best-parameter bookkeeping are their own
-programs. ``gaps`` is the wall time of the tick that no op covers: launch
-overhead, loop control and host work. Runs on a CPU too (the op timings of
-XLA's CPU thunks), so it can be checked anywhere; the numbers that matter
-come from a GPU.
+recurrence (split into its matmuls and its gate/elementwise work, or its
+fused kernels with ``--recurrence=pallas``), dropout masks, the optimizer,
+divergence checks and the data window; ops outside them are the rest of
+the model and loss (split into matmuls and elementwise). Evaluation and
+the best-parameter bookkeeping are their own programs. ``gaps`` is the
+wall time of the tick that no op covers: launch overhead, loop control and
+host work. Runs on a CPU too (the op timings of XLA's CPU thunks), so it
+can be checked anywhere; the numbers that matter come from a GPU.
 
   python benchmarks/profile_gpu.py --workloads=S,L --precision=bfloat16 --unroll=8
   python benchmarks/profile_gpu.py --workloads=S --ks=8 --updates=2    # a CPU check
@@ -59,6 +59,9 @@ OP_NAME = re.compile(r'op_name="([^"]*)"')
 
 
 CALLS = re.compile(r"calls=%?([\w.\-]+)")
+#: The fused recurrence's kernels (``--recurrence=pallas``): one op each on
+#: a GPU, the ops of its interpreted loop on a CPU, named as the kernels.
+FUSED_KERNEL = re.compile(r"pallas_call|fused_(simple|lstm|gru)_(forward|backward)")
 
 
 def hlo_ops(text: str) -> dict[str, tuple[str, str, bool]]:
@@ -96,12 +99,15 @@ def category(program: str, opcode: str, op_name: str, matmul: bool) -> str:
   if not op_name:
     return "no metadata: matmuls" if matmul else "no metadata: other"
   scopes = op_name.split("/")
+  # A scope as named, or wrapped by transformations:
+  # ``transpose(jvp(recurrence))`` is the recurrence's backward pass.
   found = next((s for s in engine.PROFILE_SCOPES
-                if any(p == s or p.endswith(f"({s})") or s in p.split("(")
-                       for p in scopes)), None)
+                if any(s in re.split(r"[()]", p) for p in scopes)), None)
   if opcode in ("copy", "copy-start", "copy-done"):
     return "copies"
   if found == "recurrence":
+    if any(FUSED_KERNEL.fullmatch(p) for p in scopes):
+      return "recurrence: fused kernel"
     return "recurrence: matmuls" if matmul else "recurrence: gates, other"
   if found is not None:
     return found.replace("_", " ")

@@ -190,6 +190,32 @@ def test_profile_attributes_a_tick_to_the_engine_scopes(tiny_lm):
   assert result["unmatched_s"] <= 0.05 * result["busy_s"]
 
 
+def test_profile_categories_see_through_transforms_and_fused_kernels():
+  category = runpy.run_path(os.path.join(BENCHMARKS, "profile_gpu.py"),
+                            run_name="profile")["category"]
+  seg = "jit(segment)/vmap(train)/while/body/layer_0/"
+  # On a GPU: the kernel's one custom call; on a CPU: its interpreted ops.
+  assert category("segment", "custom-call", seg + "jvp(recurrence)/"
+                  "fused_lstm_forward/pallas_call",
+                  True) == "recurrence: fused kernel"
+  assert category("segment", "fusion", seg + "transpose(jvp(recurrence))/"
+                  "fused_gru_backward/while/body/mul", False) == (
+                      "recurrence: fused kernel")
+  # The XLA recurrence, and the window's matmuls around the kernel.
+  assert category("segment", "fusion", seg + "recurrence/while/body/"
+                  "dot_general", True) == "recurrence: matmuls"
+  assert category("segment", "fusion", seg + "recurrence/dot_general",
+                  True) == "recurrence: matmuls"
+  assert category("segment", "fusion", seg + "fused_lstm_gates/add",
+                  False) == "model/loss: other"
+  # A scope's backward pass, named through the transformations, is its own.
+  assert category("segment", "fusion", "jit(f)/vmap(transpose(jvp("
+                  "recurrence)))/while/body/dot_general", True) == (
+                      "recurrence: matmuls")
+  assert category("segment", "fusion", "jit(f)/transpose(jvp(optimizer))/"
+                  "mul", False) == "optimizer"
+
+
 def test_trial_chunk_benchmark_measures_each_chunk(tmp_path):
   out_file = tmp_path / "chunk.json"
   out = subprocess.run(
