@@ -2,6 +2,7 @@
 ``gpu_suite.sh`` parses, the goals table reads a run's files, and the
 profile attributes a tick's time to the engine's named scopes."""
 
+import functools
 import json
 import os
 import runpy
@@ -15,6 +16,13 @@ import rnnsweep as rs
 from conftest import ROOT, TINY, subprocess_env
 
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
+
+
+@functools.cache
+def _profile_gpu():
+  """profile_gpu.py's namespace, loaded once (its absl flags are global)."""
+  return runpy.run_path(os.path.join(BENCHMARKS, "profile_gpu.py"),
+                        run_name="profile")
 
 
 @pytest.mark.parametrize("quick", ["0", "1"])
@@ -173,8 +181,7 @@ def test_goals_table_reads_one_run(tmp_path):
 
 
 def test_profile_attributes_a_tick_to_the_engine_scopes(tiny_lm):
-  profile = runpy.run_path(os.path.join(BENCHMARKS, "profile_gpu.py"),
-                           run_name="profile")["profile"]
+  profile = _profile_gpu()["profile"]
   trials = rs.make_trials([dict(TINY, learning_rate=lr, output_dropout=0.2,
                                 recurrent_dropout=0.2) for lr in (1e-3, 1e-2)])
   with tempfile.TemporaryDirectory() as trace_dir:
@@ -191,8 +198,7 @@ def test_profile_attributes_a_tick_to_the_engine_scopes(tiny_lm):
 
 
 def test_profile_categories_see_through_transforms_and_fused_kernels():
-  category = runpy.run_path(os.path.join(BENCHMARKS, "profile_gpu.py"),
-                            run_name="profile")["category"]
+  category = _profile_gpu()["category"]
   seg = "jit(segment)/vmap(train)/while/body/layer_0/"
   # On a GPU: the kernel's one custom call; on a CPU: its interpreted ops.
   assert category("segment", "custom-call", seg + "jvp(recurrence)/"
