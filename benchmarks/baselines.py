@@ -10,9 +10,11 @@
    waits for): rnnsweep (all trials in one group), the same trials through
    one K=1 program, and the naive Optuna-style loop that jits a train
    function per trial with Python-float hyperparameters (one compile each).
-3. With --full_sweep_trials: one sweep of that many trials (one group,
-   compile, validation, the test split and store writes included) against
-   its steady-state training time at part 1's speed for that K.
+3. With --full_sweep_trials: one sweep of that many trials as a user runs
+   it (one group; --full_sweep_updates updates, validation every fifth of
+   them, the test split and store writes, compile included: by default
+   experiments/sweep.py's 500 steps, validating every 100) against its
+   steady-state training time at part 1's speed for that K.
 
 Prints ratios rnnsweep / baseline, measured in this run on this device, and
 writes JSON.
@@ -52,6 +54,9 @@ _ENGINE = bench.define_engine_flags()  # rnnsweep's engine options
 _FULL_SWEEP_TRIALS = flags.DEFINE_integer(
     "full_sweep_trials", 0, "Trials in part 3's whole sweep against its "
     "steady-state time (0 skips it).", lower_bound=0)
+_FULL_SWEEP_UPDATES = flags.DEFINE_integer(
+    "full_sweep_updates", 500, "Updates per trial in part 3 (validation "
+    "every fifth of them).", lower_bound=5)
 _TORCH = flags.DEFINE_bool("torch", True, "Run the PyTorch baselines when "
                            "torch is installed.")
 _STEADY = flags.DEFINE_bool("steady", True, "Run part 1 (steady state).")
@@ -146,18 +151,24 @@ def _full_sweep(w, task, options, out):
     return
   steady = (out["rnnsweep"] if out.get("rnnsweep", {}).get("k") == n else
             bench.measure_group(w, n, options=options, task=task))
-  steady_s = n * w.updates / steady["trial_steps_per_s"]
+  updates = _FULL_SWEEP_UPDATES.value
+  steady_s = n * updates / steady["trial_steps_per_s"]
   rs.engine.clear_programs()  # the sweep pays its compile
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
-    rs.run_trials(task, bench.trial_configs(w, n), steps=w.updates,
-                  eval_every=w.updates, max_group_size=n, options=options,
-                  workdir=workdir)
+    result = rs.run_trials(task, bench.trial_configs(w, n), steps=updates,
+                           eval_every=updates // 5, max_group_size=n,
+                           options=options, workdir=workdir)
     wall = time.perf_counter() - start
-  out["full_sweep"] = {"trials": n, "wall_s": wall, "steady_s": steady_s,
+  out["full_sweep"] = {"trials": n, "updates": updates,
+                       "completed": sum(t.status == "completed"
+                                        for t in result.trials),
+                       "wall_s": wall, "steady_s": steady_s,
+                       "steady_trial_steps_per_s": steady["trial_steps_per_s"],
                        "ratio": wall / steady_s}
-  print(f"\n3. a whole sweep of {n} trials (one group; compile, validation, "
-        f"test and store included): {wall:.1f} s, {wall / steady_s:.2f}x its "
+  print(f"\n3. a whole sweep of {n} trials x {updates} updates (one group; "
+        f"compile, validation every {updates // 5}, test and store "
+        f"included): {wall:.1f} s, {wall / steady_s:.2f}x its "
         f"{steady_s:.1f} s of steady-state training", flush=True)
 
 

@@ -54,7 +54,8 @@ def measured(out_dir: str) -> list[tuple[float, str] | None]:
     full = data.get("full_sweep")
     if full and (sweep is None or full["ratio"] < sweep[0]):
       sweep = (full["ratio"], f"{name}: {full['wall_s']:.1f} s / "
-               f"{full['steady_s']:.1f} s, {full['trials']} trials")
+               f"{full['steady_s']:.1f} s, {full['trials']} trials x "
+               f"{full.get('updates', '?')} updates")
   return [_best_row(s_files, "trial_steps_per_s", 1024), vs_cudnn, vs_vmap,
           _best_row(l_files, "tflops"), sweep]
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 import rnnsweep as rs
@@ -168,8 +169,8 @@ def test_goals_table_reads_one_run(tmp_path):
       "rnnsweep": {"trial_steps_per_s": 30_000.0},
       "torch_lstm_sequential": {"trial_steps_per_s": 150.0},
       "torch_func_vmap": {"trial_steps_per_s": 10_000.0},
-      "full_sweep": {"trials": 1024, "wall_s": 14.0, "steady_s": 10.0,
-                     "ratio": 1.4}})
+      "full_sweep": {"trials": 1024, "updates": 500, "wall_s": 14.0,
+                     "steady_s": 10.0, "ratio": 1.4}})
   text, met = goals["table"](str(tmp_path))
   lines = text.splitlines()
   assert met == 2
@@ -177,7 +178,7 @@ def test_goals_table_reads_one_run(tmp_path):
   assert "200.00  yes" in lines[2]  # 30,000 / 150
   assert "3.00  NO" in lines[3]     # 30,000 / 10,000
   assert "not measured" in lines[4]  # no L run
-  assert "1.40  NO" in lines[5]
+  assert "1.40  NO" in lines[5] and "1024 trials x 500 updates" in lines[5]
 
 
 def test_profile_attributes_a_tick_to_the_engine_scopes(tiny_lm):
@@ -220,6 +221,27 @@ def test_profile_categories_see_through_transforms_and_fused_kernels():
                       "recurrence: matmuls")
   assert category("segment", "fusion", "jit(f)/transpose(jvp(optimizer))/"
                   "mul", False) == "optimizer"
+
+
+def test_whole_sweep_baseline_runs_the_sweep_a_user_runs(tmp_path):
+  """Part 3 of baselines.py: the sweep's own number of updates (not the
+  timed segments'), every trial finished, against steady state at that
+  many updates."""
+  out = subprocess.run(
+      [sys.executable, os.path.join(BENCHMARKS, "baselines.py"),
+       "--workload=S", "--nosteady", "--sweep_trials=0",
+       "--full_sweep_trials=2", "--full_sweep_updates=5", "--updates=2",
+       f"--out_dir={tmp_path}"], cwd=ROOT, env=subprocess_env(),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  full = json.loads(next(tmp_path.glob("baselines_S_*.json")).read_text())[
+      "full_sweep"]
+  assert (full["trials"], full["updates"], full["completed"]) == (2, 5, 2)
+  assert np.isclose(full["steady_s"],
+                    2 * 5 / full["steady_trial_steps_per_s"])
+  assert np.isclose(full["ratio"], full["wall_s"] / full["steady_s"])
+  assert "2 trials x 5 updates" in out.stdout
+  assert "validation every 1," in out.stdout
 
 
 def test_trial_chunk_benchmark_measures_each_chunk(tmp_path):
