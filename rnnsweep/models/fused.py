@@ -25,7 +25,11 @@ outputs returned in bfloat16.
 
 On a GPU the kernels lower through Triton; elsewhere (a CPU) they run in
 Pallas interpret mode — slow, for tests and debugging — so the option
-works everywhere. :func:`unsupported` says when a shape cannot run fused.
+works everywhere. On a GPU the resident weights are values of one kernel
+program, so they live in one SM's registers: a trial's ``G x H x H``
+recurrent weights must fit in its register file (an LSTM up to H=128),
+and the program gets enough warps to spread them (:func:`num_warps`).
+:func:`unsupported` says when a shape cannot run fused.
 """
 
 from __future__ import annotations
