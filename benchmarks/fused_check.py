@@ -139,6 +139,15 @@ def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
   return rows
 
 
+def _save(header: str, rows: list[dict]) -> None:
+  if _OUT_DIR.value:
+    os.makedirs(_OUT_DIR.value, exist_ok=True)
+    path = os.path.join(_OUT_DIR.value, "fused_check.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      json.dump({"header": header, "rows": rows}, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
@@ -175,11 +184,7 @@ def main(argv):
               f"forward+backward {row['fused_s'] * 1e3:.2f} ms, XLA "
               f"{row['xla_s'] * 1e3:.2f} ms "
               f"({row['xla_s'] / row['fused_s']:.2f}x)", flush=True)
-  if _OUT_DIR.value:
-    os.makedirs(_OUT_DIR.value, exist_ok=True)
-    with open(os.path.join(_OUT_DIR.value, "fused_check.json"), "w",
-              encoding="utf-8") as f:
-      json.dump({"header": header, "rows": rows}, f, indent=1)
+      _save(header, rows)  # so far: a run stopped by a time limit keeps it
   if failed:
     sys.exit(f"fused_check.py: error: {', '.join(failed)}: not the XLA "
              f"recurrence's numbers")
