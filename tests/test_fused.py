@@ -78,7 +78,8 @@ def test_unsupported_shapes_say_why():
   assert "hidden_size 8" in fused.unsupported("gru", 32, 8, platform="gpu")
   assert "tpu" in fused.unsupported("lstm", 32, 128, platform="tpu")
   # The kernel keeps a trial's recurrent weights in one SM's registers:
-  # 4 x 128 x 128 float32 is the whole 256 KiB; twice as wide is not.
+  # 4 x 128 x 128 float32 is the whole 256 KiB; twice as wide is not, even
+  # in bfloat16.
   assert fused.unsupported("lstm", 32, 128, platform="gpu",
                            dtype="float32") is None
   assert fused.unsupported("lstm", 32, 256, platform="gpu",
