@@ -15,9 +15,7 @@ kernel's speed before a whole training program.
 
 import json
 import os
-import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -26,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnsweep import bench
 from rnnsweep import models
 from rnnsweep.models import fused
 
@@ -83,16 +82,6 @@ def _inputs(cell, seed):
   return params, carry, x, mask
 
 
-def _median_seconds(fn, args) -> float:
-  jax.block_until_ready(fn(*args))  # compile and warm up
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
   """Per warps value: the largest relative difference of K vmapped
   trials' outputs, carries and gradients between the two recurrences, and
@@ -114,7 +103,7 @@ def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
   xla = both(lambda p, c, x, m: models.layer_scan(
       cell, p, c, x, m, dtype=compute, recurrence="xla", hoist_input=True))
   want = jax.tree_util.tree_leaves(xla(*batched))
-  xla_s = _median_seconds(xla, batched)
+  xla_s = bench.median_seconds(lambda: xla(*batched), _REPEATS.value)
   rows = []
   for w in warps:
     row = {"cell": cell, "dtype": dtype,
@@ -135,7 +124,8 @@ def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
                   max(float(np.max(np.abs(b))), 1e-6))
     rows.append(dict(row, max_relative_difference=worst,
                      ok=worst <= TOLERANCE[dtype],
-                     fused_s=_median_seconds(fused_fn, batched)))
+                     fused_s=bench.median_seconds(
+                         lambda: fused_fn(*batched), _REPEATS.value)))
   return rows
 
 

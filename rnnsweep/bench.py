@@ -125,6 +125,13 @@ def _timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  """One warm-up call of ``fn``, then the median of ``repeats`` timed
+  calls, each fenced with ``block_until_ready``."""
+  _timed(fn)
+  return statistics.median(_timed(fn) for _ in range(repeats))
+
+
 def measure_group(w: Workload, k: int, *, repeats: int = 3,
                   options: engine.EngineOptions | None = None,
                   task: CharLM | None = None,
@@ -157,9 +164,7 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
                                           np.int32(w.updates))
     return metrics
 
-  _timed(run)  # warm-up
-  times = [_timed(run) for _ in range(repeats)]
-  sec = statistics.median(times)
+  sec = median_seconds(run, repeats)
   rate = k * w.updates / sec
   return {"k": k, "compile_s": compiled.compile_seconds, "segment_s": sec,
           "trial_steps_per_s": rate,
