@@ -25,17 +25,21 @@ outputs returned in bfloat16.
 
 On a GPU the kernels lower through Triton; elsewhere (a CPU) they run in
 Pallas interpret mode — slow, for tests and debugging — so the option
-works everywhere. On a GPU the resident weights are values of one kernel
-program, so they live in one SM's registers: a trial's ``G x H x H``
-recurrent weights must fit in its register file (an LSTM up to H=128),
-and the program gets enough warps to spread them (:func:`num_warps`).
-:func:`unsupported` says when a shape cannot run fused.
+works everywhere. On a GPU, Triton stages a trial's ``G x H x H``
+recurrent weights in the SM's shared memory once, before the time loop
+(the operand of every step's ``tt.dot``), so they must fit there with the
+step's working tiles: :func:`unsupported` says when a shape cannot run
+fused, and :func:`shared_memory_bytes` estimates what a kernel needs.
+:func:`num_warps` gives a program enough warps for the step's gate
+accumulators. Both rules come from compiling the kernels for sm_90 on a
+CPU (``benchmarks/kernel_resources.py``, which also checks them against
+the compiler).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,13 +55,21 @@ _GATES = {"simple": 1, "lstm": 4, "gru": 3}
 _SAVED = {"simple": 0, "lstm": 4, "gru": 4}
 #: Triton's smallest dot dimension.
 _MIN_GPU_DIM = 16
-#: One streaming multiprocessor's register file (64K 32-bit registers on
-#: every NVIDIA GPU from Volta to Blackwell): a kernel program runs on one
-#: SM, and this kernel keeps a trial's recurrent weights there as values.
-SM_REGISTER_BYTES = 256 * 1024
-#: The 32-bit registers per thread the resident weights may take; the
-#: rest of a thread's (at most 255) is for the step's activations.
-_WEIGHT_REGISTERS_PER_THREAD = 64
+#: The most shared memory one program (a CUDA block) may use, by compute
+#: capability (CUDA C Programming Guide, "Technical Specifications per
+#: Compute Capability"); an unknown GPU is taken as an H100/H200.
+MAX_SHARED_BYTES = {
+    "7.0": 96 << 10, "7.5": 64 << 10, "8.0": 163 << 10, "8.6": 99 << 10,
+    "8.7": 163 << 10, "8.9": 99 << 10, "9.0": 227 << 10, "10.0": 227 << 10,
+    "10.3": 227 << 10, "12.0": 99 << 10}
+_DEFAULT_ARCH = "9.0"
+#: Software-pipelining stages of the kernels' time loops. Triton's default
+#: (3) double-buffers the loop's loads: the S LSTM's backward kernel in
+#: bfloat16 then needs 400 KiB of shared memory, which no GPU has; with 1 it
+#: needs 136 KiB (sm_90, Triton 3.9; benchmarks/kernel_resources.py).
+NUM_STAGES = 1
+#: Gate accumulators (32-bit) per thread that :func:`num_warps` aims at.
+_ACCUMULATORS_PER_THREAD = 64
 
 
 def _weight_bytes(cell: str, hidden_size: int, dtype: Any) -> int:
@@ -66,22 +78,43 @@ def _weight_bytes(cell: str, hidden_size: int, dtype: Any) -> int:
           jnp.dtype(dtype or F32).itemsize)
 
 
-def num_warps(cell: str, hidden_size: int, dtype: Any = None) -> int:
-  """Warps of one kernel program on a GPU: enough threads that the
-  resident recurrent weights take at most 64 registers each, from
-  Triton's default of 4 up to 16 (512 threads). A starting point from the
-  register arithmetic; ``benchmarks/fused_check.py --num_warps`` measures
-  the others."""
-  registers = _weight_bytes(cell, hidden_size, dtype) // 4
-  warps = 4
-  while warps < 16 and registers > warps * 32 * _WEIGHT_REGISTERS_PER_THREAD:
+def shared_memory_bytes(cell: str, batch_size: int, hidden_size: int,
+                        dtype: Any = None) -> int:
+  """The shared memory one kernel program needs on a GPU, the larger of
+  the forward and backward kernels': the staged recurrent weights, plus
+  one ``[B, H]`` float32 tile (the step's dot operand), plus for an LSTM in
+  float32 three more (its backward kernel's). Fitted to what Triton 3.9
+  allocates for sm_90 at ``NUM_STAGES`` (``benchmarks/kernel_resources.py``
+  compiles the kernels and checks that this is not below it)."""
+  tiles = 4 if cell == "lstm" and jnp.dtype(dtype or F32) == F32 else 1
+  return (_weight_bytes(cell, hidden_size, dtype) +
+          tiles * batch_size * hidden_size * 4)
+
+
+def num_warps(cell: str, batch_size: int, hidden_size: int) -> int:
+  """Warps of one kernel program on a GPU: 8, or 16 where the step's ``G x
+  B x H`` float32 gate accumulators would take more than 64 registers a
+  thread at 8 (the weights are in shared memory, not registers). Compiled
+  for sm_90 (Triton 3.9), 8 warps spill least or not at all for every cell
+  at B=32 (workload S) and H up to 128, where Triton's default 4 spills for
+  LSTM and GRU; at B=128 and H=128, 16 spill least for LSTM and GRU.
+  ``benchmarks/fused_check.py --num_warps`` times the others on a GPU."""
+  accumulators = _GATES[cell] * batch_size * hidden_size
+  warps = 8
+  while warps < 16 and accumulators > warps * 32 * _ACCUMULATORS_PER_THREAD:
     warps *= 2
   return warps
 
 
+def _arch() -> str:
+  """The default device's compute capability (``"9.0"``), or the
+  default's when it is not a CUDA GPU."""
+  return getattr(jax.devices()[0], "compute_capability", None) or _DEFAULT_ARCH
+
+
 def unsupported(cell: str, batch_size: int, hidden_size: int,
-                platform: str | None = None,
-                dtype: Any = None) -> str | None:
+                platform: str | None = None, dtype: Any = None,
+                arch: str | None = None) -> str | None:
   """Why the fused kernel cannot run this layer here, or ``None``.
 
   Args:
@@ -90,6 +123,9 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
     platform: the backend (default: JAX's default backend).
     dtype: the compute dtype (default float32), in which the kernel holds
       the recurrent weights.
+    arch: on a GPU, its compute capability (default: the default device's;
+      ``"9.0"`` where that is not a CUDA GPU), which sets the shared memory
+      a program may use.
   """
   platform = platform or jax.default_backend()
   if cell not in _GATES:
@@ -99,27 +135,38 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
       if n < _MIN_GPU_DIM or n & (n - 1):
         return (f"{name} {n} is not a power of two >= {_MIN_GPU_DIM} "
                 f"(Triton's block shapes)")
-    size = _weight_bytes(cell, hidden_size, dtype)
-    if size > SM_REGISTER_BYTES:
+    arch = arch or _arch()
+    limit = MAX_SHARED_BYTES.get(arch, MAX_SHARED_BYTES[_DEFAULT_ARCH])
+    need = shared_memory_bytes(cell, batch_size, hidden_size, dtype)
+    if need > limit:
       return (f"the recurrent weights ({_GATES[cell]} x {hidden_size} x "
-              f"{hidden_size} {jnp.dtype(dtype or F32).name}, {size // 1024} "
-              f"KiB) do not fit in one SM's {SM_REGISTER_BYTES // 1024} KiB "
-              f"register file, where the fused kernel keeps them")
+              f"{hidden_size} {jnp.dtype(dtype or F32).name}) and the step's "
+              f"tiles need about {need >> 10} KiB of shared memory, over the "
+              f"{limit >> 10} KiB a program may use on sm_{arch.replace('.', '')}")
     return None
   if platform != "cpu":
     return f"no fused kernel lowering for {platform} (Triton is GPU only)"
   return None
 
 
-def _interpret() -> bool:
-  return jax.default_backend() != "gpu"
+class Launch(NamedTuple):
+  """How the kernels are launched: a GPU program's warps and pipelining
+  stages, and whether they run in Pallas interpret mode (``None``: where
+  the default backend is not a GPU)."""
+  warps: int
+  stages: int = NUM_STAGES
+  interpret: bool | None = None
 
 
-def _call(kernel, name: str, out_shape, warps: int):
+def _call(kernel, name: str, out_shape, launch: Launch):
   """``pallas_call`` of a kernel without a grid (vmap adds the trials')."""
+  interpret = launch.interpret
+  if interpret is None:
+    interpret = jax.default_backend() != "gpu"
   return pl.pallas_call(
-      kernel, interpret=_interpret(), name=name, out_shape=out_shape,
-      compiler_params=pl_triton.CompilerParams(num_warps=warps))
+      kernel, interpret=interpret, name=name, out_shape=out_shape,
+      compiler_params=pl_triton.CompilerParams(num_warps=launch.warps,
+                                               num_stages=launch.stages))
 
 
 def _dot(x: Array, w: Array, compute: Any) -> Array:
@@ -185,14 +232,14 @@ def _forward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   c_out_ref[...] = c
 
 
-def _forward_call(cell, naive, compute, warps, a, w, bhn, h0, c0, m):
+def _forward_call(cell, naive, compute, launch, a, w, bhn, h0, c0, m):
   steps, _, b, h = a.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, F32)
   kernel = functools.partial(_forward_kernel, cell, steps, naive, compute)
   return _call(kernel, f"fused_{cell}_forward", (
       shape(steps, b, h), shape(steps if cell == "lstm" else 1, b, h),
       shape(steps, max(_SAVED[cell], 1), b, h), shape(b, h), shape(b, h)),
-               warps)(a, w, bhn, h0, c0, m)
+               launch)(a, w, bhn, h0, c0, m)
 
 
 # -- backward kernel -----------------------------------------------------------
@@ -249,7 +296,7 @@ def _backward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   dc0_ref[...] = dc
 
 
-def _backward_call(cell, naive, compute, warps, w, h0, c0, m, hs, cs, saved,
+def _backward_call(cell, naive, compute, launch, w, h0, c0, m, hs, cs, saved,
                    dys, dh_out, dc_out):
   steps, b, h = hs.shape
   shape = lambda *s: jax.ShapeDtypeStruct(s, F32)
@@ -257,30 +304,30 @@ def _backward_call(cell, naive, compute, warps, w, h0, c0, m, hs, cs, saved,
   return _call(kernel, f"fused_{cell}_backward", (
       shape(steps, _GATES[cell], b, h),
       shape(steps if cell == "gru" else 1, b, h), shape(b, h), shape(b, h)),
-               warps)(w, h0, c0, m, hs, cs, saved, dys, dh_out, dc_out)
+               launch)(w, h0, c0, m, hs, cs, saved, dys, dh_out, dc_out)
 
 
 # -- the differentiable recurrence ---------------------------------------------
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _recurrence(cell, naive, compute, warps, a, w, bhn, h0, c0, m):
-  hs, _, _, h, c = _forward_call(cell, naive, compute, warps, a, w, bhn, h0,
+def _recurrence(cell, naive, compute, launch, a, w, bhn, h0, c0, m):
+  hs, _, _, h, c = _forward_call(cell, naive, compute, launch, a, w, bhn, h0,
                                  c0, m)
   return hs, h, c
 
 
-def _recurrence_fwd(cell, naive, compute, warps, a, w, bhn, h0, c0, m):
-  hs, cs, saved, h, c = _forward_call(cell, naive, compute, warps, a, w, bhn,
+def _recurrence_fwd(cell, naive, compute, launch, a, w, bhn, h0, c0, m):
+  hs, cs, saved, h, c = _forward_call(cell, naive, compute, launch, a, w, bhn,
                                       h0, c0, m)
   return (hs, h, c), (a, w, bhn, h0, c0, m, hs, cs, saved)
 
 
-def _recurrence_bwd(cell, naive, compute, warps, residuals, cotangents):
+def _recurrence_bwd(cell, naive, compute, launch, residuals, cotangents):
   a, w, bhn, h0, c0, m, hs, cs, saved = residuals
   dys, dh_out, dc_out = cotangents
   da, dun, dh0, dc0 = _backward_call(
-      cell, naive, compute, warps, w, h0, c0, m, hs, cs, saved,
+      cell, naive, compute, launch, w, h0, c0, m, hs, cs, saved,
       dys.astype(F32), dh_out.astype(F32), dc_out.astype(F32))
   # The recurrent kernel's gradient: one matmul over the whole window.
   h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
@@ -298,13 +345,17 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
           *, dtype: Any = None,
-          warps: int | None = None) -> tuple[Any, Array]:
+          warps: int | None = None, stages: int = NUM_STAGES,
+          interpret: bool | None = None) -> tuple[Any, Array]:
   """One recurrent layer over a window, fused: the same contract as
   :func:`rnnsweep.models.rnn.layer_scan` (``carry`` float32 ``(c, h)`` or
   ``h`` ``[B, H]``; ``x [B, T, D]`` masked already; ``recurrent_mask``
   ``[B, H]`` or ``[B, T, H]``), returning ``(new_carry, outputs [B, T,
-  H])`` with outputs in the compute dtype. ``warps``: the GPU kernel
-  programs' warps (default :func:`num_warps`; no effect on a CPU)."""
+  H])`` with outputs in the compute dtype. ``warps``, ``stages``: the GPU
+  kernel programs' warps (default :func:`num_warps`) and pipelining stages
+  (no effect in interpret mode). ``interpret``: Pallas interpret mode
+  (default: unless the default backend is a GPU; ``False`` lowers the
+  Triton kernels anywhere, e.g. to compile them for a GPU from a CPU)."""
   compute = dtype or F32
   gates = _GATES[cell]
   b, steps, _ = x.shape
@@ -324,8 +375,8 @@ def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
     c0, h0 = carry
   else:
     h0, c0 = carry, jnp.zeros_like(carry)
-  warps = warps or num_warps(cell, hidden, compute)
-  hs, h, c = _recurrence(cell, naive, compute, warps, a, w, bhn.astype(F32),
+  launch = Launch(warps or num_warps(cell, b, hidden), stages, interpret)
+  hs, h, c = _recurrence(cell, naive, compute, launch, a, w, bhn.astype(F32),
                          h0.astype(F32), c0.astype(F32), m)
   new_carry = (c, h) if cell == "lstm" else h
   return new_carry, jnp.swapaxes(hs, 0, 1).astype(compute)
