@@ -38,7 +38,7 @@ _WINDOW = flags.DEFINE_integer("window", 32, "Time steps T.", lower_bound=1)
 _K = flags.DEFINE_integer("k", 4, "Trials vmapped together.", lower_bound=1)
 _NUM_WARPS = flags.DEFINE_list(
     "num_warps", ["auto"], "The kernel programs' warps on a GPU: auto "
-    "(fused.num_warps, from the resident weights' size) and/or numbers.")
+    "(fused.num_warps, from the step's gate accumulators) and/or numbers.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per row.",
                                 lower_bound=1)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where fused_check.json "
@@ -107,7 +107,7 @@ def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
   rows = []
   for w in warps:
     row = {"cell": cell, "dtype": dtype,
-           "warps": w or fused.num_warps(cell, _HIDDEN.value, compute),
+           "warps": w or fused.num_warps(cell, _BATCH.value, _HIDDEN.value),
            "auto": w is None, "xla_s": xla_s}
     fused_fn = both(lambda p, c, x, m, w=w: fused.layer(
         cell, p, c, x, m, dtype=compute, warps=w))

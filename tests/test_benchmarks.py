@@ -264,3 +264,91 @@ def test_trial_chunk_benchmark_measures_each_chunk(tmp_path):
        "--chunks=-1"], cwd=ROOT, env=subprocess_env(), capture_output=True,
       text=True, timeout=300, check=False)
   assert bad.returncode != 0 and "--chunks" in bad.stderr
+
+
+@functools.cache
+def _kernel_resources():
+  """kernel_resources.py's namespace, loaded once (its absl flags)."""
+  return runpy.run_path(os.path.join(BENCHMARKS, "kernel_resources.py"),
+                        run_name="kernel_resources")
+
+
+def test_the_kernels_lower_for_cuda_with_the_weights_loaded_once():
+  """On this CPU, the fused layer's Triton kernels as jax lowers them for
+  a GPU: forward and backward, each loading a trial's four recurrent
+  weight tiles before its time loop and none inside it (what keeps them on
+  chip), with four recurrent dots a step, at the engine's 8 warps."""
+  kernels = _kernel_resources()["triton_kernels"](
+      "lstm", batch=32, hidden=16, dtype="bfloat16", window=4, input_size=8)
+  assert [(k["name"], k["num_warps"]) for k in kernels] == [
+      ("fused_lstm_forward", 8), ("fused_lstm_backward", 8)]
+  weight_load = "tensor<16x16x!tt.ptr<bf16>>"  # [H, H]; [B, H] are 32x16
+  for kernel in kernels:
+    before, loop = kernel["ttir"].split("scf.for", 1)
+    assert before.count(weight_load) > 0 and "tt.load" in before
+    assert len([l for l in before.splitlines()
+                if "tt.load" in l and weight_load in l]) == 4, kernel["name"]
+    assert not [l for l in loop.splitlines()
+                if "tt.load" in l and weight_load in l], kernel["name"]
+    assert loop.count("tt.dot ") == 4, kernel["name"]
+
+
+def _compiled_rows(tmp_path, *args, patch=""):
+  """kernel_resources.py run (after ``patch``), its rows and exit."""
+  script = ("import runpy, sys\nfrom rnnsweep.models import fused\n" + patch +
+            "\nsys.argv = ['kernel_resources.py'] + sys.argv[1:]\n"
+            "runpy.run_path('benchmarks/kernel_resources.py', "
+            "run_name='__main__')\n")
+  out = subprocess.run(
+      [sys.executable, "-c", script, *args, f"--out_dir={tmp_path}"],
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+      timeout=600, check=False)
+  path = tmp_path / "kernel_resources.json"
+  rows = json.loads(path.read_text())["rows"] if path.exists() else []
+  return out, rows
+
+
+def test_the_s_kernels_compiled_for_sm90_fit_where_the_engine_runs_them(
+    tmp_path):
+  """Workload S's LSTM kernels, compiled for an H100/H200 by the triton
+  package: in bfloat16 both fit in a program's 227 KiB of shared memory
+  (the weights alone are 128 KiB of it) without spilling more than a few
+  registers; in float32 they do not fit, and the engine falls back."""
+  pytest.importorskip("triton", reason="the triton package installs on "
+                      "Linux x86_64 only")
+  out, rows = _compiled_rows(tmp_path, "--cells=lstm",
+                             "--dtypes=bfloat16,float32", "--batch=32",
+                             "--hidden=128")
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = {(r["dtype"], r["kernel"]): r for r in rows}
+  assert sorted(got) == [(d, f"fused_lstm_{k}") for d in ("bfloat16",
+                                                          "float32")
+                         for k in ("backward", "forward")]
+  for row in rows:
+    assert (row["warps"], row["auto"], row["stages"]) == (8, True, 1)
+    assert 0 < row["registers"] <= 255 and not row["errors"]
+  for kernel in ("forward", "backward"):
+    bf16, f32 = got["bfloat16", f"fused_lstm_{kernel}"], got[
+        "float32", f"fused_lstm_{kernel}"]
+    assert 128 << 10 <= bf16["shared_bytes"] <= 227 << 10, bf16
+    assert bf16["fits"] and bf16["fallback"] is None
+    assert bf16["stack_bytes"] <= 64, bf16
+    assert f32["shared_bytes"] > 256 << 10  # 256 KiB of weights
+    assert not f32["fits"] and "shared memory" in f32["fallback"]
+
+
+def test_kernel_resources_says_when_a_rule_is_wrong(tmp_path):
+  """Three pipelining stages (Triton's default) with the rules left as
+  they are: the compiled kernels need more shared memory than the
+  estimate, and the script says so and exits 1."""
+  pytest.importorskip("triton", reason="the triton package installs on "
+                      "Linux x86_64 only")
+  out, rows = _compiled_rows(tmp_path, "--cells=lstm", "--dtypes=bfloat16",
+                             "--batch=32", "--hidden=64",
+                             patch="fused.NUM_STAGES = 3")
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert "the engine's rules are wrong for lstm/bfloat16/B=32/H=64/" in (
+      out.stderr)
+  assert "RULE WRONG: needs" in out.stdout
+  assert all(r["stages"] == 3 for r in rows)
+  assert any(r["shared_bytes"] > r["estimate_bytes"] for r in rows)
