@@ -204,13 +204,25 @@ def rows_for(cell: str, dtype: str, batch: int, hidden: int,
                                input_size):
     for warps in warps_list:
       for stages in stages_list:
-        used = compile_kernel(kernel["ttir"], arch,
-                              warps or fused.num_warps(cell, batch, hidden),
-                              stages)
-        threads = 32 * (warps or fused.num_warps(cell, batch, hidden))
-        fits = (used.shared_bytes <= limit and
-                used.registers * threads <= 65536)
+        warps_used = warps or fused.num_warps(cell, batch, hidden)
+        row = dict(cell=cell, dtype=dtype, batch=batch, hidden=hidden,
+                   kernel=kernel["name"], warps=warps_used,
+                   auto=warps is None, stages=stages,
+                   estimate_bytes=estimate, fallback=why)
         engine = stages == fused.NUM_STAGES
+        try:
+          used = compile_kernel(kernel["ttir"], arch, warps_used, stages)
+        except Exception as e:  # pylint: disable=broad-except
+          # A kernel that does not compile (ptxas out of registers) is a
+          # row, and a wrong rule where the engine would run it fused.
+          lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+          error = next((l for l in lines if "fatal" in l), lines[0])
+          rows.append(dict(row, compiled=False, fits=False, error=error,
+                           errors=[f"does not compile: {error}"]
+                           if engine and why is None else []))
+          continue
+        fits = (used.shared_bytes <= limit and
+                used.registers * 32 * warps_used <= 65536)
         errors = []
         if engine and used.shared_bytes > estimate:
           errors.append(f"needs {used.shared_bytes} bytes of shared memory, "
@@ -218,11 +230,8 @@ def rows_for(cell: str, dtype: str, batch: int, hidden: int,
         if engine and why is None and not fits:
           errors.append(f"does not fit on sm_{arch.replace('.', '')} but "
                         f"fused.unsupported lets it run fused")
-        rows.append(dict(
-            cell=cell, dtype=dtype, batch=batch, hidden=hidden,
-            kernel=kernel["name"], warps=threads // 32, auto=warps is None,
-            stages=stages, **dataclasses.asdict(used), fits=fits,
-            estimate_bytes=estimate, fallback=why, errors=errors))
+        rows.append(dict(row, compiled=True, **dataclasses.asdict(used),
+                         fits=fits, errors=errors))
   return rows
 
 
@@ -261,13 +270,15 @@ def main(argv):
             rows.append(row)
             verdict = ("fits" if row["fits"] else "DOES NOT FIT") + (
                 "; the engine falls back to XLA" if row["fallback"] else "")
+            used = (f"{row['registers']:>6}{row['stack_bytes']:>8}"
+                    f"{row['shared_bytes'] / 1024:>11.1f}  {verdict}"
+                    if row["compiled"] else
+                    f"  DOES NOT COMPILE: {row['error']}")
             print(f"  {cell:<7}{dtype:<10}{batch:>4}{hidden:>5} "
                   f"{row['kernel']:<21}{row['warps']:>3}"
                   f"{' auto' if row['auto'] else '     '}{row['stages']:>7}"
-                  f"{row['registers']:>6}{row['stack_bytes']:>8}"
-                  f"{row['shared_bytes'] / 1024:>11.1f}  {verdict}"
-                  + "".join(f"; RULE WRONG: {e}" for e in row["errors"]),
-                  flush=True)
+                  + used + "".join(f"; RULE WRONG: {e}"
+                                   for e in row["errors"]), flush=True)
   if _OUT_DIR.value:
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     with open(os.path.join(_OUT_DIR.value, "kernel_resources.json"), "w",
