@@ -22,7 +22,9 @@ the engine runs them (`--matmul_precision=highest` as fused_check.py).
       --num_stages=1,3 --batch=32,128 --hidden=64,128 --out_dir=/tmp/k
 """
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import re
@@ -169,9 +171,11 @@ def compile_kernel(ttir: str, arch: str, warps: int, stages: int
     source = os.path.join(folder, "kernel.ttir")
     with open(source, "w", encoding="utf-8") as f:
       f.write(ttir)
-    kernel = triton.compile(
-        source, target=GPUTarget("cuda", int(arch.replace(".", "")), 32),
-        options={"num_warps": warps, "num_stages": stages})
+    # Triton prints a failed ptxas run's whole PTX; the error says enough.
+    with contextlib.redirect_stdout(io.StringIO()):
+      kernel = triton.compile(
+          source, target=GPUTarget("cuda", int(arch.replace(".", "")), 32),
+          options={"num_warps": warps, "num_stages": stages})
     cubin = os.path.join(folder, "kernel.cubin")
     with open(cubin, "wb") as f:
       f.write(kernel.asm["cubin"])
