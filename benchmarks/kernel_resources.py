@@ -87,69 +87,6 @@ flags.register_validator(
     "--num_warps: a warps count is a power of two from 1 to 32")
 
 
-def _abstract_gpu():
-  """A one-device abstract mesh on an H200, under which Pallas lowers its
-  Triton kernels with no GPU present (jax >= 0.11 asks for one)."""
-  device = jax.sharding.AbstractDevice(device_kind="NVIDIA H200",
-                                       num_cores=None, platform="gpu")
-  return jax.sharding.use_abstract_mesh(
-      jax.sharding.AbstractMesh((1,), ("trials",), abstract_device=device))
-
-
-def triton_kernels(cell: str, batch: int, hidden: int, dtype: str,
-                   window: int = 32, input_size: int = 64) -> list[dict]:
-  """The Triton IR (text) of the fused layer's kernels, forward and
-  backward, as jax lowers a vmapped gradient of it for CUDA: a list of
-  ``{"name", "num_warps", "ttir"}``, in the program's order."""
-  from jax._src.interpreters import mlir  # pylint: disable=g-import-not-at-top
-  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
-  from jaxlib.triton import dialect  # pylint: disable=g-import-not-at-top
-
-  gates = fused._GATES[cell]  # pylint: disable=protected-access
-  compute = jnp.dtype(dtype)
-  params = {"w_i": jnp.zeros((input_size, gates * hidden)),
-            "w_h": jnp.zeros((hidden, gates * hidden)),
-            "b": jnp.zeros((gates * hidden,))}
-  zeros = jnp.zeros((batch, hidden))
-
-  def loss(p, x, m):
-    carry = (zeros, zeros) if cell == "lstm" else zeros
-    _, ys = fused.layer(cell, p, carry, x, m, dtype=compute, interpret=False)
-    return ys.astype(jnp.float32).sum()
-
-  trials = 2
-  args = (jax.tree_util.tree_map(lambda a: jnp.zeros((trials,) + a.shape),
-                                 params),
-          jnp.zeros((trials, batch, window, input_size)),
-          jnp.ones((trials, batch, hidden)))
-  with _abstract_gpu():
-    lowered = jax.jit(jax.vmap(jax.grad(loss))).trace(*args).lower(
-        lowering_platforms=("cuda",))
-  calls = []
-
-  def visit(op):
-    if (op.name == "stablehlo.custom_call" and
-        ir.StringAttr(op.attributes["call_target_name"]).value ==
-        "__gpu$xla.gpu.triton"):
-      config = ir.DictAttr(op.attributes["mhlo.backend_config"])
-      calls.append((ir.StringAttr(config["name"]).value,
-                    ir.IntegerAttr(config["num_warps"]).value,
-                    ir.StringAttr(config["ir"]).value_bytes))
-    return ir.WalkResult.ADVANCE
-
-  lowered.compiler_ir("stablehlo").operation.walk(visit)
-  context = mlir.make_ir_context()
-  dialect.register_dialect(context)
-  kernels = []
-  with context:
-    for name, warps, bytecode in calls:
-      module = ir.Module.parse(bytecode)
-      kernels.append({"name": name, "num_warps": warps,
-                      "ttir": module.operation.get_asm(
-                          enable_debug_info=False)})
-  return kernels
-
-
 @dataclasses.dataclass
 class Resources:
   registers: int     # 32-bit registers a thread
@@ -204,8 +141,8 @@ def rows_for(cell: str, dtype: str, batch: int, hidden: int,
   why = fused.unsupported(cell, batch, hidden, platform="gpu", dtype=dtype,
                           arch=arch)
   rows = []
-  for kernel in triton_kernels(cell, batch, hidden, dtype, window,
-                               input_size):
+  for kernel in fused.triton_kernels(cell, batch, hidden, dtype, window,
+                                     input_size):
     for warps in warps_list:
       for stages in stages_list:
         warps_used = warps or fused.num_warps(cell, batch, hidden)

@@ -273,33 +273,6 @@ def test_trial_chunk_benchmark_measures_each_chunk(tmp_path):
   assert bad.returncode != 0 and "--chunks" in bad.stderr
 
 
-@functools.cache
-def _kernel_resources():
-  """kernel_resources.py's namespace, loaded once (its absl flags)."""
-  return runpy.run_path(os.path.join(BENCHMARKS, "kernel_resources.py"),
-                        run_name="kernel_resources")
-
-
-def test_the_kernels_lower_for_cuda_with_the_weights_loaded_once():
-  """On this CPU, the fused layer's Triton kernels as jax lowers them for
-  a GPU: forward and backward, each loading a trial's four recurrent
-  weight tiles before its time loop and none inside it (what keeps them on
-  chip), with four recurrent dots a step, at the engine's 8 warps."""
-  kernels = _kernel_resources()["triton_kernels"](
-      "lstm", batch=32, hidden=16, dtype="bfloat16", window=4, input_size=8)
-  assert [(k["name"], k["num_warps"]) for k in kernels] == [
-      ("fused_lstm_forward", 8), ("fused_lstm_backward", 8)]
-  weight_load = "tensor<16x16x!tt.ptr<bf16>>"  # [H, H]; [B, H] are 32x16
-  for kernel in kernels:
-    before, loop = kernel["ttir"].split("scf.for", 1)
-    assert before.count(weight_load) > 0 and "tt.load" in before
-    assert len([l for l in before.splitlines()
-                if "tt.load" in l and weight_load in l]) == 4, kernel["name"]
-    assert not [l for l in loop.splitlines()
-                if "tt.load" in l and weight_load in l], kernel["name"]
-    assert loop.count("tt.dot ") == 4, kernel["name"]
-
-
 def _compiled_rows(tmp_path, *args, patch=""):
   """kernel_resources.py run (after ``patch``), its rows and exit."""
   script = ("import runpy, sys\nfrom rnnsweep.models import fused\n" + patch +

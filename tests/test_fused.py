@@ -1,6 +1,8 @@
 """The fused recurrence kernel (``recurrence="pallas"``, Pallas interpret
 mode on this CPU) against the independent reference, against the XLA
-recurrence inside the engine's vmapped TBPTT training, and its fallback.
+recurrence inside the engine's vmapped TBPTT training, and its fallback;
+its Triton IR as lowered for a GPU, and the rules that decide the
+fallback and the warps, against what Triton compiled for sm_90.
 (Its bfloat16 compute is checked in test_models.py with the XLA path's.)"""
 
 import logging
@@ -126,6 +128,25 @@ def test_kernel_warps_follow_the_gate_accumulators():
   assert fused.num_warps("lstm", 128, 128) == 16
   assert fused.num_warps("gru", 128, 64) == 16   # 24576
   assert fused.num_warps("simple", 128, 128) == 8
+
+
+def test_the_kernels_lower_for_cuda_with_the_weights_loaded_once():
+  """On this CPU, the fused layer's Triton kernels as jax lowers them for
+  a GPU: forward and backward, each loading a trial's four recurrent
+  weight tiles before its time loop and none inside it (what keeps them on
+  chip), with four recurrent dots a step, at the engine's 8 warps."""
+  kernels = fused.triton_kernels("lstm", batch=32, hidden=16,
+                                 dtype="bfloat16", window=4, input_size=8)
+  assert [(k["name"], k["num_warps"]) for k in kernels] == [
+      ("fused_lstm_forward", 8), ("fused_lstm_backward", 8)]
+  weight_load = "tensor<16x16x!tt.ptr<bf16>>"  # [H, H]; [B, H] are 32x16
+  for kernel in kernels:
+    before, loop = kernel["ttir"].split("scf.for", 1)
+    assert len([l for l in before.splitlines()
+                if "tt.load" in l and weight_load in l]) == 4, kernel["name"]
+    assert not [l for l in loop.splitlines()
+                if "tt.load" in l and weight_load in l], kernel["name"]
+    assert loop.count("tt.dot ") == 4, kernel["name"]
 
 
 def test_an_unsupported_shape_runs_the_xla_recurrence(monkeypatch, caplog):

@@ -381,3 +381,72 @@ def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
                          h0.astype(F32), c0.astype(F32), m)
   new_carry = (c, h) if cell == "lstm" else h
   return new_carry, jnp.swapaxes(hs, 0, 1).astype(compute)
+
+
+# -- the kernels as a GPU gets them ------------------------------------------
+
+
+def _abstract_gpu():
+  """A one-device abstract mesh on an H200, under which Pallas lowers its
+  Triton kernels with no GPU present (jax >= 0.11 asks for one)."""
+  device = jax.sharding.AbstractDevice(device_kind="NVIDIA H200",
+                                       num_cores=None, platform="gpu")
+  return jax.sharding.use_abstract_mesh(
+      jax.sharding.AbstractMesh((1,), ("trials",), abstract_device=device))
+
+
+def triton_kernels(cell: str, batch: int, hidden: int, dtype: str,
+                   window: int = 32, input_size: int = 64) -> list[dict]:
+  """The Triton IR (text) of the fused layer's kernels, forward and
+  backward, as jax lowers a vmapped gradient of it for CUDA, on any
+  machine (no GPU needed): a list of ``{"name", "num_warps", "ttir"}``, in
+  the program's order. For inspecting and compiling the kernels
+  (``benchmarks/kernel_resources.py``); it reads jax's and jaxlib's
+  internals (the Triton dialect), so it may need updating with jax."""
+  from jax._src.interpreters import mlir  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
+  from jaxlib.triton import dialect  # pylint: disable=g-import-not-at-top
+
+  gates = _GATES[cell]
+  compute = jnp.dtype(dtype)
+  params = {"w_i": jnp.zeros((input_size, gates * hidden)),
+            "w_h": jnp.zeros((hidden, gates * hidden)),
+            "b": jnp.zeros((gates * hidden,))}
+  zeros = jnp.zeros((batch, hidden))
+
+  def loss(p, x, m):
+    carry = (zeros, zeros) if cell == "lstm" else zeros
+    _, ys = layer(cell, p, carry, x, m, dtype=compute, interpret=False)
+    return ys.astype(jnp.float32).sum()
+
+  trials = 2
+  args = (jax.tree_util.tree_map(lambda a: jnp.zeros((trials,) + a.shape),
+                                 params),
+          jnp.zeros((trials, batch, window, input_size)),
+          jnp.ones((trials, batch, hidden)))
+  with _abstract_gpu():
+    lowered = jax.jit(jax.vmap(jax.grad(loss))).trace(*args).lower(
+        lowering_platforms=("cuda",))
+  calls = []
+
+  def visit(op):
+    if (op.name == "stablehlo.custom_call" and
+        ir.StringAttr(op.attributes["call_target_name"]).value ==
+        "__gpu$xla.gpu.triton"):
+      config = ir.DictAttr(op.attributes["mhlo.backend_config"])
+      calls.append((ir.StringAttr(config["name"]).value,
+                    ir.IntegerAttr(config["num_warps"]).value,
+                    ir.StringAttr(config["ir"]).value_bytes))
+    return ir.WalkResult.ADVANCE
+
+  lowered.compiler_ir("stablehlo").operation.walk(visit)
+  context = mlir.make_ir_context()
+  dialect.register_dialect(context)
+  kernels = []
+  with context:
+    for name, warps, bytecode in calls:
+      module = ir.Module.parse(bytecode)
+      kernels.append({"name": name, "num_warps": warps,
+                      "ttir": module.operation.get_asm(
+                          enable_debug_info=False)})
+  return kernels
