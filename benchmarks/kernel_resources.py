@@ -36,7 +36,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 
 from rnnsweep.models import fused
 
@@ -64,6 +63,7 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where kernel_resources.json "
 
 
 def _positive_ints(name: str, values: list[str], auto: bool = False) -> list:
+  """A list flag's integers (``auto``: ``None``), or its one-line error."""
   out = []
   for value in values:
     if auto and value == "auto":

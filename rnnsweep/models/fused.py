@@ -64,9 +64,9 @@ MAX_SHARED_BYTES = {
     "10.3": 227 << 10, "12.0": 99 << 10}
 _DEFAULT_ARCH = "9.0"
 #: Software-pipelining stages of the kernels' time loops. Triton's default
-#: (3) double-buffers the loop's loads: the S LSTM's backward kernel in
-#: bfloat16 then needs 400 KiB of shared memory, which no GPU has; with 1 it
-#: needs 136 KiB (sm_90, Triton 3.9; benchmarks/kernel_resources.py).
+#: (3) buffers the loop's loads ahead: the S LSTM's backward kernel in
+#: bfloat16 then needs 393 KiB of shared memory, which no GPU has; with 1 it
+#: needs 137 KiB (sm_90, Triton 3.9; benchmarks/kernel_resources.py).
 NUM_STAGES = 1
 #: Gate accumulators (32-bit) per thread that :func:`num_warps` aims at.
 _ACCUMULATORS_PER_THREAD = 64
@@ -108,8 +108,8 @@ def num_warps(cell: str, batch_size: int, hidden_size: int) -> int:
 
 
 def _arch() -> str:
-  """The default device's compute capability (``"9.0"``), or the
-  default's when it is not a CUDA GPU."""
+  """The default device's compute capability (``"9.0"``), also where it
+  is not a CUDA GPU."""
   return getattr(jax.devices()[0], "compute_capability", None) or _DEFAULT_ARCH
 
 
@@ -143,7 +143,8 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
       return (f"the recurrent weights ({_GATES[cell]} x {hidden_size} x "
               f"{hidden_size} {jnp.dtype(dtype or F32).name}) and the step's "
               f"tiles need about {need >> 10} KiB of shared memory, over the "
-              f"{limit >> 10} KiB a program may use on sm_{arch.replace('.', '')}")
+              f"{limit >> 10} KiB a program may use on "
+              f"sm_{arch.replace('.', '')}")
     return None
   if platform != "cpu":
     return f"no fused kernel lowering for {platform} (Triton is GPU only)"
