@@ -3,8 +3,9 @@ on any machine, a CPU included: each kernel is lowered for CUDA by jax (no
 GPU needed) and compiled for a chosen compute capability by the `triton`
 package (`pip install triton`, Linux x86_64), whose bundled cuobjdump reads
 the program's registers a thread, its stack (register spills) and its
-shared memory. One row per cell, dtype, shape, kernel (forward, backward),
-warps and pipelining stages.
+shared memory, and from those how many programs (trials) an SM runs at
+once. One row per cell, dtype, shape, kernel (forward, backward), warps and
+pipelining stages.
 
 It also checks the rules the engine decides by without compiling: a row
 whose shared memory is over `fused.shared_memory_bytes` (the estimate
@@ -85,6 +86,27 @@ flags.register_validator(
     "num_warps", lambda v: all(w is None or w in (1, 2, 4, 8, 16, 32)
                                for w in _positive_ints("num_warps", v, True)),
     "--num_warps: a warps count is a power of two from 1 to 32")
+
+
+#: Shared memory of one SM, by compute capability (CUDA C Programming
+#: Guide, "Technical Specifications per Compute Capability").
+SM_SHARED_BYTES = {
+    "7.0": 96 << 10, "7.5": 64 << 10, "8.0": 164 << 10, "8.6": 100 << 10,
+    "8.7": 164 << 10, "8.9": 100 << 10, "9.0": 228 << 10, "10.0": 228 << 10,
+    "10.3": 228 << 10, "12.0": 100 << 10}
+
+
+def programs_per_sm(registers: int, warps: int, shared_bytes: int,
+                    arch: str) -> int:
+  """How many programs (CUDA blocks) of a kernel one SM holds at once, by
+  the occupancy calculator's rules: 64K registers, allocated per warp in
+  units of 256; the SM's shared memory, with 1 KiB reserved per block
+  (sm_80 and later); 2048 threads; 32 blocks."""
+  per_warp = -(-registers * 32 // 256) * 256
+  reserved = 1024 if float(arch) >= 8.0 else 0
+  return max(0, min(65536 // (per_warp * warps),
+                    SM_SHARED_BYTES[arch] // (shared_bytes + reserved),
+                    2048 // (32 * warps), 32))
 
 
 @dataclasses.dataclass
@@ -172,6 +194,9 @@ def rows_for(cell: str, dtype: str, batch: int, hidden: int,
           errors.append(f"does not fit on sm_{arch.replace('.', '')} but "
                         f"fused.unsupported lets it run fused")
         rows.append(dict(row, compiled=True, **dataclasses.asdict(used),
+                         programs_per_sm=programs_per_sm(
+                             used.registers, warps_used, used.shared_bytes,
+                             arch),
                          fits=fits, errors=errors))
   return rows
 
@@ -197,7 +222,7 @@ def main(argv):
   print(header)
   print(f"  {'cell':<7}{'dtype':<10}{'B':>4}{'H':>5} {'kernel':<21}"
         f"{'warps':>8}{'stages':>7}{'regs':>6}{'spill B':>8}{'shared KiB':>11}"
-        f"  verdict")
+        f"{'per SM':>7}  verdict")
   warps_list = _positive_ints("num_warps", _NUM_WARPS.value, auto=True)
   stages_list = _positive_ints("num_stages", _NUM_STAGES.value)
   rows = []
@@ -212,7 +237,8 @@ def main(argv):
             verdict = ("fits" if row["fits"] else "DOES NOT FIT") + (
                 "; the engine falls back to XLA" if row["fallback"] else "")
             used = (f"{row['registers']:>6}{row['stack_bytes']:>8}"
-                    f"{row['shared_bytes'] / 1024:>11.1f}  {verdict}"
+                    f"{row['shared_bytes'] / 1024:>11.1f}"
+                    f"{row['programs_per_sm']:>7}  {verdict}"
                     if row["compiled"] else
                     f"  DOES NOT COMPILE: {row['error']}")
             print(f"  {cell:<7}{dtype:<10}{batch:>4}{hidden:>5} "

@@ -290,19 +290,22 @@ def _compiled_rows(tmp_path, *args, patch=""):
 
 def test_the_s_kernels_compiled_for_sm90_fit_where_the_engine_runs_them(
     tmp_path):
-  """Workload S's LSTM kernels, compiled for an H100/H200 by the triton
-  package: in bfloat16 both fit in a program's 227 KiB of shared memory
-  (the weights alone are 128 KiB of it) without spilling more than a few
-  registers; in float32 they do not fit, and the engine falls back."""
+  """Workload S's kernels, compiled for an H100/H200 by the triton
+  package: the LSTM's in bfloat16 fit in a program's 227 KiB of shared
+  memory (the weights alone are 128 KiB of it) without spilling more than
+  a few registers, one program an SM; in float32 they do not fit, and the
+  engine falls back. The SimpleRNN's bfloat16 forward kernel is small
+  enough for two programs an SM, which its registers limit."""
   pytest.importorskip("triton", reason="the triton package installs on "
                       "Linux x86_64 only")
-  out, rows = _compiled_rows(tmp_path, "--cells=lstm",
+  out, rows = _compiled_rows(tmp_path, "--cells=lstm,simple",
                              "--dtypes=bfloat16,float32", "--batch=32",
                              "--hidden=128")
   assert out.returncode == 0, out.stderr[-3000:]
   got = {(r["dtype"], r["kernel"]): r for r in rows}
-  assert sorted(got) == [(d, f"fused_lstm_{k}") for d in ("bfloat16",
-                                                          "float32")
+  assert sorted(got) == [(d, f"fused_{c}_{k}") for d in ("bfloat16",
+                                                         "float32")
+                         for c in ("lstm", "simple")
                          for k in ("backward", "forward")]
   for row in rows:
     assert (row["warps"], row["auto"], row["stages"]) == (8, True, 1)
@@ -313,8 +316,15 @@ def test_the_s_kernels_compiled_for_sm90_fit_where_the_engine_runs_them(
     assert 128 << 10 <= bf16["shared_bytes"] <= 227 << 10, bf16
     assert bf16["fits"] and bf16["fallback"] is None
     assert bf16["stack_bytes"] <= 64, bf16
+    assert bf16["programs_per_sm"] == 1  # 228 KiB a SM holds one
     assert f32["shared_bytes"] > 256 << 10  # 256 KiB of weights
     assert not f32["fits"] and "shared memory" in f32["fallback"]
+    assert f32["programs_per_sm"] == 0
+  simple = got["bfloat16", "fused_simple_forward"]
+  # Registers rounded up to 8 a thread, 8 warps: two programs in 64K
+  # registers for 89 to 128 a thread (shared memory would allow five).
+  assert 88 < simple["registers"] <= 128 and simple["shared_bytes"] < 45 << 10
+  assert simple["programs_per_sm"] == 2
 
 
 def test_kernel_resources_says_when_a_rule_is_wrong(tmp_path):
