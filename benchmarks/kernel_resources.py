@@ -1,7 +1,7 @@
 """What the fused recurrence's Triton kernels need on an NVIDIA GPU, found
 on any machine, a CPU included: each kernel is lowered for CUDA by jax (no
 GPU needed) and compiled for a chosen compute capability by the `triton`
-package (`pip install triton`, Linux x86_64), whose bundled cuobjdump reads
+package (`pip install -e '.[kernels]'`, Linux x86_64), whose cuobjdump reads
 the program's registers a thread, its stack (register spills) and its
 shared memory, and from those how many programs (trials) an SM runs at
 once. One row per cell, dtype, shape, kernel (forward, backward), warps and
@@ -13,10 +13,11 @@ behind the fallback to XLA), or over what a program may use on that GPU
 while `fused.unsupported` lets the shape run fused, is an error, and the
 script exits non-zero.
 
-This is XLA-free: on a GPU, XLA compiles the same Triton IR with its own
-build of Triton, whose numbers can differ somewhat from the `triton`
-package's. The kernels are lowered at jax's default matmul precision, as
-the engine runs them (`--matmul_precision=highest` as fused_check.py).
+These are the `triton` package's numbers: on a GPU, XLA compiles the same
+Triton IR with its own build of Triton, whose numbers can differ somewhat.
+They say nothing of speed. The kernels are lowered at jax's default matmul
+precision, as the engine runs them (`--matmul_precision=highest`: as
+fused_check.py compares their numbers).
 
   python benchmarks/kernel_resources.py                         # S, sm_90
   python benchmarks/kernel_resources.py --num_warps=auto,4,8,16 \\
