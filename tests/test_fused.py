@@ -134,11 +134,15 @@ def test_the_kernels_lower_for_cuda_with_the_weights_loaded_once():
   """On this CPU, the fused layer's Triton kernels as jax lowers them for
   a GPU: forward and backward, each loading a trial's four recurrent
   weight tiles before its time loop and none inside it (what keeps them on
-  chip), with four recurrent dots a step, at the engine's 8 warps."""
+  chip), with four recurrent dots a step, at the engine's 8 warps and one
+  pipelining stage; and each kernel with its own stages when asked."""
   kernels = fused.triton_kernels("lstm", batch=32, hidden=16,
                                  dtype="bfloat16", window=4, input_size=8)
-  assert [(k["name"], k["num_warps"]) for k in kernels] == [
-      ("fused_lstm_forward", 8), ("fused_lstm_backward", 8)]
+  assert [(k["name"], k["num_warps"], k["num_stages"]) for k in kernels] == [
+      ("fused_lstm_forward", 8, 1), ("fused_lstm_backward", 8, 1)]
+  assert [k["num_stages"] for k in fused.triton_kernels(
+      "gru", 32, 16, "float32", window=2, input_size=8, stages=(3, 2))] == [
+          3, 2]
   weight_load = "tensor<16x16x!tt.ptr<bf16>>"  # [H, H]; [B, H] are 32x16
   for kernel in kernels:
     before, loop = kernel["ttir"].split("scf.for", 1)

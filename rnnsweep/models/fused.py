@@ -152,15 +152,15 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
 
 
 class Launch(NamedTuple):
-  """How the kernels are launched: a GPU program's warps and pipelining
-  stages, and whether they run in Pallas interpret mode (``None``: where
-  the default backend is not a GPU)."""
+  """How the kernels are launched: a GPU program's warps, the forward and
+  backward kernels' pipelining stages, and whether they run in Pallas
+  interpret mode (``None``: where the default backend is not a GPU)."""
   warps: int
-  stages: int = NUM_STAGES
+  stages: tuple[int, int] = (NUM_STAGES, NUM_STAGES)
   interpret: bool | None = None
 
 
-def _call(kernel, name: str, out_shape, launch: Launch):
+def _call(kernel, name: str, out_shape, launch: Launch, stages: int):
   """``pallas_call`` of a kernel without a grid (vmap adds the trials')."""
   interpret = launch.interpret
   if interpret is None:
@@ -168,7 +168,7 @@ def _call(kernel, name: str, out_shape, launch: Launch):
   return pl.pallas_call(
       kernel, interpret=interpret, name=name, out_shape=out_shape,
       compiler_params=pl_triton.CompilerParams(num_warps=launch.warps,
-                                               num_stages=launch.stages))
+                                               num_stages=stages))
 
 
 def _dot(x: Array, w: Array, compute: Any) -> Array:
@@ -241,7 +241,7 @@ def _forward_call(cell, naive, compute, launch, a, w, bhn, h0, c0, m):
   return _call(kernel, f"fused_{cell}_forward", (
       shape(steps, b, h), shape(steps if cell == "lstm" else 1, b, h),
       shape(steps, max(_SAVED[cell], 1), b, h), shape(b, h), shape(b, h)),
-               launch)(a, w, bhn, h0, c0, m)
+               launch, launch.stages[0])(a, w, bhn, h0, c0, m)
 
 
 # -- backward kernel -----------------------------------------------------------
@@ -306,7 +306,8 @@ def _backward_call(cell, naive, compute, launch, w, h0, c0, m, hs, cs, saved,
   return _call(kernel, f"fused_{cell}_backward", (
       shape(steps, _GATES[cell], b, h),
       shape(steps if cell == "gru" else 1, b, h), shape(b, h), shape(b, h)),
-               launch)(w, h0, c0, m, hs, cs, saved, dys, dh_out, dc_out)
+               launch, launch.stages[1])(w, h0, c0, m, hs, cs, saved, dys,
+                                         dh_out, dc_out)
 
 
 # -- the differentiable recurrence ---------------------------------------------
@@ -347,15 +348,17 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
           *, dtype: Any = None,
-          warps: int | None = None, stages: int = NUM_STAGES,
+          warps: int | None = None,
+          stages: int | tuple[int, int] = NUM_STAGES,
           interpret: bool | None = None) -> tuple[Any, Array]:
   """One recurrent layer over a window, fused: the same contract as
   :func:`rnnsweep.models.rnn.layer_scan` (``carry`` float32 ``(c, h)`` or
   ``h`` ``[B, H]``; ``x [B, T, D]`` masked already; ``recurrent_mask``
   ``[B, H]`` or ``[B, T, H]``), returning ``(new_carry, outputs [B, T,
   H])`` with outputs in the compute dtype. ``warps``, ``stages``: the GPU
-  kernel programs' warps (default :func:`num_warps`) and pipelining stages
-  (no effect in interpret mode). ``interpret``: Pallas interpret mode
+  kernel programs' warps (default :func:`num_warps`) and pipelining stages,
+  one number for both kernels or ``(forward, backward)`` (no effect in
+  interpret mode). ``interpret``: Pallas interpret mode
   (default: unless the default backend is a GPU; ``False`` lowers the
   Triton kernels anywhere, e.g. to compile them for a GPU from a CPU)."""
   compute = dtype or F32
@@ -377,7 +380,9 @@ def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
     c0, h0 = carry
   else:
     h0, c0 = carry, jnp.zeros_like(carry)
-  launch = Launch(warps or num_warps(cell, b, hidden), stages, interpret)
+  launch = Launch(warps or num_warps(cell, b, hidden),
+                  (stages, stages) if isinstance(stages, int) else
+                  tuple(stages), interpret)
   hs, h, c = _recurrence(cell, naive, compute, launch, a, w, bhn.astype(F32),
                          h0.astype(F32), c0.astype(F32), m)
   new_carry = (c, h) if cell == "lstm" else h
@@ -397,11 +402,13 @@ def _abstract_gpu():
 
 
 def triton_kernels(cell: str, batch: int, hidden: int, dtype: str,
-                   window: int = 32, input_size: int = 64) -> list[dict]:
+                   window: int = 32, input_size: int = 64,
+                   stages: int | tuple[int, int] = NUM_STAGES) -> list[dict]:
   """The Triton IR (text) of the fused layer's kernels, forward and
   backward, as jax lowers a vmapped gradient of it for CUDA, on any
-  machine (no GPU needed): a list of ``{"name", "num_warps", "ttir"}``, in
-  the program's order. For inspecting and compiling the kernels
+  machine (no GPU needed): a list of ``{"name", "num_warps",
+  "num_stages", "ttir"}``, in the program's order (``stages`` as
+  :func:`layer`'s). For inspecting and compiling the kernels
   (``benchmarks/kernel_resources.py``); it reads jax's and jaxlib's
   internals (the Triton dialect), so it may need updating with jax."""
   from jax._src.interpreters import mlir  # pylint: disable=g-import-not-at-top
@@ -417,7 +424,8 @@ def triton_kernels(cell: str, batch: int, hidden: int, dtype: str,
 
   def loss(p, x, m):
     carry = (zeros, zeros) if cell == "lstm" else zeros
-    _, ys = layer(cell, p, carry, x, m, dtype=compute, interpret=False)
+    _, ys = layer(cell, p, carry, x, m, dtype=compute, stages=stages,
+                  interpret=False)
     return ys.astype(jnp.float32).sum()
 
   trials = 2
@@ -437,6 +445,7 @@ def triton_kernels(cell: str, batch: int, hidden: int, dtype: str,
       config = ir.DictAttr(op.attributes["mhlo.backend_config"])
       calls.append((ir.StringAttr(config["name"]).value,
                     ir.IntegerAttr(config["num_warps"]).value,
+                    ir.IntegerAttr(config["num_stages"]).value,
                     ir.StringAttr(config["ir"]).value_bytes))
     return ir.WalkResult.ADVANCE
 
@@ -445,9 +454,10 @@ def triton_kernels(cell: str, batch: int, hidden: int, dtype: str,
   dialect.register_dialect(context)
   kernels = []
   with context:
-    for name, warps, bytecode in calls:
+    for name, warps, num_stages, bytecode in calls:
       module = ir.Module.parse(bytecode)
       kernels.append({"name": name, "num_warps": warps,
+                      "num_stages": num_stages,
                       "ttir": module.operation.get_asm(
                           enable_debug_info=False)})
   return kernels
