@@ -1,7 +1,8 @@
 """The fused recurrence against the XLA recurrence at a benchmark's real
 shapes, on whatever device this is (on a GPU: the Triton kernels, which the
 CPU test suite cannot reach). Outputs, final carries and gradients of one
-layer over one window, per cell, compute dtype and kernel warps; exits
+layer over one window, per cell, compute dtype, kernel warps and forward
+kernel's pipelining stages (a shape that falls back is a row too); exits
 non-zero when one is off by more than the tolerance (1e-5 float32, 3e-2
 bfloat16, relative to the largest magnitude). Each row also times the
 forward and backward pass of K trials (median of --repeats, fenced with
@@ -9,10 +10,11 @@ block_until_ready) against the XLA recurrence's: a first look at the
 kernel's speed before a whole training program.
 
   python benchmarks/fused_check.py                      # S shapes
-  python benchmarks/fused_check.py --num_warps=auto,4,8 --out_dir=/tmp/gpu
+  python benchmarks/fused_check.py --num_warps=auto,4,16 --forward_stages=1,3
   python benchmarks/fused_check.py --batch=4 --hidden=8 --window=6   # a CPU check
 """
 
+import itertools
 import json
 import os
 import sys
@@ -39,6 +41,11 @@ _K = flags.DEFINE_integer("k", 4, "Trials vmapped together.", lower_bound=1)
 _NUM_WARPS = flags.DEFINE_list(
     "num_warps", ["auto"], "The kernel programs' warps on a GPU: auto "
     "(fused.num_warps, from the step's gate accumulators) and/or numbers.")
+_FORWARD_STAGES = flags.DEFINE_list(
+    "forward_stages", [str(fused.NUM_STAGES)],
+    "The forward kernel's software-pipelining stages on a GPU (the "
+    "backward kernel keeps fused.NUM_STAGES: at more it does not fit in "
+    "shared memory at S shapes); each value is a row.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per row.",
                                 lower_bound=1)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where fused_check.json "
@@ -62,6 +69,10 @@ def _check_warps(values: list[str]) -> bool:
 
 
 flags.register_validator("num_warps", _check_warps)
+flags.register_validator(
+    "forward_stages", lambda v: all(x.isdigit() and 1 <= int(x) <= 8
+                                    for x in v),
+    "--forward_stages: each value is an integer from 1 to 8")
 
 TOLERANCE = {"float32": 1e-5, "bfloat16": 3e-2}
 
@@ -82,10 +93,11 @@ def _inputs(cell, seed):
   return params, carry, x, mask
 
 
-def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
-  """Per warps value: the largest relative difference of K vmapped
-  trials' outputs, carries and gradients between the two recurrences, and
-  both one's forward-and-backward time."""
+def run(cell: str, dtype: str, warps: list[int | None],
+        forward_stages: list[int]) -> list[dict]:
+  """Per warps value and forward kernel's stages: the largest relative
+  difference of K vmapped trials' outputs, carries and gradients between
+  the two recurrences, and both one's forward-and-backward time."""
   compute = jnp.bfloat16 if dtype == "bfloat16" else None
 
   def loss(params, carry, x, mask, layer):
@@ -105,12 +117,13 @@ def run(cell: str, dtype: str, warps: list[int | None]) -> list[dict]:
   want = jax.tree_util.tree_leaves(xla(*batched))
   xla_s = bench.median_seconds(lambda: xla(*batched), _REPEATS.value)
   rows = []
-  for w in warps:
+  for w, stages in itertools.product(warps, forward_stages):
     row = {"cell": cell, "dtype": dtype,
            "warps": w or fused.num_warps(cell, _BATCH.value, _HIDDEN.value),
-           "auto": w is None, "xla_s": xla_s}
-    fused_fn = both(lambda p, c, x, m, w=w: fused.layer(
-        cell, p, c, x, m, dtype=compute, warps=w))
+           "auto": w is None, "forward_stages": stages, "xla_s": xla_s}
+    fused_fn = both(lambda p, c, x, m, w=w, s=stages: fused.layer(
+        cell, p, c, x, m, dtype=compute, warps=w,
+        stages=(s, fused.NUM_STAGES)))
     try:
       got = jax.tree_util.tree_leaves(fused_fn(*batched))
     except Exception as e:  # pylint: disable=broad-except
@@ -152,6 +165,7 @@ def main(argv):
             + ("" if backend == "gpu" else "; Pallas interpret mode"))
   print(header)
   warps = [_warps(w) for w in _NUM_WARPS.value]
+  forward_stages = [int(s) for s in _FORWARD_STAGES.value]
   rows, failed = [], []
   for cell in _CELLS.value:
     for dtype in _DTYPES.value:
@@ -162,11 +176,16 @@ def main(argv):
         rows.append({"cell": cell, "dtype": dtype, "fallback": why})
         _save(header, rows)
         continue
-      for row in run(cell, dtype, warps):
+      for row in run(cell, dtype, warps, forward_stages):
         rows.append(row)
-        failed += [] if row["ok"] else [f"{cell}/{dtype}/{row['warps']} warps"]
+        setting = f"{row['warps']} warps" + (
+            "" if row["forward_stages"] == fused.NUM_STAGES else
+            f", {row['forward_stages']} forward stages")
+        failed += [] if row["ok"] else [f"{cell}/{dtype}/{setting}"]
         what = (f"  {cell:<7} {dtype:<9} {row['warps']:>2} warps"
-                f"{' (auto)' if row['auto'] else '       '}")
+                f"{' (auto)' if row['auto'] else '       '}"
+                f" {row['forward_stages']} fwd stage"
+                f"{'s' if row['forward_stages'] > 1 else ' '}")
         if "error" in row:
           print(f"{what} FAILED: {row['error']}", flush=True)
           continue

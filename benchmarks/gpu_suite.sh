@@ -48,17 +48,17 @@ else
 fi
 if [[ "${QUICK:-0}" == 1 ]]; then
   S_KS=1,1024; L_KS=256; LEVER_S_KS=1024,2048; LEVER_L_KS=256; SWEEP=0
-  AUTO_KS=1024; ROUNDS=1; PROFILE=S; WARPS=auto
+  AUTO_KS=1024; ROUNDS=1; PROFILE=S; WARPS=auto; FWD_STAGES=1,3
 else
   S_KS=1,64,256,1024,2048; L_KS=1,64,256; LEVER_S_KS=1024,2048
   LEVER_L_KS=256; SWEEP=8; AUTO_KS=256,1024; ROUNDS=2; PROFILE=S,L
-  WARPS=auto,4,16
+  WARPS=auto,4,16; FWD_STAGES=1,2,3
 fi
 step_limit="${STEP_TIMEOUT_S:-240}"
 budget="${BUDGET_S:-$([[ "${QUICK:-0}" == 1 ]] && echo 360 || echo 540)}"
 deadline=$((SECONDS + budget))
 BF="--precision=bfloat16"
-run benchmarks/fused_check.py --num_warps=$WARPS --out_dir="$out"
+run benchmarks/fused_check.py --num_warps=$WARPS --forward_stages=$FWD_STAGES --out_dir="$out"
 run benchmarks/profile_gpu.py --workloads=$PROFILE $BF --unroll=8 --out_dir="$out"
 run benchmarks/profile_gpu.py --workloads=$PROFILE $BF --recurrence=pallas --out_dir="$out"
 run benchmarks/throughput.py --workload=S --ks=$S_KS --out_dir="$out"

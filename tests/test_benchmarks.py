@@ -75,7 +75,7 @@ def test_gpu_suite_goes_on_past_a_failed_or_hung_command(tmp_path):
   out_dir = tmp_path / "out"
   assert failed == [
       f"FAILED (exit 3): benchmarks/fused_check.py --num_warps=auto "
-      f"--out_dir={out_dir}",
+      f"--forward_stages=1,3 --out_dir={out_dir}",
       f"FAILED (past its 2s limit): benchmarks/profile_gpu.py --workloads=S "
       f"--precision=bfloat16 --recurrence=pallas --out_dir={out_dir}"]
   # Every other command still ran, and the goals table came at the end.
@@ -97,18 +97,19 @@ def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
 
 
 # fused_check.py with the kernel patched: the simple cell's outputs off by
-# 0.1% (the numbers check must see it); the GRU's at 4 warps raising as
-# an out-of-resources Triton compile would (a row, not the end of the run);
+# 0.1% with two forward stages (the numbers check must see it, and the
+# stages must reach the kernel); the GRU's at 4 warps raising as an
+# out-of-resources Triton compile would (a row, not the end of the run);
 # the LSTM not supported here (a fallback row, which is not a failure).
 _PATCHED_FUSED_CHECK = """
 import runpy, sys
 from rnnsweep.models import fused
 real = fused.layer
-def layer(cell, *args, warps=None, **kwargs):
+def layer(cell, *args, warps=None, stages=1, **kwargs):
   if cell == "gru" and warps == 4:
     raise RuntimeError("out of resource: shared memory\\nmore detail")
-  carry, ys = real(cell, *args, warps=warps, **kwargs)
-  return carry, ys * 1.001 if cell == "simple" else ys
+  carry, ys = real(cell, *args, warps=warps, stages=stages, **kwargs)
+  return carry, ys * 1.001 if cell == "simple" and stages == (2, 1) else ys
 fused.layer = layer
 fused.unsupported = lambda cell, *a, **k: "too big" if cell == "lstm" else None
 sys.argv = ["fused_check.py"] + sys.argv[1:]
@@ -119,27 +120,32 @@ runpy.run_path("benchmarks/fused_check.py", run_name="__main__")
 def test_fused_check_finds_wrong_numbers_and_failed_settings(tmp_path):
   out = subprocess.run(
       [sys.executable, "-c", _PATCHED_FUSED_CHECK, "--cells=gru,simple,lstm",
-       "--dtypes=float32", "--num_warps=auto,4", "--batch=4", "--hidden=8",
-       "--input=4", "--window=3", "--k=2", "--repeats=1",
-       f"--out_dir={tmp_path}"], cwd=ROOT, env=subprocess_env(),
-      capture_output=True, text=True, timeout=300, check=False)
+       "--dtypes=float32", "--num_warps=auto,4", "--forward_stages=1,2",
+       "--batch=4", "--hidden=8", "--input=4", "--window=3", "--k=2",
+       "--repeats=1", f"--out_dir={tmp_path}"], cwd=ROOT,
+      env=subprocess_env(), capture_output=True, text=True, timeout=300,
+      check=False)
   assert out.returncode == 1, out.stderr[-3000:]
-  assert ("error: gru/float32/4 warps, simple/float32/8 warps, "
-          "simple/float32/4 warps: not the XLA recurrence's numbers") in (
-              out.stderr)
-  assert "4 warps        FAILED: out of resource: shared memory" in out.stdout
+  assert ("error: gru/float32/4 warps, gru/float32/4 warps, 2 forward "
+          "stages, simple/float32/8 warps, 2 forward stages, "
+          "simple/float32/4 warps, 2 forward stages: not the XLA "
+          "recurrence's numbers") in out.stderr
+  assert ("4 warps        1 fwd stage  FAILED: out of resource: shared "
+          "memory") in out.stdout
   assert "lstm    float32   falls back to XLA: too big" in out.stdout
   rows = json.loads((tmp_path / "fused_check.json").read_text())["rows"]
-  assert [(r["cell"], r.get("warps"), r.get("auto"), r.get("ok"))
+  assert [(r["cell"], r.get("warps"), r.get("forward_stages"), r.get("ok"))
           for r in rows] == [
-              ("gru", 8, True, True), ("gru", 4, False, False),
-              ("simple", 8, True, False), ("simple", 4, False, False),
-              ("lstm", None, None, None)]
+              ("gru", 8, 1, True), ("gru", 8, 2, True), ("gru", 4, 1, False),
+              ("gru", 4, 2, False), ("simple", 8, 1, True),
+              ("simple", 8, 2, False), ("simple", 4, 1, True),
+              ("simple", 4, 2, False), ("lstm", None, None, None)]
+  assert [r.get("auto") for r in rows[:4]] == [True, True, False, False]
   assert rows[0]["max_relative_difference"] <= 1e-5
   assert rows[0]["fused_s"] > 0 and rows[0]["xla_s"] > 0
-  assert rows[1]["error"] == "out of resource: shared memory"
-  assert 5e-4 < rows[2]["max_relative_difference"] < 2e-3
-  assert rows[4]["fallback"] == "too big"
+  assert rows[2]["error"] == "out of resource: shared memory"
+  assert 5e-4 < rows[5]["max_relative_difference"] < 2e-3
+  assert rows[8]["fallback"] == "too big"
 
 
 def test_a_bad_flag_in_a_command_is_caught(tmp_path):
