@@ -96,8 +96,9 @@ def num_warps(cell: str, batch_size: int, hidden_size: int) -> int:
   """Warps of one kernel program on a GPU: 8, or 16 where the step's ``G x
   B x H`` float32 gate accumulators would take more than 64 registers a
   thread at 8 (the weights are in shared memory, not registers). Compiled
-  for sm_90 (Triton 3.9), 8 warps spill least or not at all for every cell
-  at B=32 (workload S) and H up to 128, where Triton's default 4 spills for
+  for sm_90 (Triton 3.9), 8 warps spill least or not at all for the cells
+  that run fused at B=32 (workload S) and H up to 128 (bar a GRU in float32
+  at H=128: 24 bytes at 8, 8 at 16), where Triton's default 4 spills for
   LSTM and GRU; at B=128 and H=128, 16 spill least for LSTM and GRU.
   ``benchmarks/fused_check.py --num_warps`` times the others on a GPU."""
   accumulators = _GATES[cell] * batch_size * hidden_size
