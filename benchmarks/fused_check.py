@@ -54,12 +54,10 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where fused_check.json "
 
 def _warps(value: str) -> int | None:
   """``auto`` (``None``) or a power of two from 1 to 32."""
-  if value == "auto":
-    return None
-  if not value.isdigit() or int(value) not in (1, 2, 4, 8, 16, 32):
-    raise flags.ValidationError(
-        f"--num_warps: {value!r} is not auto or a power of two from 1 to 32")
-  return int(value)
+  try:
+    return fused.warps_setting(value)
+  except ValueError as e:
+    raise flags.ValidationError(f"--num_warps: {e}") from None
 
 
 def _check_warps(values: list[str]) -> bool:

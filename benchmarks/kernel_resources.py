@@ -64,31 +64,31 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where kernel_resources.json "
                                "goes.")
 
 
-def _positive_ints(name: str, values: list[str], auto: bool = False) -> list:
-  """A list flag's integers (``auto``: ``None``), or its one-line error."""
-  out = []
+def _positive_ints(name: str, values: list[str]) -> list[int]:
+  """A list flag's integers, or its one-line error."""
   for value in values:
-    if auto and value == "auto":
-      out.append(None)
-    elif value.isdigit() and int(value) > 0:
-      out.append(int(value))
-    else:
+    if not value.isdigit() or int(value) < 1:
       raise flags.ValidationError(
-          f"--{name}: {value!r} is not {'auto or ' if auto else ''}a "
-          f"positive integer")
-  return out
+          f"--{name}: {value!r} is not a positive integer")
+  return [int(value) for value in values]
+
+
+def _warps_list(values: list[str]) -> list[int | None]:
+  """--num_warps' settings (``None``: auto), or its one-line error."""
+  try:
+    return [fused.warps_setting(value) for value in values]
+  except ValueError as e:
+    raise flags.ValidationError(f"--num_warps: {e}") from None
 
 
 for _name in ("batch", "hidden", "num_stages"):
   # _positive_ints raises the one-line error.
   flags.register_validator(
       _name, lambda v, n=_name: _positive_ints(n, v) is not None)
-flags.register_validator(
-    "num_warps", lambda v: all(w is None or w in (1, 2, 4, 8, 16, 32)
-                               for w in _positive_ints("num_warps", v, True)),
-    "--num_warps: a warps count is a power of two from 1 to 32")
+flags.register_validator("num_warps", lambda v: _warps_list(v) is not None)
 
-
+#: 32-bit registers of one SM (every NVIDIA GPU from Volta to Blackwell).
+SM_REGISTERS = 65536
 #: Shared memory of one SM, by compute capability (CUDA C Programming
 #: Guide, "Technical Specifications per Compute Capability").
 SM_SHARED_BYTES = {
@@ -100,12 +100,12 @@ SM_SHARED_BYTES = {
 def programs_per_sm(registers: int, warps: int, shared_bytes: int,
                     arch: str) -> int:
   """How many programs (CUDA blocks) of a kernel one SM holds at once, by
-  the occupancy calculator's rules: 64K registers, allocated per warp in
+  the occupancy calculator's rules: the SM's registers, allocated per warp in
   units of 256; the SM's shared memory, with 1 KiB reserved per block
   (sm_80 and later); 2048 threads; 32 blocks."""
   per_warp = -(-registers * 32 // 256) * 256
   reserved = 1024 if float(arch) >= 8.0 else 0
-  return max(0, min(65536 // (per_warp * warps),
+  return max(0, min(SM_REGISTERS // (per_warp * warps),
                     SM_SHARED_BYTES[arch] // (shared_bytes + reserved),
                     2048 // (32 * warps), 32))
 
@@ -186,7 +186,7 @@ def rows_for(cell: str, dtype: str, batch: int, hidden: int,
                            if engine and why is None else []))
           continue
         fits = (used.shared_bytes <= limit and
-                used.registers * 32 * warps_used <= 65536)
+                used.registers * 32 * warps_used <= SM_REGISTERS)
         errors = []
         if engine and used.shared_bytes > estimate:
           errors.append(f"needs {used.shared_bytes} bytes of shared memory, "
@@ -210,7 +210,7 @@ def main(argv):
     import triton  # pylint: disable=g-import-not-at-top
   except ImportError:
     sys.exit("kernel_resources.py: error: compiling the kernels needs the "
-             "triton package (pip install triton; Linux x86_64)")
+             "triton package (pip install -e '.[kernels]'; Linux x86_64)")
   jax.config.update("jax_default_matmul_precision",
                     None if _PRECISION.value == "default"
                     else _PRECISION.value)
@@ -224,7 +224,7 @@ def main(argv):
   print(f"  {'cell':<7}{'dtype':<10}{'B':>4}{'H':>5} {'kernel':<21}"
         f"{'warps':>8}{'stages':>7}{'regs':>6}{'spill B':>8}{'shared KiB':>11}"
         f"{'per SM':>7}  verdict")
-  warps_list = _positive_ints("num_warps", _NUM_WARPS.value, auto=True)
+  warps_list = _warps_list(_NUM_WARPS.value)
   stages_list = _positive_ints("num_stages", _NUM_STAGES.value)
   rows = []
   for cell in _CELLS.value:

@@ -108,6 +108,17 @@ def num_warps(cell: str, batch_size: int, hidden_size: int) -> int:
   return warps
 
 
+def warps_setting(value: str) -> int | None:
+  """A warps setting as a benchmark flag gives it: ``auto`` (``None``,
+  :func:`num_warps`) or a power of two from 1 to 32, which Triton takes;
+  otherwise ``ValueError`` with a one-line message."""
+  if value == "auto":
+    return None
+  if not value.isdigit() or int(value) not in (1, 2, 4, 8, 16, 32):
+    raise ValueError(f"{value!r} is not auto or a power of two from 1 to 32")
+  return int(value)
+
+
 def _arch() -> str:
   """The default device's compute capability (``"9.0"``), also where it
   is not a CUDA GPU."""
