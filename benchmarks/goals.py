@@ -1,9 +1,11 @@
 """The GPU goals against what one ``gpu_suite.sh`` run measured: reads the
 run's JSON files and prints one row per goal (goal, measured, where from,
 met), then the suite's commands that did not finish. Every ratio is
-between numbers of the same run.
+between numbers of the same run. A rehearsal (``REHEARSE=1``) names the
+workloads that stood in for S and L; its table says it is one.
 
   python benchmarks/goals.py OUT_DIR
+  python benchmarks/goals.py OUT_DIR toyS toyL     # a rehearsal's folder
 """
 
 import glob
@@ -38,12 +40,14 @@ def _best_row(files, key, min_k=1):
   return best
 
 
-def measured(out_dir: str) -> list[tuple[float, str] | None]:
-  """Each goal's measured value and its source (``None``: not measured)."""
-  s_files = _load("throughput_S_*.json", out_dir)
-  l_files = _load("throughput_L_*.json", out_dir)
+def measured(out_dir: str, s: str = "S", l: str = "L"
+             ) -> list[tuple[float, str] | None]:
+  """Each goal's measured value and its source (``None``: not measured),
+  from the files of workloads ``s`` and ``l``."""
+  s_files = _load(f"throughput_{s}_*.json", out_dir)
+  l_files = _load(f"throughput_{l}_*.json", out_dir)
   vs_cudnn = vs_vmap = sweep = None
-  for name, data in _load("baselines_S*.json", out_dir):
+  for name, data in _load(f"baselines_{s}_*.json", out_dir):
     ours = data.get("rnnsweep", {}).get("trial_steps_per_s")
     cudnn = data.get("torch_lstm_sequential", {}).get("trial_steps_per_s")
     vmap = data.get("torch_func_vmap", {}).get("trial_steps_per_s")
@@ -56,15 +60,18 @@ def measured(out_dir: str) -> list[tuple[float, str] | None]:
       sweep = (full["ratio"], f"{name}: {full['wall_s']:.1f} s / "
                f"{full['steady_s']:.1f} s, {full['trials']} trials x "
                f"{full.get('updates', '?')} updates")
-  return [_best_row(s_files, "trial_steps_per_s", 1024), vs_cudnn, vs_vmap,
-          _best_row(l_files, "tflops"), sweep]
+  return [_best_row(s_files, "trial_steps_per_s", 1024 if s == "S" else 1),
+          vs_cudnn, vs_vmap, _best_row(l_files, "tflops"), sweep]
 
 
-def table(out_dir: str) -> tuple[str, int]:
+def table(out_dir: str, s: str = "S", l: str = "L") -> tuple[str, int]:
   """The printed table and how many goals were met."""
-  lines = [f"{'goal':<50} {'target':>10} {'measured':>12}  met  from"]
+  lines = [] if (s, l) == ("S", "L") else [
+      f"REHEARSAL: workload {s} stands for S and {l} for L; these numbers "
+      "are not the goals'"]
+  lines.append(f"{'goal':<50} {'target':>10} {'measured':>12}  met  from")
   met = 0
-  for (name, goal, op), got in zip(GOALS, measured(out_dir)):
+  for (name, goal, op), got in zip(GOALS, measured(out_dir, s, l)):
     if got is None:
       lines.append(f"{name:<50} {op}{goal:>8,} {'-':>12}  -    not measured")
       continue
@@ -87,9 +94,10 @@ def not_done(out_dir: str) -> list[str]:
 
 
 def main() -> None:
-  if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
-    sys.exit("usage: goals.py OUT_DIR (a gpu_suite.sh output folder)")
-  text, met = table(sys.argv[1])
+  if len(sys.argv) not in (2, 4) or not os.path.isdir(sys.argv[1]):
+    sys.exit("usage: goals.py OUT_DIR [S_WORKLOAD L_WORKLOAD] (OUT_DIR: a "
+             "gpu_suite.sh output folder)")
+  text, met = table(*sys.argv[1:])
   print(text)
   print(f"{met} of {len(GOALS)} goals met")
   undone = not_done(sys.argv[1])

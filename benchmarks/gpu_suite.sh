@@ -11,10 +11,15 @@
 # optax and, for the PyTorch rows, torch. Aims at 8 minutes on one
 # H100/H200; QUICK=1 runs a subset (about 3 minutes).
 # DRY_RUN=1 runs nothing: it checks every command's flags (on any machine).
+# REHEARSE=1 runs every command for real at the toy workloads toyS and
+# toyL (K up to 4, a few updates) in place of S and L, so the whole suite, goals table included, can be run
+# end to end on a CPU with the GPU machine's versions before device time is
+# spent on it; its numbers mean nothing.
 # A command that fails or runs past STEP_TIMEOUT_S (default 240 s) is
 # listed in OUT/failed.txt and the suite goes on; once BUDGET_S seconds
 # (default 540; QUICK=1: 360) have passed, the commands left are skipped
-# and listed there too, so one run fits a device session's time. The exit
+# and listed there too, so one run fits a device session's time (a
+# rehearsal's budget is 1800 s). The exit
 # status is non-zero when any command failed or was skipped.
 set -euo pipefail
 out="${1:?usage: benchmarks/gpu_suite.sh OUT_DIR}"
@@ -46,6 +51,8 @@ else
     fi
   }
 fi
+# The workloads and group sizes; REHEARSE=1 shrinks them all.
+S=S; L=L; K=1024; WHOLE=32; SMALL=(); PROFILE_FLAGS=()
 if [[ "${QUICK:-0}" == 1 ]]; then
   S_KS=1,1024; L_KS=256; LEVER_S_KS=1024,2048; LEVER_L_KS=256; SWEEP=0
   AUTO_KS=1024; ROUNDS=1; PROFILE=S; WARPS=auto; FWD_STAGES=1,3
@@ -54,32 +61,42 @@ else
   LEVER_L_KS=256; SWEEP=8; AUTO_KS=256,1024; ROUNDS=2; PROFILE=S,L
   WARPS=auto,4,16; FWD_STAGES=1,2,3
 fi
+if [[ "${REHEARSE:-0}" == 1 ]]; then
+  S=toyS; L=toyL; K=4; WHOLE=8; S_KS=1,4; L_KS=2; LEVER_S_KS=4
+  LEVER_L_KS=2; SWEEP=$((SWEEP ? 2 : 0)); AUTO_KS=2,4; PROFILE=${PROFILE/S/toyS}; PROFILE=${PROFILE/L/toyL}
+  SMALL=(--batch=4 --hidden=16 --input=8 --window=4 --k=2 --repeats=1)
+  PROFILE_FLAGS=(--updates=2)
+fi
+# A rehearsal's CPU compiles slowly: it gets a half hour.
+default_budget=$([[ "${QUICK:-0}" == 1 ]] && echo 360 || echo 540)
+[[ "${REHEARSE:-0}" == 1 ]] && default_budget=1800
 step_limit="${STEP_TIMEOUT_S:-240}"
-budget="${BUDGET_S:-$([[ "${QUICK:-0}" == 1 ]] && echo 360 || echo 540)}"
+budget="${BUDGET_S:-$default_budget}"
 deadline=$((SECONDS + budget))
 BF="--precision=bfloat16"
-run benchmarks/fused_check.py --num_warps=$WARPS --forward_stages=$FWD_STAGES --out_dir="$out"
-run benchmarks/profile_gpu.py --workloads=$PROFILE $BF --unroll=8 --out_dir="$out"
-run benchmarks/profile_gpu.py --workloads=$PROFILE $BF --recurrence=pallas --out_dir="$out"
-run benchmarks/throughput.py --workload=S --ks=$S_KS --out_dir="$out"
-run benchmarks/throughput.py --workload=S --ks=$LEVER_S_KS $BF --unroll=8 --out_dir="$out"
-run benchmarks/throughput.py --workload=S --ks=$LEVER_S_KS $BF --unroll=32 --out_dir="$out"
-run benchmarks/throughput.py --workload=S --ks=$LEVER_S_KS $BF --unroll=8 --hoist_input --out_dir="$out"
-run benchmarks/throughput.py --workload=S --ks=1024 $BF --unroll=8 --hoist_input --donate --out_dir="$out"
-run benchmarks/throughput.py --workload=S --ks=$LEVER_S_KS $BF --recurrence=pallas --out_dir="$out"
-run benchmarks/throughput.py --workload=L --ks=$L_KS --out_dir="$out"
-run benchmarks/throughput.py --workload=L --ks=$LEVER_L_KS $BF --unroll=8 --out_dir="$out"
-run benchmarks/throughput.py --workload=L --ks=$LEVER_L_KS $BF --unroll=8 --hoist_input --out_dir="$out"
-run benchmarks/baselines.py --workload=S --k=1024 --sweep_trials=$SWEEP --full_sweep_trials=1024 $BF --unroll=8 --out_dir="$out"
-run benchmarks/baselines.py --workload=S --k=1024 --sweep_trials=0 --full_sweep_trials=1024 $BF --recurrence=pallas --out_dir="$out"
-run benchmarks/group_size.py --workload=S --trials=1024 --ks=$AUTO_KS --rounds=$ROUNDS $BF --unroll=8 --out_dir="$out"
+run benchmarks/fused_check.py --num_warps=$WARPS --forward_stages=$FWD_STAGES ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out"
+run benchmarks/profile_gpu.py --workloads=$PROFILE ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --out_dir="$out"
+run benchmarks/profile_gpu.py --workloads=$PROFILE ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --recurrence=pallas --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$S_KS --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --unroll=8 --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --unroll=$WHOLE --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --unroll=8 --hoist_input --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --hoist_input --donate --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --recurrence=pallas --out_dir="$out"
+run benchmarks/throughput.py --workload=$L --ks=$L_KS --out_dir="$out"
+run benchmarks/throughput.py --workload=$L --ks=$LEVER_L_KS $BF --unroll=8 --out_dir="$out"
+run benchmarks/throughput.py --workload=$L --ks=$LEVER_L_KS $BF --unroll=8 --hoist_input --out_dir="$out"
+run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=$SWEEP --full_sweep_trials=$K $BF --unroll=8 --out_dir="$out"
+run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=0 --full_sweep_trials=$K $BF --recurrence=pallas --out_dir="$out"
+run benchmarks/group_size.py --workload=$S --trials=$K --ks=$AUTO_KS --rounds=$ROUNDS $BF --unroll=8 --out_dir="$out"
 # Several GPUs: throughput against the number a group is sharded over.
 if [[ "${DRY_RUN:-0}" == 1 || "$(python3 -c 'import jax; print(len(jax.devices()))' 2>/dev/null)" -gt 1 ]]; then
-  run benchmarks/devices.py --workload=S --k_per_device=1024 $BF --unroll=8 --out_dir="$out"
+  run benchmarks/devices.py --workload=$S --k_per_device=$K $BF --unroll=8 --out_dir="$out"
 fi
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   python3 benchmarks/check_flags.py "$out/commands.txt"
 else
-  python3 benchmarks/goals.py "$out" | tee -a "$out/suite.log"
+  goals=("$out"); [[ "${REHEARSE:-0}" == 1 ]] && goals+=("$S" "$L")
+  python3 benchmarks/goals.py "${goals[@]}" | tee -a "$out/suite.log"
   if [[ -s "$out/failed.txt" ]]; then exit 1; fi
 fi

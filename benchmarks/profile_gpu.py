@@ -40,7 +40,7 @@ from rnnsweep import engine
 _WORKLOADS = flags.DEFINE_list("workloads", ["S", "L"], "Workloads to "
                                "profile (see rnnsweep/bench.py).")
 _KS = flags.DEFINE_list("ks", None, "Group size per workload (default: "
-                        "1024 for S, 256 for L).")
+                        "1024 for S, 256 for L; 4 and 2 for the toys).")
 _UPDATES = flags.DEFINE_integer("updates", 10, "Updates in the traced "
                                 "segment.", lower_bound=1)
 _TOP = flags.DEFINE_integer("top", 8, "Slowest ops to list per workload.",
@@ -49,7 +49,7 @@ _ENGINE = bench.define_engine_flags()
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON (and the "
                                "trace) go.")
 
-DEFAULT_K = {"S": 1024, "L": 256}
+DEFAULT_K = {"S": 1024, "L": 256, "toyS": 4, "toyL": 2}
 #: Ops that only contain others (their time is their children's).
 CONTAINERS = {"while", "conditional", "call", "async-start", "async-done"}
 MATMUL = re.compile(r"\b(dot|convolution)\(|gemm|cublas|matmul|__triton")

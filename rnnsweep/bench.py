@@ -9,6 +9,10 @@ Workloads (issue "Search throughput"):
   -> dense; batch 32, TBPTT window 32, Adam, 50 updates per trial, learning
   rates log-spaced 1e-4..1e-2, output dropout 0..0.5.
 - **L**: as S with LSTM(512) and batch 128.
+- **toyS**, **toyL**: toys (LSTM(16) and LSTM(32), batch 4 and 8, window
+  8, vocabulary 16, 4 updates) standing for S and L when the GPU suite is
+  rehearsed end to end on a CPU (``REHEARSE=1 bash
+  benchmarks/gpu_suite.sh``); their numbers mean nothing.
 
 FLOPs are counted analytically (``cost_analysis`` counts a scan's body
 once): training ~ 3x forward = 6*G*H*(I+H) per layer per token plus 6*H*V
@@ -51,7 +55,11 @@ class Workload:
         tokens=self.batch * self.window)
 
 
-WORKLOADS = {"S": Workload("S"), "L": Workload("L", hidden=512, batch=128)}
+WORKLOADS = {"S": Workload("S"), "L": Workload("L", hidden=512, batch=128),
+             "toyS": Workload("toyS", hidden=16, batch=4, window=8,
+                              vocab=16, embed=8, updates=4),
+             "toyL": Workload("toyL", hidden=32, batch=8, window=8,
+                              vocab=16, embed=8, updates=4)}
 
 
 def workload_task(w: Workload) -> CharLM:

@@ -43,6 +43,29 @@ def test_gpu_suite_commands_all_parse(tmp_path, quick):
   assert any("--recurrence=pallas" in c for c in commands)
 
 
+def test_gpu_suite_rehearsal_runs_every_command_at_toy_sizes(tmp_path):
+  env = subprocess_env(DRY_RUN="1", REHEARSE="1", QUICK="1",
+                       PATH=os.pathsep.join([os.path.dirname(sys.executable),
+                                             os.environ["PATH"]]))
+  out = subprocess.run(["bash", os.path.join(BENCHMARKS, "gpu_suite.sh"),
+                        str(tmp_path)], env=env, capture_output=True,
+                       text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  commands = (tmp_path / "commands.txt").read_text().splitlines()
+  assert f"{len(commands)} of {len(commands)} commands parse" in out.stdout
+  # The same commands as the GPU run's, each at a toy's size.
+  workloads = [a.split("=", 1)[1] for c in commands for a in c.split()
+               if a.startswith(("--workload=", "--workloads="))]
+  assert len(workloads) == len(commands) - 1  # all but fused_check.py
+  assert set(",".join(workloads).split(",")) == {"toyS", "toyL"}
+  numbers = [int(n) for c in commands for a in c.split()
+             if a.startswith(("--k", "--ks=", "--trials=", "--full_sweep"))
+             for n in a.split("=", 1)[1].split(",")]
+  assert numbers and max(numbers) <= 4
+  fused = next(c for c in commands if "fused_check.py" in c)
+  assert "--hidden=16" in fused and "--batch=4" in fused
+
+
 def _suite_with_fake_python(tmp_path, **env):
   """``gpu_suite.sh`` run (not dry) with a ``python3`` that only echoes
   its command: fused_check.py fails, the fused profile hangs, goals.py is
@@ -192,6 +215,13 @@ def test_goals_table_reads_one_run(tmp_path):
   assert "3.00  NO" in lines[3]     # 30,000 / 10,000
   assert "not measured" in lines[4]  # no L run
   assert "1.40  NO" in lines[5] and "1024 trials x 500 updates" in lines[5]
+  # A rehearsal's table reads its toys' files only, at any K, and says so.
+  _write(tmp_path, "throughput_toyS_lstm_float32_u1.json", rows((4, 50.0)))
+  text, met = goals["table"](str(tmp_path), "toyS", "toyL")
+  lines = text.splitlines()
+  assert met == 0 and lines[0].startswith("REHEARSAL: workload toyS")
+  assert "50.00  NO" in lines[2] and "toyS_lstm_float32_u1.json K=4" in lines[2]
+  assert all("not measured" in l for l in lines[3:])
 
 
 def test_profile_attributes_a_tick_to_the_engine_scopes(tiny_lm):
