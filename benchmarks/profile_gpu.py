@@ -162,7 +162,8 @@ def profile(task: rs.Task, trials: list, options: rs.EngineOptions, *,
   value = np.zeros((k,), np.float32)
   programs = {
       "segment": prog.compiled_segment(state, data.train, key),
-      "evaluation": prog.compiled_evaluate(state, data.val)}
+      "evaluation": prog.compiled_evaluate(state, data.val),
+      "best-parameter bookkeeping": prog.compiled_keep_best(state, value)}
 
   def tick(state):
     state, _ = prog.segment(state, data.train, key, num_steps=updates)
@@ -171,10 +172,8 @@ def profile(task: rs.Task, trials: list, options: rs.EngineOptions, *,
     jax.block_until_ready((state, metrics))
     return state
 
-  state = tick(state)  # compiles keep_best; warm
-  keep_best = prog.keep_best.fn.lower(state, value).compile()
+  state = tick(state)  # warm
   texts = {name: c.executable.as_text() for name, c in programs.items()}
-  texts["best-parameter bookkeeping"] = keep_best.as_text()
   ops = {}
   for name, text in texts.items():
     for op, info in hlo_ops(text).items():

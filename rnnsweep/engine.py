@@ -37,6 +37,7 @@ marked diverged and frozen (parameters and optimizer state stop changing);
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -741,13 +742,13 @@ class Program:
           ins if self.multi_process else None)
     self.replicated = rep
     self.mesh = None if self.devices is None else mesh
-    self.init = jit(self._init_group, (k, k), k)
+    self._init_jit = jit(self._init_group, (k, k), k)
     self._segment_jit = jit(
         self._segment, (k, rep, rep, k, rep), k,
         donate_argnums=(0,) if self.options.donate else ())
     self._evaluate_jit = jit(self._evaluate, (k, rep), k,
                              static_argnums=(2,))
-    self.keep_best = jit(self._keep_best, (k, k), k)
+    self._keep_best_jit = jit(self._keep_best, (k, k), k)
     self.reset_slot = jit(self._reset_slot, (k, rep, rep, rep), k)
     self.exploit = jit(self._exploit, (k, k, k), k)
     self.compact = jit(self._compact, (k, rep), k)
@@ -784,25 +785,80 @@ class Program:
   # -- compiled executables -----------------------------------------------------
 
   def _executable(self, name: str, jitted: Any, args: tuple,
-                  static: tuple = ()) -> "Compiled":
+                  static: tuple = (), lowered: Any = None) -> "Compiled":
     """``jitted`` compiled ahead of time for these argument shapes on first
     use and kept, with its compile time and memory analysis (group sizing
     reads them, and the run then uses the same executable). ``static``:
-    trailing static positional arguments."""
+    trailing static positional arguments. ``args`` may be arrays or their
+    ``jax.ShapeDtypeStruct``s; ``lowered``: the program already lowered for
+    them (its trace is not repeated). A program another thread is compiling
+    (:meth:`prepare`) is waited for, not compiled twice; a failed compile
+    raises here for every caller and is not kept."""
     sig = jax.tree_util.tree_map(
         lambda a: (np.shape(a), str(getattr(a, "dtype", type(a)))), args)
     key = (name, static, jax.tree_util.tree_structure(args),
            tuple(jax.tree_util.tree_leaves(sig)))
     with _LOCK:
       found = self._compiled.get(key)
-    if found is not None:
-      return found
+      if found is None:
+        found = self._compiled[key] = concurrent.futures.Future()
+        mine = True
+      else:
+        mine = False
+    if not mine:
+      return found.result()
     start = time.perf_counter()
-    executable = jitted.lower(*args, *static).compile()
-    found = Compiled(executable, time.perf_counter() - start,
-                     _program_bytes(executable))
-    with _LOCK:
-      return self._compiled.setdefault(key, found)
+    try:
+      executable = (lowered or jitted.lower(*args, *static)).compile()
+    except BaseException as e:
+      with _LOCK:
+        del self._compiled[key]
+      found.set_exception(e)
+      raise
+    found.set_result(Compiled(executable, time.perf_counter() - start,
+                              _program_bytes(executable)))
+    return found.result()
+
+  def prepare(self, seeds: Any, hp: Mapping[str, Any], data: Any,
+              data_key: Array) -> list[concurrent.futures.Future]:
+    """Starts compiling, each in its own thread, every program a group of
+    these trials runs: init, the training segment, evaluation (of the
+    current and of the best parameters, on ``data.val`` and
+    ``data.test``) and the best-parameter update. XLA compiles with the
+    interpreter released, so they compile side by side (and, on an
+    accelerator, alongside what the device already runs) instead of one
+    after another as each is first called. The calls that need them wait
+    for them; nothing else changes (the same executables).
+
+    Args:
+      seeds: ``int32[K]``, the arrays :meth:`init` will be given.
+      hp: ``{name: float32[K]}``, likewise.
+      data: the task's data (``.train``, ``.val``, ``.test``) on the device.
+      data_key: the sweep's data key.
+
+    Returns:
+      One future a program (done when it is compiled; it holds its
+      :class:`Compiled` or raises its compile error), or none in a
+      multi-process program, where each is compiled as it is first called.
+    """
+    if self.multi_process:
+      return []
+    # The group state's shapes from init's own lowering, which its compile
+    # then uses (a separate eval_shape would trace init once more).
+    lowered = self._init_jit.lower(seeds, hp)
+    state = lowered.out_info
+    value = jax.ShapeDtypeStruct(np.shape(seeds), np.float32)
+    jobs = (lambda: self._executable("init", self._init_jit, (seeds, hp),
+                                     lowered=lowered),
+            lambda: self.compiled_segment(state, data.train, data_key),
+            lambda: self.compiled_evaluate(state, data.val),
+            lambda: self.compiled_evaluate(state, data.test, best=True),
+            lambda: self.compiled_keep_best(state, value))
+    pool = concurrent.futures.ThreadPoolExecutor(
+        len(jobs), thread_name_prefix="rnnsweep-compile")
+    futures = [pool.submit(job) for job in jobs]
+    pool.shutdown(wait=False)
+    return futures
 
   @staticmethod
   def _stop_at(state: GroupState, stop_at: Any) -> np.ndarray:
@@ -819,6 +875,35 @@ class Program:
         "segment", self._segment_jit,
         (state, data_train, data_key, self._stop_at(state, None),
          np.int32(1)))
+
+  def compiled_init(self, seeds: Any, hp: Mapping[str, Any]
+                    ) -> "Compiled":
+    """The executable of :meth:`init` for these shapes."""
+    return self._executable("init", self._init_jit, (seeds, hp))
+
+  def compiled_keep_best(self, state: GroupState, value: Any
+                         ) -> "Compiled":
+    """The executable of :meth:`keep_best` for these shapes."""
+    return self._executable("keep_best", self._keep_best_jit,
+                            (state, value))
+
+  def init(self, seeds: Any, hp: Mapping[str, Any]) -> GroupState:
+    """A fresh group: slot ``i`` holds trial ``(seeds[i], hp[n][i])``.
+
+    Args:
+      seeds: ``int32[K]`` trial seeds.
+      hp: ``{name: float32[K]}`` the vectorised hyperparameters
+        (:func:`hparam_arrays`).
+    """
+    return self.compiled_init(seeds, hp).executable(
+        *self._init_jit.placed((seeds, hp)))
+
+  def keep_best(self, state: GroupState, value: Any) -> GroupState:
+    """Each slot's best-so-far parameters and value updated with its
+    validation ``value`` (``float32[K]``; NaN: not a candidate; a NumPy
+    array, as :meth:`prepare` compiled it for)."""
+    return self.compiled_keep_best(state, value).executable(
+        *self._keep_best_jit.placed((state, value)))
 
   def compiled_evaluate(self, state: GroupState, data: Batch,
                         best: bool = False) -> "Compiled":

@@ -179,6 +179,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   if state is None:
     progress = _fresh_progress(group)
     progress["slots"] += [-1] * (len(padded) - len(progress["slots"]))
+    prog.prepare(seeds, hp, data, data_key)  # its programs compile at once
     state = prog.init(seeds, hp)
   wall_before = progress["wall_s"]
   sched = schedulers.Scheduler(scheduler, steps=steps,

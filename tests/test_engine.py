@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -240,6 +241,81 @@ def test_one_executable_serves_every_segment_length(tiny_lm):
   assert (np.asarray(first.windows_with_targets) == 3).all()
   assert (np.asarray(rest.windows_with_targets) == 5).all()
   assert np.isnan(np.asarray(empty.train_loss)).all()
+
+
+def _compile_threads():
+  """A listener for jax.monitoring and the set of threads it saw compile."""
+  threads = set()
+
+  def listener(event, duration, **_):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      threads.add(threading.get_ident())
+  return listener, threads
+
+
+def test_prepare_compiles_a_groups_programs_at_once_for_its_run(tiny_lm):
+  trials = rs.make_trials(_configs("gru", VARIED[:3]))
+  # A Program of its own: none of its executables exists yet.
+  prog = engine.Program(StaticConfig.from_params(trials[0].params), tiny_lm)
+  seeds = engine.seed_array([t.seed for t in trials])
+  hp = engine.hparam_arrays([t.params for t in trials])
+  data, key = tiny_lm.data(), engine.data_key(0)
+  listener, threads = _compile_threads()
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    with engine.count_compiles() as compiles:
+      for future in prog.prepare(seeds, hp, data, key):
+        future.result()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  # init, segment, evaluation of the current and the best parameters, the
+  # best-parameter update: each in a thread of its own.
+  assert compiles.requests == 5 and len(threads) == 5
+  assert threading.get_ident() not in threads
+  # A group's whole run then uses them: nothing more is compiled.
+  with engine.count_compiles() as again:
+    state = prog.init(seeds, hp)
+    state, _ = prog.segment(state, data.train, key, num_steps=2)
+    value = np.asarray(prog.evaluate(state, data.val)[tiny_lm.selection_metric],
+                       np.float32)
+    state = prog.keep_best(state, value)
+    prog.evaluate(state, data.test, best=True)
+  assert again.requests == 0
+
+
+def test_a_run_compiles_its_groups_programs_at_once(tiny_lm, monkeypatch):
+  monkeypatch.setattr(engine, "_PROGRAMS", type(engine._PROGRAMS)())  # pylint: disable=protected-access
+  listener, threads = _compile_threads()
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    r = rs.run_trials(tiny_lm, _configs("gru", VARIED[:3]), steps=16,
+                      eval_every=8, max_group_size=3)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert [t.status for t in r.trials] == ["completed"] * 3
+  assert len(threads - {threading.get_ident()}) == 5
+
+
+def test_a_failed_compile_raises_for_its_callers_and_is_retried(tiny_lm,
+                                                                 monkeypatch):
+  trials = rs.make_trials(_configs("gru", VARIED[:3]))
+  prog = engine.Program(StaticConfig.from_params(trials[0].params), tiny_lm)
+  seeds = engine.seed_array([t.seed for t in trials])
+  hp = engine.hparam_arrays([t.params for t in trials])
+  real = prog._init_jit.lower  # pylint: disable=protected-access
+  calls = []
+
+  def lower(*args):
+    calls.append(1)
+    if len(calls) == 1:
+      raise RuntimeError("RESOURCE_EXHAUSTED: out of memory compiling")
+    return real(*args)
+  monkeypatch.setattr(prog._init_jit, "lower", lower)  # pylint: disable=protected-access
+  with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+    prog.init(seeds, hp)
+  state = prog.init(seeds, hp)  # compiled anew, not the failure kept
+  assert len(calls) == 2 and np.shape(state.trials.step) == (3,)
 
 
 def test_second_group_compiles_nothing(tiny_lm):
