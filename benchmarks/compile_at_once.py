@@ -1,6 +1,7 @@
 """A whole sweep's wall time with its group's programs compiled at once
-(``Program.prepare``: init, the training segment, both evaluations and the
-best-parameter update, each in its own thread as the group starts) against
+(``EngineOptions(compile_at_once=True)``: init, the training segment, both
+evaluations and the best-parameter update, each in its own thread as the
+group starts, ``Program.prepare``) against
 compiled one after another as each is first called, side by side in one
 process. The rows alternate (on, off, on, off, ...) so drift on a shared
 machine falls on both; each round starts from an empty program cache, and
@@ -10,6 +11,7 @@ no persistent compilation cache is used, so every round pays its compiles.
   python benchmarks/compile_at_once.py --workload=toyS --rounds=2   # a quick check
 """
 
+import dataclasses
 import json
 import statistics
 import sys
@@ -33,28 +35,22 @@ _UPDATES = flags.DEFINE_integer("updates", 20, "Updates per trial "
                                 lower_bound=5)
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Sweeps per setting.",
                                lower_bound=1)
-_ENGINE = bench.define_engine_flags()
+_ENGINE = bench.define_engine_flags()  # --compile_at_once: both are run
 _OUT = flags.DEFINE_string("out", None, "JSON file for the rows.")
 
 
-def sweep_seconds(task, configs, *, updates: int, options, at_once: bool
-                  ) -> tuple[float, float]:
+def sweep_seconds(task, configs, *, updates: int,
+                  options: engine.EngineOptions) -> tuple[float, float]:
   """``(wall, summed compile seconds)`` of one whole sweep, compiles
-  included, its group's programs compiled at once or as first called."""
+  included."""
   engine.clear_programs()
-  real = engine.Program.prepare
-  if not at_once:
-    engine.Program.prepare = lambda self, *a, **k: []
-  try:
-    with engine.count_compiles() as log, \
-        tempfile.TemporaryDirectory() as workdir:
-      start = time.perf_counter()
-      rs.run_trials(task, configs, steps=updates, eval_every=updates // 5,
-                    max_group_size=len(configs), options=options,
-                    workdir=workdir)
-      return time.perf_counter() - start, log.seconds
-  finally:
-    engine.Program.prepare = real
+  with engine.count_compiles() as log, \
+      tempfile.TemporaryDirectory() as workdir:
+    start = time.perf_counter()
+    rs.run_trials(task, configs, steps=updates, eval_every=updates // 5,
+                  max_group_size=len(configs), options=options,
+                  workdir=workdir)
+    return time.perf_counter() - start, log.seconds
 
 
 def main(argv):
@@ -73,8 +69,9 @@ def main(argv):
   rows = []
   for r in range(_ROUNDS.value):
     for at_once in (True, False):
-      wall, compile_s = sweep_seconds(task, configs, updates=_UPDATES.value,
-                                      options=options, at_once=at_once)
+      wall, compile_s = sweep_seconds(
+          task, configs, updates=_UPDATES.value,
+          options=dataclasses.replace(options, compile_at_once=at_once))
       rows.append({"round": r, "at_once": at_once, "wall_s": wall,
                    "compile_s": compile_s})
       print(f"{r:>5} {'at once' if at_once else 'as first called':<18} "

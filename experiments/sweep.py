@@ -142,6 +142,11 @@ _TRIAL_CHUNK = flags.DEFINE_string(
     "batched per-trial matmuls are slower, one trial at a time for "
     "LSTM(64), batch 32, and larger, small chunks for smaller trials; 0: "
     "the whole group; N: chunks of N.")
+_COMPILE_AT_ONCE = flags.DEFINE_bool(
+    "compile_at_once", False, "Compile each group's programs side by side "
+    "in threads as it starts instead of one after another (the same "
+    "programs and numbers; slower on a 2-core CPU, not yet measured on a "
+    "GPU host).")
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", rs.engine.DEFAULT_COMPILATION_CACHE, "Persistent "
     "XLA compilation cache, so a rerun or resumed sweep does not compile "
@@ -293,7 +298,8 @@ def main(argv):
         donate=_DONATE.value, hoist_input=_HOIST_INPUT.value,
         recurrence=_RECURRENCE.value,
         trial_chunk=rs.engine.parse_trial_chunk(_TRIAL_CHUNK.value,
-                                                "--trial_chunk"))
+                                                "--trial_chunk"),
+        compile_at_once=_COMPILE_AT_ONCE.value)
     if sampler == "trials":
       settings, trials, tuned = rs.runner.trials_settings(
           task, rs.load_trials(_TRIALS.value), steps=_STEPS.value,

@@ -82,7 +82,8 @@ def trial_configs(w: Workload, k: int) -> list[dict[str, Any]]:
 
 def define_engine_flags() -> Callable[[], engine.EngineOptions]:
   """Defines the benchmark scripts' engine flags (``--precision``,
-  ``--unroll``, ``--donate``, ``--hoist_input``, ``--recurrence``) and
+  ``--unroll``, ``--donate``, ``--hoist_input``, ``--recurrence``,
+  ``--trial_chunk``, ``--compile_at_once``) and
   returns a function giving their :class:`~rnnsweep.engine.EngineOptions`
   once the flags are parsed."""
   from absl import flags  # pylint: disable=import-outside-toplevel
@@ -99,11 +100,15 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
       "trial_chunk", engine.AUTO_CHUNK, "Slots vmapped together in a "
       "group: auto (all on an accelerator; on a CPU by matmul size), 0 "
       "(all), or a size.")
+  at_once = flags.DEFINE_bool(
+      "compile_at_once", False, "Compile a group's programs side by side "
+      "in threads as it starts (EngineOptions.compile_at_once).")
   return lambda: engine.EngineOptions(
       compute_dtype=precision.value, unroll=unroll.value,
       donate=donate.value, hoist_input=hoist.value,
       recurrence=recurrence.value,
-      trial_chunk=engine.parse_trial_chunk(chunk.value, "--trial_chunk"))
+      trial_chunk=engine.parse_trial_chunk(chunk.value, "--trial_chunk"),
+      compile_at_once=at_once.value)
 
 
 def options_tag(options: engine.EngineOptions) -> str:
@@ -113,6 +118,7 @@ def options_tag(options: engine.EngineOptions) -> str:
           f"{'_hoist' if options.hoist_input else ''}"
           f"{'_donate' if options.donate else ''}"
           f"{'_pallas' if options.recurrence == 'pallas' else ''}"
+          f"{'_once' if options.compile_at_once else ''}"
           f"{'' if auto_chunk else '_c' + str(options.trial_chunk)}")
 
 
@@ -124,7 +130,8 @@ def device_header(options: engine.EngineOptions | None = None) -> str:
           f"{jax.config.jax_default_matmul_precision or 'default'}; "
           f"compute {opts.compute_dtype}, unroll {opts.unroll}, donate "
           f"{opts.donate}, hoist_input {opts.hoist_input}, recurrence "
-          f"{opts.recurrence}, trial_chunk {opts.trial_chunk}")
+          f"{opts.recurrence}, trial_chunk {opts.trial_chunk}, "
+          f"compile_at_once {opts.compile_at_once}")
 
 
 def _timed(fn: Callable[[], Any]) -> float:

@@ -425,6 +425,14 @@ class EngineOptions:
       that does not divide K runs the largest one that does (one loop
       body, one compile). A group sharded over several devices chunks
       each device's share.
+    compile_at_once: compile a fresh group's programs (init, segment,
+      both evaluations, the best-parameter update) side by side in
+      threads as it starts (:meth:`Program.prepare`), not one after
+      another as each is first called. The same executables and numbers;
+      off by default: on a 2-core CPU it made a sweep slower (XLA's CPU
+      compiles already share the cores; benchmarks/RESULTS.md), and on a
+      GPU host it is not measured yet (benchmarks/compile_at_once.py).
+      Not part of a sweep's recorded settings (:meth:`record`).
   """
 
   compute_dtype: str = "float32"
@@ -433,6 +441,7 @@ class EngineOptions:
   hoist_input: bool = False
   recurrence: str = "xla"
   trial_chunk: int | str = "auto"
+  compile_at_once: bool = False
 
   def __post_init__(self):
     if self.compute_dtype not in ("float32", "bfloat16"):
@@ -446,6 +455,17 @@ class EngineOptions:
       raise ValueError(f"recurrence must be one of {', '.join(RECURRENCES)}, "
                        f"got {self.recurrence!r}")
     _check_trial_chunk(self.trial_chunk)
+    if not isinstance(self.compile_at_once, bool):
+      raise ValueError(f"compile_at_once must be True or False, got "
+                       f"{self.compile_at_once!r}")
+
+  def record(self) -> dict[str, Any]:
+    """The options a sweep stores and a resume must match: all but
+    ``compile_at_once``, which changes when programs compile, not what
+    they compute."""
+    out = dataclasses.asdict(self)
+    del out["compile_at_once"]
+    return out
 
   def chunk_for(self, k: int, platform: str, step_macs: int = 0) -> int:
     """Slots vmapped together among ``k`` slots (a group's, or one

@@ -179,7 +179,8 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   if state is None:
     progress = _fresh_progress(group)
     progress["slots"] += [-1] * (len(padded) - len(progress["slots"]))
-    prog.prepare(seeds, hp, data, data_key)  # its programs compile at once
+    if prog.options.compile_at_once:
+      prog.prepare(seeds, hp, data, data_key)
     state = prog.init(seeds, hp)
   wall_before = progress["wall_s"]
   sched = schedulers.Scheduler(scheduler, steps=steps,

@@ -100,7 +100,7 @@ class SweepSettings:
     """The settings as JSON-ready values (what the store saves and
     compares)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    out["engine"] = dataclasses.asdict(self.engine)
+    out["engine"] = self.engine.record()
     out["scheduler"] = self.scheduler.record()
     out["task_config"] = dict(self.task_config)
     out["sampler_options"] = dict(self.sampler_options)

@@ -284,17 +284,25 @@ def test_prepare_compiles_a_groups_programs_at_once_for_its_run(tiny_lm):
   assert again.requests == 0
 
 
-def test_a_run_compiles_its_groups_programs_at_once(tiny_lm, monkeypatch):
+@pytest.mark.parametrize("at_once", [False, True])
+def test_a_run_compiles_its_groups_programs_at_once_when_told(
+    tiny_lm, monkeypatch, at_once):
   monkeypatch.setattr(engine, "_PROGRAMS", type(engine._PROGRAMS)())  # pylint: disable=protected-access
   listener, threads = _compile_threads()
   jax.monitoring.register_event_duration_secs_listener(listener)
+  options = rs.EngineOptions(compile_at_once=at_once)
   try:
     r = rs.run_trials(tiny_lm, _configs("gru", VARIED[:3]), steps=16,
-                      eval_every=8, max_group_size=3)
+                      eval_every=8, max_group_size=3, options=options)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert [t.status for t in r.trials] == ["completed"] * 3
-  assert len(threads - {threading.get_ident()}) == 5
+  assert len(threads - {threading.get_ident()}) == (5 if at_once else 0)
+  # When programs compile is not part of the sweep a resume must match.
+  record = lambda o: rs.settings.SweepSettings.make(
+      tiny_lm, sampler="trials", space=None, num_trials=3, steps=16,
+      eval_every=8, max_group_size=3, seed=0, options=o).record()
+  assert record(options) == record(rs.EngineOptions())
 
 
 def test_a_failed_compile_raises_for_its_callers_and_is_retried(tiny_lm,
