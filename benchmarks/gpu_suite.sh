@@ -6,9 +6,8 @@
 # recurrence in bfloat16: in float32 and at L's H=512 it falls back, see
 # kernel_resources.py), the baselines (PyTorch cuDNN, torch.func.vmap, a whole
 # 1024-trial sweep against its steady state), max_group_size=auto against
-# fixed K, a sweep's programs compiled at once against one after another
-# (full suite only), several GPUs when present, and the table of goals vs
-# measured.
+# fixed K, a sweep's programs compiled at once against one after another,
+# several GPUs when present, and the table of goals vs measured.
 # Run from a checkout (PYTHONPATH=. is set here); needs jax with CUDA, flax,
 # optax and, for the PyTorch rows, torch. Aims at 8 minutes on one
 # H100/H200; QUICK=1 runs a subset (about 3 minutes).
@@ -91,9 +90,7 @@ run benchmarks/throughput.py --workload=$L --ks=$LEVER_L_KS $BF --unroll=8 --hoi
 run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=$SWEEP --full_sweep_trials=$K $BF --unroll=8 --out_dir="$out"
 run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=0 --full_sweep_trials=$K $BF --recurrence=pallas --out_dir="$out"
 run benchmarks/group_size.py --workload=$S --trials=$K --ks=$AUTO_KS --rounds=$ROUNDS $BF --unroll=8 --out_dir="$out"
-if [[ "${QUICK:-0}" != 1 ]]; then
-  run benchmarks/compile_at_once.py --workload=$S --trials=$K --updates=50 --rounds=2 $BF --unroll=8 --out="$out/compile_at_once_$S.json"
-fi
+run benchmarks/compile_at_once.py --workload=$S --trials=$K --updates=50 --rounds=$ROUNDS $BF --unroll=8 --out="$out/compile_at_once_$S.json"
 # Several GPUs: throughput against the number a group is sharded over.
 if [[ "${DRY_RUN:-0}" == 1 || "$(python3 -c 'import jax; print(len(jax.devices()))' 2>/dev/null)" -gt 1 ]]; then
   run benchmarks/devices.py --workload=$S --k_per_device=$K $BF --unroll=8 --out_dir="$out"

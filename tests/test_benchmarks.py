@@ -103,7 +103,7 @@ def test_gpu_suite_goes_on_past_a_failed_or_hung_command(tmp_path):
       f"--precision=bfloat16 --recurrence=pallas --out_dir={out_dir}"]
   # Every other command still ran, and the goals table came at the end.
   ran = [l for l in out.stdout.splitlines() if l.startswith("ran ")]
-  assert len(ran) >= 12 and "benchmarks/group_size.py" in ran[-1]
+  assert len(ran) >= 12 and "benchmarks/compile_at_once.py" in ran[-1]
   assert "0 of 5 goals met" in out.stdout
   assert "2 commands did not finish" in out.stdout
   assert f"  {failed[0]}" in out.stdout
