@@ -247,13 +247,18 @@ class AutoSizer:
                        trials: Sequence[TrialSpec], k: int) -> Programs:
     """Every program a group of ``k`` of ``trials`` (repeated as padding)
     runs, compiled from shapes alone (no device memory): the training
-    segment, validation, and the test split on the best parameters."""
+    segment, validation, and the test split on the best parameters (with
+    ``compile_at_once``, side by side with the group's init and
+    best-parameter update, which a group of ``k`` then finds compiled)."""
     hp, seeds = self._inputs(trials, k)
-    state = engine.state_shape(prog, seeds, hp)
     data = self.task.data()
+    key = engine.data_key(self.data_seed)
+    if prog.options.compile_at_once:
+      for compiling in prog.prepare(seeds, hp, data, key):
+        compiling.result()
+    state = engine.state_shape(prog, seeds, hp)
     return Programs(
-        prog.compiled_segment(state, data.train,
-                              engine.data_key(self.data_seed)),
+        prog.compiled_segment(state, data.train, key),
         (prog.compiled_evaluate(state, data.val),
          prog.compiled_evaluate(state, data.test, best=True)))
 

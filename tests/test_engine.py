@@ -284,16 +284,19 @@ def test_prepare_compiles_a_groups_programs_at_once_for_its_run(tiny_lm):
   assert again.requests == 0
 
 
-@pytest.mark.parametrize("at_once", [False, True])
+@pytest.mark.parametrize("at_once,group_size", [(False, 3), (True, 3),
+                                                 (True, "auto")])
 def test_a_run_compiles_its_groups_programs_at_once_when_told(
-    tiny_lm, monkeypatch, at_once):
+    tiny_lm, monkeypatch, at_once, group_size):
   monkeypatch.setattr(engine, "_PROGRAMS", type(engine._PROGRAMS)())  # pylint: disable=protected-access
   listener, threads = _compile_threads()
   jax.monitoring.register_event_duration_secs_listener(listener)
   options = rs.EngineOptions(compile_at_once=at_once)
   try:
+    # auto: the group size's memory check compiles them (at once too).
     r = rs.run_trials(tiny_lm, _configs("gru", VARIED[:3]), steps=16,
-                      eval_every=8, max_group_size=3, options=options)
+                      eval_every=8, max_group_size=group_size,
+                      options=options)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert [t.status for t in r.trials] == ["completed"] * 3
