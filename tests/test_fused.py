@@ -6,6 +6,8 @@ fallback and the warps, against what Triton compiled for sm_90.
 (Its bfloat16 compute is checked in test_models.py with the XLA path's.)"""
 
 import logging
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,7 @@ from rnnsweep import models
 from rnnsweep.groups import StaticConfig
 from rnnsweep.models import fused
 import reference
-from conftest import TINY
+from conftest import ROOT, TINY, subprocess_env
 from test_models import B, CELLS, D, H, RATES, T, _case, _close, _loss_and_grads
 
 
@@ -81,6 +83,41 @@ def test_unsupported_shapes_say_why():
   assert "hidden_size 8" in fused.unsupported("gru", 32, 8, platform="gpu")
   assert "tpu" in fused.unsupported("lstm", 32, 128, platform="tpu")
   assert fused.unsupported("lstm", 128, 512, platform="cpu") is None
+
+
+_WITHOUT_TRITON = """
+import sys
+sys.modules["jax.experimental.pallas.triton"] = None  # import fails
+sys.path.insert(0, "tests")
+import jax, numpy as np
+from rnnsweep import models
+from rnnsweep.models import fused
+from test_models import RATES, _case
+assert fused.pl_triton is None
+print(fused.unsupported("lstm", 32, 128, platform="gpu", dtype="bfloat16"))
+model, params, carry, x, masks = _case("gru", 1, True, RATES["all"],
+                                       recurrence="pallas")
+y = model.apply({"params": params}, carry, x, models.DropoutMasks(*masks))[1]
+np.save(sys.argv[1], np.asarray(y))
+"""
+
+
+def test_a_jax_without_pallas_triton_still_imports_and_interprets(tmp_path):
+  """jax 0.11 deprecates the Pallas Triton backend the kernel is written
+  for: a jax without it must still import rnnsweep, fall back on a GPU
+  with the reason, and run the kernel in interpret mode elsewhere."""
+  out = subprocess.run(
+      [sys.executable, "-c", _WITHOUT_TRITON, str(tmp_path / "y.npy")],
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+      timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip() == (
+      f"jax {jax.__version__} has no Pallas Triton backend "
+      "(jax.experimental.pallas.triton), which the kernel is written for")
+  model, params, carry, x, masks = _case("gru", 1, True, RATES["all"],
+                                         recurrence="pallas")
+  y = model.apply({"params": params}, carry, x, models.DropoutMasks(*masks))[1]
+  np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.asarray(y))
 
 
 # Shared memory (KiB, the larger kernel's, at one pipelining stage) that

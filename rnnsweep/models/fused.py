@@ -44,7 +44,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pl_triton
+try:
+  from jax.experimental.pallas import triton as pl_triton
+except ImportError:  # deprecated in jax 0.11; a later jax may not have it
+  pl_triton = None
 
 Array = jax.Array
 F32 = jnp.float32
@@ -143,6 +146,10 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
   platform = platform or jax.default_backend()
   if cell not in _GATES:
     return f"cell {cell!r} has no fused kernel"
+  if platform == "gpu" and pl_triton is None:
+    return (f"jax {jax.__version__} has no Pallas Triton backend "
+            f"(jax.experimental.pallas.triton), which the kernel is "
+            f"written for")
   if platform == "gpu":
     for name, n in (("batch_size", batch_size), ("hidden_size", hidden_size)):
       if n < _MIN_GPU_DIM or n & (n - 1):
@@ -177,10 +184,11 @@ def _call(kernel, name: str, out_shape, launch: Launch, stages: int):
   interpret = launch.interpret
   if interpret is None:
     interpret = jax.default_backend() != "gpu"
+  params = None if pl_triton is None else pl_triton.CompilerParams(
+      num_warps=launch.warps, num_stages=stages)
   return pl.pallas_call(
       kernel, interpret=interpret, name=name, out_shape=out_shape,
-      compiler_params=pl_triton.CompilerParams(num_warps=launch.warps,
-                                               num_stages=stages))
+      compiler_params=params)
 
 
 def _dot(x: Array, w: Array, compute: Any) -> Array:
@@ -423,6 +431,8 @@ def triton_kernels(cell: str, batch: int, hidden: int, dtype: str,
   :func:`layer`'s). For inspecting and compiling the kernels
   (``benchmarks/kernel_resources.py``); it reads jax's and jaxlib's
   internals (the Triton dialect), so it may need updating with jax."""
+  if pl_triton is None:
+    raise RuntimeError(unsupported(cell, batch, hidden, "gpu", dtype))
   from jax._src.interpreters import mlir  # pylint: disable=g-import-not-at-top
   from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
   from jaxlib.triton import dialect  # pylint: disable=g-import-not-at-top
