@@ -105,6 +105,26 @@ def check(workdir, devices, configs):
       for a, b in zip(
           jax.tree_util.tree_leaves((cstate.trials.params, cseg, cval)),
           jax.tree_util.tree_leaves((state.trials.params, seg, val))))
+  # Compiled at once from shapes, in threads: the same sharded programs,
+  # which the calls then use (nothing more compiles), the same numbers.
+  once = engine.get_program(static, t,
+                            engine.EngineOptions(compile_at_once=True),
+                            devices=jax.devices())
+  seeds = engine.seed_array([x.seed for x in trials])
+  hp = engine.hparam_arrays([x.params for x in trials])
+  key = once.put_replicated(engine.data_key(0))
+  for compiling in once.prepare(seeds, hp, data, key):
+    compiling.result()
+  with engine.count_compiles() as compiles:
+    ostate, oseg = once.segment(once.init(seeds, hp), data.train, key,
+                                num_steps=2)
+    oval = once.evaluate(ostate, data.val)
+  facts["at_once"] = [shard_facts(ostate), shard_facts(oval),
+                      compiles.requests]
+  facts["at_once_equal"] = all(
+      np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+          jax.tree_util.tree_leaves((ostate, oseg, oval)),
+          jax.tree_util.tree_leaves((state, seg, val))))
   # auto sizing compiles the sharded program: K a multiple of the devices.
   sizer = rs.sizing.AutoSizer(t, steps=STEPS, devices=jax.devices())
   facts["auto"] = sizer.choose(static, trials[:6]).k

@@ -55,6 +55,10 @@ def test_sharded_groups_equal_one_device(tmp_path):
   # same numbers, sharded the same way.
   assert facts["chunked"] == [[[4, [2], "P('trials',)"]]] * 2
   assert facts["chunk_error"] < 1e-5
+  # Compiled at once (EngineOptions.compile_at_once): the same sharding,
+  # nothing compiled by the calls, the same numbers bit for bit.
+  assert facts["at_once"] == [[[4, [2], "P('trials',)"]]] * 2 + [0]
+  assert facts["at_once_equal"]
   assert facts["auto"] == 8  # 6 trials, padded to a multiple of 4
   # Two static configurations, K=3 each: two lanes of 2 devices train
   # them at the same time (padded to 4 slots, 2 per device); only the 6
