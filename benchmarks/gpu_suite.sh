@@ -10,12 +10,13 @@
 # several GPUs when present, and the table of goals vs measured.
 # Run from a checkout (PYTHONPATH=. is set here); needs jax with CUDA, flax,
 # optax and, for the PyTorch rows, torch. Aims at 8 minutes on one
-# H100/H200; QUICK=1 runs a subset (about 3 minutes).
+# H100/H200; QUICK=1 runs a subset (about 3 to 4 minutes).
 # DRY_RUN=1 runs nothing: it checks every command's flags (on any machine).
 # REHEARSE=1 runs every command for real at the toy workloads toyS and
-# toyL (K up to 4, a few updates) in place of S and L, so the whole suite, goals table included, can be run
-# end to end on a CPU with the GPU machine's versions before device time is
-# spent on it; its numbers mean nothing.
+# toyL (K up to 4, a few updates) in place of S and L, so the whole suite,
+# goals table included, can be run end to end on a CPU with the GPU
+# machine's versions before device time is spent on it; its numbers mean
+# nothing.
 # A command that fails or runs past STEP_TIMEOUT_S (default 240 s) is
 # listed in OUT/failed.txt and the suite goes on; once BUDGET_S seconds
 # (default 540; QUICK=1: 360) have passed, the commands left are skipped
@@ -64,7 +65,8 @@ else
 fi
 if [[ "${REHEARSE:-0}" == 1 ]]; then
   S=toyS; L=toyL; K=4; WHOLE=8; S_KS=1,4; L_KS=2; LEVER_S_KS=4
-  LEVER_L_KS=2; SWEEP=$((SWEEP ? 2 : 0)); AUTO_KS=2,4; PROFILE=${PROFILE/S/toyS}; PROFILE=${PROFILE/L/toyL}
+  LEVER_L_KS=2; SWEEP=$((SWEEP ? 2 : 0)); AUTO_KS=2,4
+  PROFILE=${PROFILE/S/toyS}; PROFILE=${PROFILE/L/toyL}
   SMALL=(--batch=4 --hidden=16 --input=8 --window=4 --k=2 --repeats=1)
   PROFILE_FLAGS=(--updates=2)
 fi
