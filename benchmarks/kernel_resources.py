@@ -89,12 +89,18 @@ flags.register_validator("num_warps", lambda v: _warps_list(v) is not None)
 
 #: 32-bit registers of one SM (every NVIDIA GPU from Volta to Blackwell).
 SM_REGISTERS = 65536
-#: Shared memory of one SM, by compute capability (CUDA C Programming
+
+
+def _reserved_bytes(arch: str) -> int:
+  """Shared memory the system reserves per block: 1 KiB from sm_80 on."""
+  return 1024 if float(arch) >= 8.0 else 0
+
+
+#: Shared memory of one SM, by compute capability: what one program may use
+#: (``fused.MAX_SHARED_BYTES``) and the block's reserve (CUDA C Programming
 #: Guide, "Technical Specifications per Compute Capability").
-SM_SHARED_BYTES = {
-    "7.0": 96 << 10, "7.5": 64 << 10, "8.0": 164 << 10, "8.6": 100 << 10,
-    "8.7": 164 << 10, "8.9": 100 << 10, "9.0": 228 << 10, "10.0": 228 << 10,
-    "10.3": 228 << 10, "12.0": 100 << 10}
+SM_SHARED_BYTES = {arch: limit + _reserved_bytes(arch)
+                   for arch, limit in fused.MAX_SHARED_BYTES.items()}
 
 
 def programs_per_sm(registers: int, warps: int, shared_bytes: int,
@@ -104,9 +110,9 @@ def programs_per_sm(registers: int, warps: int, shared_bytes: int,
   units of 256; the SM's shared memory, with 1 KiB reserved per block
   (sm_80 and later); 2048 threads; 32 blocks."""
   per_warp = -(-registers * 32 // 256) * 256
-  reserved = 1024 if float(arch) >= 8.0 else 0
   return max(0, min(SM_REGISTERS // (per_warp * warps),
-                    SM_SHARED_BYTES[arch] // (shared_bytes + reserved),
+                    SM_SHARED_BYTES[arch] // (shared_bytes +
+                                              _reserved_bytes(arch)),
                     2048 // (32 * warps), 32))
 
 

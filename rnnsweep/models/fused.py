@@ -146,11 +146,11 @@ def unsupported(cell: str, batch_size: int, hidden_size: int,
   platform = platform or jax.default_backend()
   if cell not in _GATES:
     return f"cell {cell!r} has no fused kernel"
-  if platform == "gpu" and pl_triton is None:
-    return (f"jax {jax.__version__} has no Pallas Triton backend "
-            f"(jax.experimental.pallas.triton), which the kernel is "
-            f"written for")
   if platform == "gpu":
+    if pl_triton is None:
+      return (f"jax {jax.__version__} has no Pallas Triton backend "
+              f"(jax.experimental.pallas.triton), which the kernel is "
+              f"written for")
     for name, n in (("batch_size", batch_size), ("hidden_size", hidden_size)):
       if n < _MIN_GPU_DIM or n & (n - 1):
         return (f"{name} {n} is not a power of two >= {_MIN_GPU_DIM} "
