@@ -868,17 +868,16 @@ class Program:
     lowered = self._init_jit.lower(seeds, hp)
     state = lowered.out_info
     value = jax.ShapeDtypeStruct(np.shape(seeds), np.float32)
-    jobs = (lambda: self._executable("init", self._init_jit, (seeds, hp),
-                                     lowered=lowered),
-            lambda: self.compiled_segment(state, data.train, data_key),
-            lambda: self.compiled_evaluate(state, data.val),
-            lambda: self.compiled_evaluate(state, data.test, best=True),
-            lambda: self.compiled_keep_best(state, value))
-    pool = concurrent.futures.ThreadPoolExecutor(
-        len(jobs), thread_name_prefix="rnnsweep-compile")
-    futures = [pool.submit(job) for job in jobs]
-    pool.shutdown(wait=False)
-    return futures
+    jobs = {"init": lambda: self._executable(
+                "init", self._init_jit, (seeds, hp), lowered=lowered),
+            "segment": lambda: self.compiled_segment(state, data.train,
+                                                     data_key),
+            "validation": lambda: self.compiled_evaluate(state, data.val),
+            "test": lambda: self.compiled_evaluate(state, data.test,
+                                                   best=True),
+            "keep_best": lambda: self.compiled_keep_best(state, value)}
+    return [_in_thread(f"rnnsweep-compile-{name}", job)
+            for name, job in jobs.items()]
 
   @staticmethod
   def _stop_at(state: GroupState, stop_at: Any) -> np.ndarray:
@@ -1066,6 +1065,22 @@ class Program:
         carry=take(t.carry), diverged=take(t.diverged),
         diverged_step=take(t.diverged_step),
         hp={n: jnp.asarray(hp[n], jnp.float32) for n in t.hp}))
+
+
+def _in_thread(name: str, job: Callable[[], Any]
+               ) -> concurrent.futures.Future:
+  """``job()`` started in a thread of its own named ``name``: a future of
+  its result or error."""
+  future = concurrent.futures.Future()
+
+  def run():
+    try:
+      future.set_result(job())
+    except BaseException as e:  # pylint: disable=broad-except
+      future.set_exception(e)
+
+  threading.Thread(target=run, name=name, daemon=True).start()
+  return future
 
 
 class _Jitted:

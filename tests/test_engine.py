@@ -243,14 +243,20 @@ def test_one_executable_serves_every_segment_length(tiny_lm):
   assert np.isnan(np.asarray(empty.train_loss)).all()
 
 
+#: The threads Program.prepare compiles a group's programs in, one each.
+PREPARE_THREADS = {f"rnnsweep-compile-{name}" for name in
+                   ("init", "segment", "validation", "test", "keep_best")}
+
+
 def _compile_threads():
-  """A listener for jax.monitoring and the set of threads it saw compile."""
+  """A listener for jax.monitoring and the names of the threads it saw
+  compile."""
   threads = set()
 
   def listener(event, duration, **_):
     del duration
     if event == "/jax/core/compile/backend_compile_duration":
-      threads.add(threading.get_ident())
+      threads.add(threading.current_thread().name)
   return listener, threads
 
 
@@ -271,8 +277,7 @@ def test_prepare_compiles_a_groups_programs_at_once_for_its_run(tiny_lm):
     jax.monitoring.unregister_event_duration_listener(listener)
   # init, segment, evaluation of the current and the best parameters, the
   # best-parameter update: each in a thread of its own.
-  assert compiles.requests == 5 and len(threads) == 5
-  assert threading.get_ident() not in threads
+  assert compiles.requests == 5 and threads == PREPARE_THREADS
   # A group's whole run then uses them: nothing more is compiled.
   with engine.count_compiles() as again:
     state = prog.init(seeds, hp)
@@ -300,7 +305,8 @@ def test_a_run_compiles_its_groups_programs_at_once_when_told(
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert [t.status for t in r.trials] == ["completed"] * 3
-  assert len(threads - {threading.get_ident()}) == (5 if at_once else 0)
+  main = threading.current_thread().name
+  assert threads - {main} == (PREPARE_THREADS if at_once else set())
   # When programs compile is not part of the sweep a resume must match.
   record = lambda o: rs.settings.SweepSettings.make(
       tiny_lm, sampler="trials", space=None, num_trials=3, steps=16,
