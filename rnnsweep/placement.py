@@ -12,6 +12,7 @@ number of devices.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
 import jax
@@ -73,6 +74,43 @@ def describe(devices: Sequence[Any]) -> str:
   return (f"{len(devices)} device{'s' if len(devices) != 1 else ''} "
           f"({', '.join(kinds)}) in {processes} "
           f"process{'es' if processes != 1 else ''}")
+
+
+def usable_cores() -> int:
+  """The CPU cores this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def cpu_split_hint(devices: Sequence[Any], num_trials: int,
+                   cores: int | None = None) -> str | None:
+  """A line telling a CPU user how to train on every core, or None.
+
+  XLA makes a host's CPU one device by default. A group there trains its
+  trials one after another on one core from LSTM(64), batch 32, upwards
+  (trial chunks), and two groups do not train at the same time, so most
+  of a multi-core host sits idle; split into devices, each group is
+  sharded over them, or groups train side by side (the README's default
+  sweep: 1.27-1.40x faster on 2 cores, the same numbers;
+  benchmarks/RESULTS.md). The split must be made before JAX starts, so
+  this can only be said. Nothing is said where there is nothing to gain
+  or the user has chosen: a device other than the CPU, several devices, a
+  CPU already split (``devices=1`` chosen from it), one core, one trial,
+  or several processes.
+  """
+  cores = usable_cores() if cores is None else cores
+  if (len(devices) != 1 or devices[0].platform != "cpu" or cores < 2
+      or num_trials < 2 or jax.process_count() > 1
+      or len(jax.devices("cpu")) > 1):
+    return None
+  n = min(cores, num_trials)
+  return (f"hint: this CPU's {cores} cores are one JAX device, which trains "
+          f"one group at a time; XLA_FLAGS=--xla_force_host_platform_device_"
+          f"count={n}, set before JAX starts, makes them {n} devices that "
+          f"share each group's trials (the default sweep ran 1.3x faster "
+          f"that way on 2 cores, to the same numbers)")
 
 
 def padded_size(k: int, num_devices: int) -> int:

@@ -477,6 +477,9 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   log(f"{len(trials)} trials, {len(groups)} groups to run on "
       f"{placement.describe(devices)}; {steps} steps each, evaluating every "
       f"{settings.eval_every}")
+  hint = placement.cpu_split_hint(devices, sum(len(g.trials) for g in groups))
+  if hint:
+    log(hint)
   results: list[TrialResult] = []
   failed: dict[int, str] = {}
   bar = progress_lib.SweepProgress(

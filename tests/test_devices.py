@@ -66,6 +66,9 @@ def test_sharded_groups_equal_one_device(tmp_path):
   assert facts["stored_trials"] == list(range(6))
   assert facts["csv_rows"] == 6
   assert "on 4 devices (cpu) in 1 process" in out.stderr
+  # The CPU is already split (the one-device runs chose 1 of the 4): no
+  # hint to split it.
+  assert "hint:" not in out.stderr
   assert ("placement: 2 groups at a time on disjoint device sets (2+2 "
           "devices)") in out.stderr
   assert out.stderr.count("over 2 devices (4 slots)") == 2
@@ -77,6 +80,27 @@ def test_sharded_groups_equal_one_device(tmp_path):
   finals = {round(c["val/bits_per_char"][-1], 4)
             for c in facts["sharded"].values()}
   assert len(finals) == 6  # the trials really differ
+
+
+class _Device:
+  def __init__(self, platform):
+    self.platform = platform
+
+
+def test_a_cpu_of_several_cores_as_one_device_gets_a_hint_to_split_it():
+  cpu = [_Device("cpu")]  # this process has one CPU device (jax's default)
+  hint = rs.placement.cpu_split_hint(cpu, num_trials=16, cores=2)
+  assert hint.startswith("hint: this CPU's 2 cores are one JAX device")
+  assert "XLA_FLAGS=--xla_force_host_platform_device_count=2," in hint
+  # No more devices than trials.
+  assert "device_count=3," in rs.placement.cpu_split_hint(cpu, 3, cores=8)
+  # Nothing to gain, or a choice made: one core, one trial, an
+  # accelerator, several devices.
+  assert rs.placement.cpu_split_hint(cpu, 16, cores=1) is None
+  assert rs.placement.cpu_split_hint(cpu, 1, cores=4) is None
+  assert rs.placement.cpu_split_hint([_Device("gpu")], 16, cores=4) is None
+  assert rs.placement.cpu_split_hint(cpu * 2, 16, cores=4) is None
+  assert rs.placement.usable_cores() >= 1
 
 
 def test_sweep_killed_on_four_devices_continues_on_three(tmp_path):

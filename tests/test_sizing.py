@@ -88,8 +88,9 @@ def test_memory_limits_the_group(tiny_lm, monkeypatch):
   assert "memory allows" in choice.reason
 
 
-def test_auto_is_the_default_and_changes_no_number(tiny_lm):
+def test_auto_is_the_default_and_changes_no_number(tiny_lm, monkeypatch):
   lines = []
+  monkeypatch.setattr(rs.placement, "usable_cores", lambda: 3)
   before = engine.trace_counts().get("segment", 0)
   # 10 steps: segments of 4, 4 and 2 updates.
   auto = rs.run_trials(tiny_lm, CONFIGS, steps=10, eval_every=4,
@@ -100,6 +101,9 @@ def test_auto_is_the_default_and_changes_no_number(tiny_lm):
   alone = rs.run_trials(tiny_lm, CONFIGS, steps=10, eval_every=4,
                         max_group_size=1)
   assert any(l.startswith("auto group size for lstm") for l in lines)
+  # The run's log says how to use the CPU's (here 3) cores.
+  assert any(l.startswith("hint: this CPU's 3 cores are one JAX device")
+             and "device_count=3," in l for l in lines)
   assert {r.group_id for r in auto.trials} == {0}
   assert len({r.group_id for r in alone.trials}) == 4
   for a, b in zip(auto.trials, alone.trials):
