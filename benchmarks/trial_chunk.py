@@ -15,7 +15,6 @@ core. It is the measurement behind ``engine.CPU_CHUNK_MACS``.
 
 import dataclasses
 import json
-import os
 import sys
 
 from absl import app
@@ -58,7 +57,7 @@ def main(argv):
   hiddens = _ints(_HIDDENS.value, "hiddens")
   ks = _ints(_KS.value, "ks")
   chunks = _ints(_CHUNKS.value, "chunks")
-  cores = len(os.sched_getaffinity(0))
+  cores = rs.placement.usable_cores()
   print(f"{bench.device_header()}; {cores} usable cores", flush=True)
   print(f"{'hidden':>6} {'K':>4} {'chunk':>5} {'trial-steps/s':>14} "
         f"{'temp MiB':>9} {'vs chunk 0':>10}", flush=True)

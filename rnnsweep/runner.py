@@ -477,14 +477,14 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   log(f"{len(trials)} trials, {len(groups)} groups to run on "
       f"{placement.describe(devices)}; {steps} steps each, evaluating every "
       f"{settings.eval_every}")
-  hint = placement.cpu_split_hint(devices, sum(len(g.trials) for g in groups))
+  to_train = sum(len(g.trials) for g in groups)
+  hint = placement.cpu_split_hint(devices, to_train)
   if hint:
     log(hint)
   results: list[TrialResult] = []
   failed: dict[int, str] = {}
   bar = progress_lib.SweepProgress(
-      total_trial_steps=steps * sum(len(g.trials) for g in groups),
-      total_trials=sum(len(g.trials) for g in groups),
+      total_trial_steps=steps * to_train, total_trials=to_train,
       total_groups=len(groups), metric=task.selection_metric,
       enabled=progress)
   log = bar.wrap_log(log)
