@@ -71,8 +71,9 @@ PROBE_BUDGET = 0.03
 KEEP_WITHIN = 0.95
 #: Each timed CPU probe runs at least this long.
 PROBE_SECONDS = 0.25
-#: An optimistic training speed per CPU core, in FLOP/s (XLA reached about
-#: 23 GFLOP/s per core on workload S on a 2-core development machine): a
+#: An optimistic training speed per CPU core this process may run on
+#: (:func:`placement.usable_cores`), in FLOP/s (XLA reached about 23 GFLOP/s
+#: per core on workload S on a 2-core development machine): a
 #: bucket whose training would be too short even at this speed to recoup a
 #: probe is not timed at all.
 OPTIMISTIC_CPU_FLOPS_PER_CORE = 100e9
@@ -309,7 +310,7 @@ class AutoSizer:
     # Even at an optimistic speed, would the bucket train long enough for
     # one more compile to stay within budget? If not, time nothing.
     fastest = (n * self.steps * prog.flops_per_update() /
-               (OPTIMISTIC_CPU_FLOPS_PER_CORE * (os.cpu_count() or 1)))
+               (OPTIMISTIC_CPU_FLOPS_PER_CORE * placement.usable_cores()))
     if compile_cost > PROBE_BUDGET * fastest:
       return Choice(top, memory_k, {}, (
           f"K={top} for {n} trials ({mem_text}; no speed probe: compiling "

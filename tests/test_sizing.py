@@ -50,6 +50,19 @@ def test_probe_budget_limits_what_is_compiled(tiny_lm, monkeypatch):
   assert "K=1 not probed" in choice.reason
 
 
+def test_the_no_probe_bound_counts_the_cores_this_process_may_use(
+    tiny_lm, monkeypatch):
+  static, trials = _bucket(CONFIGS)
+  # The speed that made the probe pay above, but on a (pretend) host whose
+  # usable cores make even this bucket's training too short to recoup one.
+  monkeypatch.setattr(sizing, "OPTIMISTIC_CPU_FLOPS_PER_CORE", 1.0)
+  monkeypatch.setattr(rs.placement, "usable_cores", lambda: 10**15)
+  choice = sizing.AutoSizer(tiny_lm, steps=40).choose(static, trials)
+  assert choice.k == len(trials)
+  assert choice.rates == {}
+  assert "no speed probe" in choice.reason
+
+
 def test_long_sweep_probes_smaller_groups_and_follows_its_rule(tiny_lm):
   static, trials = _bucket(CONFIGS)
   choice = sizing.AutoSizer(tiny_lm, steps=10**9).choose(static, trials)
