@@ -82,6 +82,13 @@ _DEVICES = flags.DEFINE_string(
     "a number N (the first N) or 'cpu' (the CPU devices, also on a host with "
     "accelerators). The numbers do not depend on it; a sweep may be "
     "continued on another count.")
+_CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices", None, "Split this host's CPU into this many JAX devices "
+    "before JAX starts: 'auto' (one per core this process may use, at most "
+    "one per trial) or a positive integer. Unset: XLA's choice, one device "
+    "(or XLA_FLAGS' --xla_force_host_platform_device_count). On a CPU the "
+    "groups' trials are then sharded over them, or groups train side by "
+    "side, to the same numbers; accelerators are not affected.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", list(rs.distributed.MODES), "Join a "
     "jax.distributed job of several processes (one per host or GPU), "
@@ -278,11 +285,11 @@ def main(argv):
   except ValueError as e:
     fail(str(e))
   try:
+    if _CPU_DEVICES.value is not None:
+      rs.placement.auto_or_positive(_CPU_DEVICES.value, "cpu_devices")
     rs.distributed.initialize(
         _DISTRIBUTED.value, coordinator_address=_COORDINATOR_ADDRESS.value,
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-    devices = rs.placement.select_devices(_DEVICES.value)
-    rs.placement.check_spans_processes(devices)
   except ValueError as e:
     fail(f"--{e}")
   if _COMPILATION_CACHE.value:
@@ -314,6 +321,19 @@ def main(argv):
           seed=_SEED.value, options=engine_options,
           scheduler=scheduler_settings(), sampler_options=sampler_options)
       tuned = full.tuned_names()
+  except ValueError as e:
+    fail(str(e))
+  # Nothing above starts JAX's backend, so the CPU can still be split; the
+  # sweep's trial count bounds 'auto' (optuna:* samplers ask theirs later).
+  try:
+    if _CPU_DEVICES.value is not None:
+      rs.placement.split_cpu(_CPU_DEVICES.value,
+                             None if trials is None else len(trials))
+    devices = rs.placement.select_devices(_DEVICES.value)
+    rs.placement.check_spans_processes(devices)
+  except ValueError as e:
+    fail(f"--{e}")
+  try:
     # The same settings, the same folder: every setting a resume compares
     # is in the name.
     workdir = _WORKDIR.value or os.path.join(

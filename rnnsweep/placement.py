@@ -19,6 +19,8 @@ import jax
 
 #: ``devices=`` values besides a positive integer.
 DEVICE_CHOICES = ("all", "cpu")
+#: A setting chosen by rnnsweep (``max_group_size``, ``cpu_devices``).
+AUTO = "auto"
 
 
 def select_devices(spec: Any = "all") -> list[Any]:
@@ -84,6 +86,74 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def auto_or_positive(value: Any, name: str) -> int | str:
+  """``"auto"`` or a positive integer (an integer string is accepted).
+
+  Raises:
+    ValueError: one line naming ``name`` and the value.
+  """
+  if value == AUTO:
+    return AUTO
+  if isinstance(value, str) and value.strip().isdigit():
+    value = int(value)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be 'auto' or a positive integer, got "
+                     f"{value!r}")
+  return value
+
+
+def cpu_device_count(spec: Any, num_trials: int | None = None,
+                     cores: int | None = None,
+                     name: str = "cpu_devices") -> int:
+  """The CPU devices :func:`split_cpu` makes of ``spec``: the number given,
+  or for ``"auto"`` one per core (default :func:`usable_cores`), at most
+  ``num_trials``."""
+  spec = auto_or_positive(spec, name)
+  if spec != AUTO:
+    return spec
+  n = usable_cores() if cores is None else cores
+  return n if num_trials is None else max(1, min(n, num_trials))
+
+
+def split_cpu(spec: Any, num_trials: int | None = None,
+              name: str = "cpu_devices") -> int:
+  """Makes this host's CPU ``spec`` JAX devices, before JAX starts.
+
+  XLA makes a host's CPU one device (see :func:`cpu_split_hint` for what
+  that costs); split, each group's trials are sharded over the devices, or
+  groups train side by side, to the same numbers. This sets
+  ``jax_num_cpu_devices``, which JAX reads once, when its backend starts
+  (it takes precedence over ``XLA_FLAGS``'
+  ``--xla_force_host_platform_device_count``). It changes nothing on an
+  accelerator's devices.
+
+  Args:
+    spec: a positive integer, or ``"auto"``: one device per core this
+      process may use (:func:`usable_cores`), at most ``num_trials``.
+    num_trials: the sweep's trials, bounding ``"auto"`` (more devices than
+      trials would only hold padding).
+    name: how an error names the setting.
+
+  Returns:
+    The number of CPU devices.
+
+  Raises:
+    ValueError: one line, for a bad ``spec``, or once JAX has started with
+      another number of CPU devices (the same number is no error).
+  """
+  n = cpu_device_count(spec, num_trials, name=name)
+  try:
+    jax.config.update("jax_num_cpu_devices", n)
+  except RuntimeError:
+    have = len(jax.devices("cpu"))
+    if have != n:
+      raise ValueError(
+          f"{name}: JAX has already started with {have} CPU device(s), so "
+          f"its CPU cannot be split into {n} now; split it before any JAX "
+          f"operation") from None
+  return n
+
+
 def cpu_split_hint(devices: Sequence[Any], num_trials: int,
                    cores: int | None = None) -> str | None:
   """A line telling a CPU user how to train on every core, or None.
@@ -94,8 +164,8 @@ def cpu_split_hint(devices: Sequence[Any], num_trials: int,
   of a multi-core host sits idle; split into devices, each group is
   sharded over them, or groups train side by side (the README's default
   sweep: 1.27-1.40x faster on 2 cores, the same numbers;
-  benchmarks/RESULTS.md). The split must be made before JAX starts, so
-  this can only be said. Nothing is said where there is nothing to gain
+  benchmarks/RESULTS.md). The split must be made before JAX starts
+  (:func:`split_cpu`), so a running sweep can only say it. Nothing is said where there is nothing to gain
   or the user has chosen: a device other than the CPU, several devices, a
   CPU already split (``devices=1`` chosen from it), one core, one trial,
   or several processes.
@@ -107,10 +177,12 @@ def cpu_split_hint(devices: Sequence[Any], num_trials: int,
     return None
   n = min(cores, num_trials)
   return (f"hint: this CPU's {cores} cores are one JAX device, which trains "
-          f"one group at a time; XLA_FLAGS=--xla_force_host_platform_device_"
-          f"count={n}, set before JAX starts, makes them {n} devices that "
-          f"share each group's trials (the default sweep ran 1.3x faster "
-          f"that way on 2 cores, to the same numbers)")
+          f"one group at a time; split into {n} devices they share each "
+          f"group's trials (the default sweep ran 1.3x faster that way on 2 "
+          f"cores, to the same numbers): --cpu_devices=auto in "
+          f"experiments/sweep.py, or before JAX starts "
+          f"rs.placement.split_cpu({n}) or XLA_FLAGS=--xla_force_host_"
+          f"platform_device_count={n}")
 
 
 def padded_size(k: int, num_devices: int) -> int:

@@ -57,7 +57,7 @@ from rnnsweep.groups import StaticConfig
 from rnnsweep.samplers import TrialSpec
 from rnnsweep.tasks.base import Task
 
-AUTO = "auto"
+AUTO = placement.AUTO
 #: Largest K ``auto`` picks on a GPU/TPU (S saturates an H200 near 1024).
 ACCELERATOR_MAX_GROUP_SIZE = 4096
 #: Largest K ``auto`` picks on a CPU, where vmap buys little raw speed.
@@ -82,14 +82,7 @@ OPTIMISTIC_CPU_FLOPS_PER_CORE = 100e9
 def check_max_group_size(value: Any, name: str = "max_group_size"
                          ) -> int | str:
   """``"auto"`` or a positive integer (an integer string is accepted)."""
-  if value == AUTO:
-    return AUTO
-  if isinstance(value, str) and value.strip().isdigit():
-    value = int(value)
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be 'auto' or a positive integer, got "
-                     f"{value!r}")
-  return value
+  return placement.auto_or_positive(value, name)
 
 
 def even_size(n: int, k: int) -> int:

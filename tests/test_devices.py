@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import pytest
 
 import rnnsweep as rs
 from conftest import ROOT, subprocess_env
@@ -91,9 +93,12 @@ def test_a_cpu_of_several_cores_as_one_device_gets_a_hint_to_split_it():
   cpu = [_Device("cpu")]  # this process has one CPU device (jax's default)
   hint = rs.placement.cpu_split_hint(cpu, num_trials=16, cores=2)
   assert hint.startswith("hint: this CPU's 2 cores are one JAX device")
-  assert "XLA_FLAGS=--xla_force_host_platform_device_count=2," in hint
+  # What to do, in the script, in Python and in plain JAX.
+  assert "--cpu_devices=auto in experiments/sweep.py" in hint
+  assert "rs.placement.split_cpu(2)" in hint
+  assert hint.endswith("XLA_FLAGS=--xla_force_host_platform_device_count=2")
   # No more devices than trials.
-  assert "device_count=3," in rs.placement.cpu_split_hint(cpu, 3, cores=8)
+  assert "split_cpu(3)" in rs.placement.cpu_split_hint(cpu, 3, cores=8)
   # Nothing to gain, or a choice made: one core, one trial, an
   # accelerator, several devices.
   assert rs.placement.cpu_split_hint(cpu, 16, cores=1) is None
@@ -101,6 +106,30 @@ def test_a_cpu_of_several_cores_as_one_device_gets_a_hint_to_split_it():
   assert rs.placement.cpu_split_hint([_Device("gpu")], 16, cores=4) is None
   assert rs.placement.cpu_split_hint(cpu * 2, 16, cores=4) is None
   assert rs.placement.usable_cores() >= 1
+
+
+def test_auto_cpu_devices_are_one_per_core_at_most_one_per_trial():
+  count = rs.placement.cpu_device_count
+  assert count("auto", num_trials=16, cores=8) == 8
+  assert count("auto", num_trials=3, cores=8) == 3
+  assert count("auto", cores=8) == 8  # the trials unknown
+  assert count("auto", num_trials=0, cores=8) == 1
+  assert count(5, num_trials=2, cores=8) == 5  # a number is the user's
+  assert count("6", num_trials=2, cores=8) == 6
+  assert count("auto", num_trials=4) == min(4, rs.placement.usable_cores())
+
+
+def test_the_cpu_cannot_be_split_once_jax_has_started():
+  jax.devices("cpu")  # this process's backend has started
+  with pytest.raises(ValueError, match=(
+      r"^cpu_devices: JAX has already started with 1 CPU device\(s\), so "
+      r"its CPU cannot be split into 3 now; split it before any JAX "
+      r"operation$")):
+    rs.placement.split_cpu(3)
+  assert rs.placement.split_cpu(1) == 1  # what it has: nothing to change
+  with pytest.raises(ValueError, match="^cpu_devices must be 'auto' or a "
+                     "positive integer, got -1$"):
+    rs.placement.split_cpu(-1)
 
 
 def test_sweep_killed_on_four_devices_continues_on_three(tmp_path):

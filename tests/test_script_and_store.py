@@ -109,6 +109,9 @@ def test_script_runs_end_to_end(tmp_path):
                                            "host:port", "'localhost'"]),
     (["--num_processes=2", "--process_id=1"],
      ["--coordinator_address is needed with num_processes, process_id"]),
+    (["--cpu_devices=0"], ["--cpu_devices", "'auto' or a positive integer",
+                           "got 0"]),
+    (["--cpu_devices=many"], ["--cpu_devices", "got 'many'"]),
 ])
 def test_script_bad_input_gives_one_clear_error(tmp_path, args, words,
                                                 forked_script):
@@ -144,6 +147,28 @@ def test_forked_runs_are_runs_of_the_script(tmp_path, forked_script):
         real.returncode, real.stdout, real.stderr), args
     assert real.stderr or real.stdout
   assert not (tmp_path / "run").exists()
+
+
+def test_cpu_devices_splits_the_cpu_to_the_same_numbers(tmp_path,
+                                                        forked_script):
+  args = ["--task=adding", "--seq_len=8", "--num_trials=2", "--steps=2",
+          "--eval_every=2", "--max_group_size=2", f"--space={TINY_SPACE}"]
+  run = lambda name, *a: forked_script(*args, f"--workdir={tmp_path / name}",
+                                       *a, cwd=tmp_path)
+  one, split = run("one"), run("split", "--cpu_devices=auto")
+  assert one.returncode == 0, one.stderr[-2000:]
+  assert split.returncode == 0, split.stderr[-2000:]
+  # 'auto': a device per usable core, at most one per trial.
+  n = min(rs.placement.usable_cores(), 2)
+  assert "on 1 device (cpu) in 1 process" in one.stderr
+  assert f"on {n} device{'s' * (n > 1)} (cpu) in 1 process" in split.stderr
+  assert "hint:" not in split.stderr
+  assert ("hint:" in one.stderr) == (n > 1)
+  def rows(name):  # every column but the wall time
+    with open(tmp_path / name / "results.csv", newline="") as f:
+      return [{k: v for k, v in r.items() if k != "wall_time_s"}
+              for r in csv.DictReader(f)]
+  assert rows("split") == rows("one") and len(rows("one")) == 2
 
 
 def test_script_rerun_continues_and_other_settings_are_refused(
