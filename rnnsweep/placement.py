@@ -165,10 +165,10 @@ def cpu_split_hint(devices: Sequence[Any], num_trials: int,
   sharded over them, or groups train side by side (the README's default
   sweep: 1.27-1.40x faster on 2 cores, the same numbers;
   benchmarks/RESULTS.md). The split must be made before JAX starts
-  (:func:`split_cpu`), so a running sweep can only say it. Nothing is said where there is nothing to gain
-  or the user has chosen: a device other than the CPU, several devices, a
-  CPU already split (``devices=1`` chosen from it), one core, one trial,
-  or several processes.
+  (:func:`split_cpu`), so a running sweep can only say it. Nothing is
+  said where there is nothing to gain or the user has chosen: a device
+  other than the CPU, several devices, a CPU already split (``devices=1``
+  chosen from it), one core, one trial, or several processes.
   """
   cores = usable_cores() if cores is None else cores
   if (len(devices) != 1 or devices[0].platform != "cpu" or cores < 2
