@@ -127,22 +127,26 @@ class CompileLog:
       load; an in-memory jit cache hit is not a request).
     cache_hits: requests served by the persistent compilation cache.
     seconds: time spent producing them.
+    names: requests by the name of the jitted function (the engine's
+      ``jit(_segment)``, ``jit(_evaluate)``...).
   """
 
   def __init__(self):
     self.requests = 0
     self.cache_hits = 0
     self.seconds = 0.0
+    self.names: collections.Counter = collections.Counter()
 
   @property
   def count(self) -> int:
     """Programs XLA actually compiled."""
     return self.requests - self.cache_hits
 
-  def _duration(self, event: str, duration: float, **_) -> None:
+  def _duration(self, event: str, duration: float, **kwargs) -> None:
     if event == _BACKEND_COMPILE_EVENT:
       self.requests += 1
       self.seconds += duration
+      self.names[kwargs.get("fun_name")] += 1
 
   def _event(self, event: str, **_) -> None:
     if event == _CACHE_HIT_EVENT:

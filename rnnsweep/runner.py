@@ -35,7 +35,7 @@ from rnnsweep import schedulers
 from rnnsweep import selection
 from rnnsweep import sizing
 from rnnsweep import space as space_lib
-from rnnsweep.groups import Group, plan_groups, split_group
+from rnnsweep.groups import Group, StaticConfig, plan_groups, split_group
 from rnnsweep.settings import SweepSettings
 from rnnsweep import store as store_lib
 from rnnsweep.store import Owner, Store, TrialResult
@@ -459,7 +459,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   if sizer == sizing.AUTO:
     sizer = sizing.AutoSizer(task, steps=steps, options=settings.engine,
                              data_seed=settings.seed, log=log,
-                             devices=devices)
+                             lanes=_lanes_to_size(devices, trials))
   ckpt_dir = None
   if store is not None:
     resuming = store.exists()
@@ -491,7 +491,8 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   with bar:
     _run_groups(task, groups, settings, store=store, ckpt_dir=ckpt_dir,
                 checkpoint_seconds=checkpoint_seconds, log=log, bar=bar,
-                results=results, failed=failed, devices=devices)
+                results=results, failed=failed, devices=devices,
+                sized=sizer if isinstance(sizer, sizing.AutoSizer) else None)
   if store is not None:
     store.write_csv(task.selection_metric)
     results = store.results()  # every finished trial, earlier runs included
@@ -606,16 +607,41 @@ class _Heartbeat:
       self._thread.join()
 
 
+def _lanes_to_size(devices, trials) -> list[list[Any]]:
+  """The lanes ``auto`` sizes the buckets of ``trials`` for: one per
+  bucket while there are devices to spare (:func:`placement.lanes`);
+  every device in one lane when several processes run each group
+  together."""
+  if distributed.multi_process():
+    return [list(devices)]
+  buckets = {StaticConfig.from_params(t.params) for t in trials}
+  return placement.lanes(devices, len(buckets))
+
+
+def _lanes_to_run(devices, groups, sized) -> list[list[Any]]:
+  """The lanes :func:`_run_groups` trains ``groups`` on: those of
+  ``sized`` where it sized a bucket, else one per group while there are
+  devices to spare."""
+  if sized is not None and sized.homes:
+    return sized.lanes
+  if distributed.multi_process():  # every group on every process
+    return [list(devices)]
+  return placement.lanes(devices, len(groups))
+
+
 def _run_groups(task, groups, settings, *, store, ckpt_dir,
                 checkpoint_seconds, log, bar, results, failed,
-                devices) -> None:
+                devices, sized=None) -> None:
   """The loop of :func:`execute`: train, record and report each group.
 
   The devices are cut into lanes (:func:`~rnnsweep.placement.lanes`); each
   lane takes the next group whenever it is free, so with several devices
   groups of different static configurations train at the same time on
   disjoint device sets (one thread per lane; JAX releases the interpreter
-  while a program runs).
+  while a program runs). Groups sized by ``sized`` (an
+  :class:`~rnnsweep.sizing.AutoSizer` that sized at least one bucket)
+  keep its lanes, and a lane takes the groups of the buckets sized for it
+  first (their programs are compiled there), then any other.
 
   With a store, a group is trained only after this process claims it: a
   group another live process holds (the same command run twice on one
@@ -624,17 +650,16 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
   """
   owner = Owner.this_process()
   shared = _Shared(collections.deque(groups),
-                   max((g.group_id for g in groups), default=-1) + 1)
-  # Several processes run every group together: one lane.
-  lane_list = ([list(devices)] if distributed.multi_process()
-               else placement.lanes(devices, len(groups)))
+                   max((g.group_id for g in groups), default=-1) + 1,
+                   sized.homes if sized is not None else None)
+  lane_list = _lanes_to_run(devices, groups, sized)
   if len(devices) > 1:
     log(f"placement: {placement.describe_lanes(lane_list)}")
   if len(lane_list) > 1:
     bar = _Locked(bar, shared.lock)
 
-  def lane(lane_devices):
-    while (group := shared.next_group()) is not None:
+  def lane(index, lane_devices):
+    while (group := shared.next_group(index)) is not None:
       if store is not None:
         claim = store.claim(group, owner)
         if claim == "done":
@@ -652,19 +677,19 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
 
   with _Heartbeat(getattr(store, "target", store), owner):
     if len(lane_list) == 1:
-      lane(lane_list[0])
+      lane(0, lane_list[0])
     else:
       errors = []
 
-      def run(lane_devices):
+      def run(index, lane_devices):
         try:
-          lane(lane_devices)
+          lane(index, lane_devices)
         except BaseException as e:  # pylint: disable=broad-except
           errors.append(e)
           with shared.lock:
             shared.queue.clear()  # the other lanes finish what they hold
 
-      threads = [threading.Thread(target=run, args=(l,), daemon=True,
+      threads = [threading.Thread(target=run, args=(i, l), daemon=True,
                                   name=f"rnnsweep-lane{i}")
                  for i, l in enumerate(lane_list)]
       for t in threads:
@@ -682,25 +707,35 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
 
 class _Shared:
   """What the lanes of :func:`_run_groups` share, under one lock: the
-  queue of groups, the next free group id (for splits) and the groups
-  another process held."""
+  queue of groups, the next free group id (for splits), the groups
+  another process held, and the home lane of each static configuration
+  that has one."""
 
-  def __init__(self, queue: collections.deque, next_id: int):
+  def __init__(self, queue: collections.deque, next_id: int,
+               homes: dict[StaticConfig, int] | None = None):
     self.queue = queue
     self.next_id = next_id
+    self.homes = homes or {}
     self.held_elsewhere: dict[int, tuple[Group, store_lib.Claim]] = {}
     self.second_look = True
     self.lock = threading.RLock()
 
-  def next_group(self) -> Group | None:
-    """The next group to try, or ``None`` when there is none."""
+  def next_group(self, lane: int = 0) -> Group | None:
+    """The next group for ``lane`` to try (the first of its home, else
+    the first of all), or ``None`` when there is none."""
     with self.lock:
       if not self.queue and self.second_look and self.held_elsewhere:
         # One more look at the groups others held.
         self.second_look = False
         self.queue.extend(g for g, _ in self.held_elsewhere.values())
         self.held_elsewhere.clear()
-      return self.queue.popleft() if self.queue else None
+      if not self.queue:
+        return None
+      for i, group in enumerate(self.queue):
+        if self.homes.get(group.static) == lane:
+          del self.queue[i]
+          return group
+      return self.queue.popleft()
 
 
 class _Locked:

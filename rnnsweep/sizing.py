@@ -33,7 +33,10 @@ On several devices (a group's slots sharded over them) the programs are
 compiled sharded, so ``memory_analysis`` is per device and is compared with
 one device's free memory (on a CPU, whose devices share the host's RAM,
 with that RAM divided among them); the K cap is multiplied by the device
-count and K is a multiple of it.
+count and K is a multiple of it. Where the runner trains groups side by
+side on disjoint device sets (lanes, one per bucket while devices are to
+spare), each bucket is sized on the lane it will train on, so the
+executables compiled here are the ones its groups run.
 
 A trial's numbers do not depend on K (vmap invariance), so the choice
 changes only speed. A group that still runs out of memory is split and
@@ -165,29 +168,51 @@ class AutoSizer:
     platform: overrides the device platform (tests).
     devices: the devices a group's slots are sharded over (``None``: the
       default device).
+    lanes: instead of ``devices``, disjoint device sets that will train
+      groups side by side (:func:`~rnnsweep.placement.lanes`): each new
+      bucket is given the next lane in turn as its home (:attr:`homes`)
+      and sized, compiled and probed on that lane's devices, so its
+      groups, trained there, find their programs compiled.
+
+  Attributes:
+    homes: the index in ``lanes`` of each bucket sized so far.
   """
 
   def __init__(self, task: Task, *, steps: int,
                options: engine.EngineOptions | None = None,
                data_seed: int = 0, log: Callable[[str], None] | None = None,
                platform: str | None = None,
-               devices: Sequence[Any] | None = None):
-    devices = engine.shard_devices(devices)
-    self.devices = list(devices) if devices else None
-    self.num_devices = len(self.devices) if self.devices else 1
+               devices: Sequence[Any] | None = None,
+               lanes: Sequence[Sequence[Any]] | None = None):
+    if lanes is not None and devices is not None:
+      raise ValueError("give AutoSizer devices or lanes, not both")
+    self.lanes = [list(l) for l in lanes] if lanes else [devices]
+    self.homes: dict[StaticConfig, int] = {}
     self.task = task
     self.steps = steps
     self.options = options or engine.EngineOptions()
     self.data_seed = data_seed
     self.log = log or (lambda _: None)
+    self._on_lane(0, platform)
+
+  def _on_lane(self, index: int, platform: str | None = None) -> None:
+    devices = engine.shard_devices(self.lanes[index])
+    self.devices = list(devices) if devices else None
+    self.num_devices = len(self.devices) if self.devices else 1
     self.platform = platform or (self.devices or jax.devices())[0].platform
 
   def __call__(self, static: StaticConfig,
                trials: Sequence[TrialSpec]) -> int:
+    home = self.homes.setdefault(static, len(self.homes) % len(self.lanes))
+    self._on_lane(home, self.platform)
     # Process 0 chooses for every process of a job (memory and speed
     # differ between hosts, and the groups must be the same everywhere).
     choice = distributed.on_leader(lambda: self.choose(static, trials))
-    self.log(f"auto group size for {static.label()}: {choice.reason}")
+    where = ""
+    if len(self.lanes) > 1:
+      ids = ",".join(str(d.id) for d in self.lanes[home])
+      where = f" on device{'s' * (len(self.lanes[home]) > 1)} {ids}"
+    self.log(f"auto group size for {static.label()}{where}: {choice.reason}")
     return choice.k
 
   # -- the decision -----------------------------------------------------------

@@ -33,9 +33,10 @@ def task():
   return rs.CharLM(seq_len=16, text=python_docs_text()[:40_000])
 
 
-def sweep(workdir, devices, configs):
+def sweep(workdir, devices, configs, group_size=3):
   result = rs.run_trials(task(), configs, steps=STEPS, eval_every=EVAL_EVERY,
-                         max_group_size=3, workdir=workdir, devices=devices,
+                         max_group_size=group_size, workdir=workdir,
+                         devices=devices,
                          checkpoint_seconds=0.0, log=lambda line: print(line, file=sys.stderr))
   return {str(r.trial_id): r.curves for r in result.trials}
 
@@ -59,11 +60,13 @@ def record_groups():
 
   def run_group(task_, group, **kwargs):
     start = time.monotonic()
-    out = real(task_, group, **kwargs)
+    with engine.count_compiles() as compiles:
+      out = real(task_, group, **kwargs)
     devices = kwargs.get("devices") or [jax.devices()[0]]
     seen.append({"group": group.group_id,
                  "devices": sorted(d.id for d in devices),
-                 "start": start, "end": time.monotonic()})
+                 "start": start, "end": time.monotonic(),
+                 "compiled": sorted(compiles.names)})
     return out
 
   rs.runner.run_group = run_group
@@ -129,7 +132,7 @@ def check(workdir, devices, configs):
   sizer = rs.sizing.AutoSizer(t, steps=STEPS, devices=jax.devices())
   facts["auto"] = sizer.choose(static, trials[:6]).k
   groups = record_groups()
-  facts["sharded"] = sweep(workdir, devices, configs)
+  facts["sharded"] = sweep(workdir, devices, configs, group_size="auto")
   facts["groups"] = list(groups)
   facts["one_device"] = sweep(None, 1, configs)
   store = rs.Store(workdir)

@@ -4,10 +4,12 @@ reach the store, groups of two static configurations train at the same
 time on disjoint device sets, the numbers equal one device's, and a sweep
 killed on 4 devices continues on 3."""
 
+import collections
 import glob
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -62,9 +64,13 @@ def test_sharded_groups_equal_one_device(tmp_path):
   assert facts["at_once"] == [[[4, [2], "P('trials',)"]]] * 2 + [0]
   assert facts["at_once_equal"]
   assert facts["auto"] == 8  # 6 trials, padded to a multiple of 4
-  # Two static configurations, K=3 each: two lanes of 2 devices train
-  # them at the same time (padded to 4 slots, 2 per device); only the 6
+  # Two static configurations of 3 trials, sized by auto for its two
+  # lanes of 2 devices (K=4: padded to a multiple of 2), which train them
+  # at the same time (K=3 padded to 4 slots, 2 per device); only the 6
   # real trials are stored and exported.
+  for cell, ids in (("lstm", "0,1"), ("gru", "2,3")):
+    assert re.search(rf"auto group size for {cell}\(\S+ .* on devices "
+                     rf"{ids}: K=4 for 3 trials", out.stderr), cell
   assert facts["stored_trials"] == list(range(6))
   assert facts["csv_rows"] == 6
   assert "on 4 devices (cpu) in 1 process" in out.stderr
@@ -75,7 +81,12 @@ def test_sharded_groups_equal_one_device(tmp_path):
           "devices)") in out.stderr
   assert out.stderr.count("over 2 devices (4 slots)") == 2
   a, b = sorted(facts["groups"], key=lambda g: g["group"])
-  assert {tuple(a["devices"]), tuple(b["devices"])} == {(0, 1), (2, 3)}
+  assert (a["devices"], b["devices"]) == ([0, 1], [2, 3])  # their homes
+  for g in (a, b):
+    # The training segment and both evaluations the sizer compiled on
+    # the group's devices are the ones it runs: none compiled again.
+    assert g["compiled"] and not {"jit(_segment)", "jit(_evaluate)"} & set(
+        g["compiled"]), g["compiled"]
   assert a["start"] < b["end"] and b["start"] < a["end"]  # overlapping
   assert_same_curves(facts["sharded"], facts["one_device"])
   assert len(facts["sharded"]) == 6
@@ -130,6 +141,71 @@ def test_the_cpu_cannot_be_split_once_jax_has_started():
   with pytest.raises(ValueError, match="^cpu_devices must be 'auto' or a "
                      "positive integer, got -1$"):
     rs.placement.split_cpu(-1)
+
+
+class _Lane:
+  def __init__(self, i):
+    self.id, self.platform = i, "cpu"
+
+
+def _static(cell, hidden=16):
+  return rs.StaticConfig.from_params(dict(
+      rs.make_trials([dict(cell=cell, hidden_size=hidden)])[0].params))
+
+
+def test_auto_sizes_each_bucket_on_its_home_lane_in_turn(tiny_lm):
+  lanes = [[_Lane(0), _Lane(1)], [_Lane(2), _Lane(3)]]
+  lines = []
+  sizer = rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes, log=lines.append)
+  seen = []
+  sizer.choose = lambda static, trials: (
+      seen.append([d.id for d in sizer.devices]) or
+      rs.sizing.Choice(2, None, {}, "K=2 for 2 trials"))
+  buckets = [_static("lstm"), _static("gru"), _static("simple"),
+             _static("lstm")]
+  ks = [sizer(b, []) for b in buckets]
+  assert ks == [2, 2, 2, 2]
+  # Lanes in turn; a bucket seen before keeps its home.
+  assert sizer.homes == {buckets[0]: 0, buckets[1]: 1, buckets[2]: 0}
+  assert seen == [[0, 1], [2, 3], [0, 1], [0, 1]]
+  assert lines[1] == (f"auto group size for {buckets[1].label()} on devices "
+                      f"2,3: K=2 for 2 trials")
+  with pytest.raises(ValueError, match="devices or lanes, not both"):
+    rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes, devices=lanes[0])
+
+
+def test_a_lane_takes_its_home_groups_first_then_any():
+  a, b, c = _static("lstm"), _static("gru"), _static("simple")
+  groups = [rs.Group(i, s, (), 1) for i, s in enumerate([a, a, b, c])]
+  shared = rs.runner._Shared(collections.deque(groups), 4, {a: 0, b: 1})
+  order = [shared.next_group(lane) for lane in (1, 1, 0, 1, 0)]
+  # Lane 1 takes b (its own), then the first of the rest; lane 0 its
+  # second a, lane 1 c (no home); then nothing is left.
+  assert [g.group_id if g else None for g in order] == [2, 0, 1, 3, None]
+  # No homes (a fixed K, or groups read back from a store): in order.
+  plain = rs.runner._Shared(collections.deque(groups), 4)
+  assert [plain.next_group(1).group_id for _ in groups] == [0, 1, 2, 3]
+
+
+def test_groups_sized_for_lanes_keep_them():
+  devices = [_Lane(i) for i in range(4)]
+  one_bucket = [rs.Group(i, _static("lstm"), (), 8) for i in range(3)]
+  # Three groups of one bucket that auto sized for all four devices: one
+  # lane, each group sharded over all four (not three lanes of 2+1+1,
+  # on which the groups would not find the program sized for them).
+  sized = rs.sizing.AutoSizer.__new__(rs.sizing.AutoSizer)
+  sized.lanes, sized.homes = [devices], {one_bucket[0].static: 0}
+  lanes_to_run = rs.runner._lanes_to_run
+  assert lanes_to_run(devices, one_bucket, sized) == [devices]
+  # A fixed K, or nothing sized (a resumed sweep): a lane per group.
+  sized.homes = {}
+  for s in (sized, None):
+    assert [[d.id for d in l] for l in lanes_to_run(
+        devices, one_bucket, s)] == [[0, 1], [2], [3]]
+  # What auto sizes for: a lane per bucket, while devices are to spare.
+  trials = rs.make_trials([dict(cell=c) for c in ("lstm", "gru", "lstm")])
+  assert [[d.id for d in l] for l in rs.runner._lanes_to_size(
+      devices, trials)] == [[0, 1], [2, 3]]
 
 
 def test_sweep_killed_on_four_devices_continues_on_three(tmp_path):
