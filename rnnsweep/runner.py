@@ -607,26 +607,28 @@ class _Heartbeat:
       self._thread.join()
 
 
-def _lanes_to_size(devices, trials) -> list[list[Any]]:
-  """The lanes ``auto`` sizes the buckets of ``trials`` for: one per
-  bucket while there are devices to spare (:func:`placement.lanes`);
-  every device in one lane when several processes run each group
-  together."""
+def _lanes(devices, count: int) -> list[list[Any]]:
+  """One lane per ``count`` while there are devices to spare
+  (:func:`placement.lanes`); every device in one lane when several
+  processes run each group together."""
   if distributed.multi_process():
     return [list(devices)]
-  buckets = {StaticConfig.from_params(t.params) for t in trials}
-  return placement.lanes(devices, len(buckets))
+  return placement.lanes(devices, count)
+
+
+def _lanes_to_size(devices, trials) -> list[list[Any]]:
+  """The lanes ``auto`` sizes the buckets of ``trials`` for: one per
+  bucket (:func:`_lanes`)."""
+  return _lanes(devices,
+                len({StaticConfig.from_params(t.params) for t in trials}))
 
 
 def _lanes_to_run(devices, groups, sized) -> list[list[Any]]:
   """The lanes :func:`_run_groups` trains ``groups`` on: those of
-  ``sized`` where it sized a bucket, else one per group while there are
-  devices to spare."""
+  ``sized`` where it sized a bucket, else one per group (:func:`_lanes`)."""
   if sized is not None and sized.homes:
     return sized.lanes
-  if distributed.multi_process():  # every group on every process
-    return [list(devices)]
-  return placement.lanes(devices, len(groups))
+  return _lanes(devices, len(groups))
 
 
 def _run_groups(task, groups, settings, *, store, ckpt_dir,
