@@ -511,6 +511,22 @@ def parse_trial_chunk(value: Any, name: str = "trial_chunk") -> int | str:
   return number
 
 
+def _input_size(static: StaticConfig, task: Task) -> int:
+  """Width of the recurrent layers' input: the embedding for token tasks."""
+  return static.embed_size if task.vocab_size is not None else task.input_size
+
+
+def flops_per_update(static: StaticConfig, task: Task) -> float:
+  """Analytic training FLOPs of one trial's update (one window) of
+  ``static`` on ``task`` (:func:`~rnnsweep.models.training_flops`), with
+  no program built."""
+  return models.training_flops(
+      cell=static.cell, hidden_size=static.hidden_size,
+      num_layers=static.num_layers, input_size=_input_size(static, task),
+      output_size=task.output_size,
+      tokens=static.batch_size * static.truncation)
+
+
 class OneTrial:
   """The maths of ONE trial as plain functions (no vmap, no jit, no cache).
 
@@ -549,8 +565,7 @@ class OneTrial:
         dtype=(jnp.bfloat16 if self.options.compute_dtype == "bfloat16"
                else None), unroll=self.options.unroll,
         hoist_input=self.options.hoist_input, recurrence=recurrence)
-    self.input_size = (static.embed_size if task.vocab_size is not None
-                       else task.input_size)
+    self.input_size = _input_size(static, task)
     self.windows_per_sequence = math.ceil(task.seq_len / static.truncation)
 
   def zero_carry(self, batch_size: int):
@@ -559,11 +574,7 @@ class OneTrial:
 
   def flops_per_update(self) -> float:
     """Analytic training FLOPs of one trial's update (one window)."""
-    s = self.static
-    return models.training_flops(
-        cell=s.cell, hidden_size=s.hidden_size, num_layers=s.num_layers,
-        input_size=self.input_size, output_size=self.task.output_size,
-        tokens=s.batch_size * s.truncation)
+    return flops_per_update(self.static, self.task)
 
   def forward(self, params, carry, inputs: Array, masks: models.DropoutMasks):
     """The model on one window: ``(new_carry, outputs)``."""

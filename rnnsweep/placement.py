@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 
@@ -209,6 +209,61 @@ def lanes(devices: Sequence[Any], num_groups: int) -> list[list[Any]]:
     out.append(devices[start:end])
     start = end
   return out
+
+
+class LanePlan(NamedTuple):
+  """Lanes (:func:`lanes`) and the index of each group's lane."""
+  lanes: list[list[Any]]
+  homes: list[int]
+
+
+def plan_lanes(devices: Sequence[Any],
+               groups: Sequence[tuple[float, int]]) -> LanePlan:
+  """How to lay ``devices`` out in lanes for ``groups``, each a cost of
+  one trial (any unit, e.g. FLOPs per update) and a number of trials, and
+  which lane each group is planned on.
+
+  On a GPU or TPU: one lane per group while devices are to spare
+  (:func:`lanes`), groups in turn. On a CPU split into devices a trial
+  costs about the same in any group, each device running its share of a
+  group's slots, so a group of ``k`` trials on a lane of ``s`` devices
+  takes about ``ceil(k / s) * cost``, its padding included. Every layout
+  ``lanes(devices, L)``, L = 1 .. min(groups, devices), is scored by the
+  time its busiest lane takes when the groups, the largest first, each go
+  to the lane that would finish them soonest; the fastest layout wins (of
+  equal ones, the most lanes). Side by side, a lane whose groups are
+  small sits idle while another trains a large one; sharded over all the
+  devices, each group runs on every core in turn.
+  """
+  devices = list(devices)
+  if not devices or devices[0].platform != "cpu" or len(devices) == 1:
+    out = lanes(devices, len(groups))
+    return LanePlan(out, [i % len(out) for i in range(len(groups))])
+  best = None
+  for num_lanes in range(1, max(1, min(len(groups), len(devices))) + 1):
+    layout = lanes(devices, num_lanes)
+    span, homes = _largest_first(layout, groups)
+    if best is None or span <= best[0] * (1 + 1e-9):
+      best = (span, LanePlan(layout, homes))
+  return best[1]
+
+
+def _largest_first(layout: Sequence[Sequence[Any]],
+                   groups: Sequence[tuple[float, int]]
+                   ) -> tuple[float, list[int]]:
+  """The busiest lane's time (:func:`plan_lanes`) and each group's lane
+  when groups, the most work first, go to the lane that ends them
+  soonest (the first such lane)."""
+  finish = [0.0] * len(layout)
+  homes = [0] * len(groups)
+  for g in sorted(range(len(groups)),
+                  key=lambda g: -groups[g][0] * groups[g][1]):
+    cost, k = groups[g]
+    took = [cost * math.ceil(k / len(lane)) for lane in layout]
+    lane = min(range(len(layout)), key=lambda l: finish[l] + took[l])
+    finish[lane] += took[lane]
+    homes[g] = lane
+  return max(finish), homes
 
 
 def describe_lanes(lane_list: Sequence[Sequence[Any]]) -> str:

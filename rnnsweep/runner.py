@@ -457,9 +457,10 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   _check_task_data(task, {t.params["batch_size"] for t in trials})
   sizer = settings.max_group_size
   if sizer == sizing.AUTO:
+    lanes, homes = _lanes_to_size(devices, task, trials)
     sizer = sizing.AutoSizer(task, steps=steps, options=settings.engine,
-                             data_seed=settings.seed, log=log,
-                             lanes=_lanes_to_size(devices, trials))
+                             data_seed=settings.seed, log=log, lanes=lanes,
+                             homes=homes)
   ckpt_dir = None
   if store is not None:
     resuming = store.exists()
@@ -607,28 +608,42 @@ class _Heartbeat:
       self._thread.join()
 
 
-def _lanes(devices, count: int) -> list[list[Any]]:
-  """One lane per ``count`` while there are devices to spare
-  (:func:`placement.lanes`); every device in one lane when several
-  processes run each group together."""
+def _lane_plan(devices, task, groups: Sequence[tuple[StaticConfig, int]]
+               ) -> tuple[list[list[Any]], dict[StaticConfig, int]]:
+  """Lanes for ``groups`` (static configuration, number of trials) and
+  each static configuration's home lane, that of its largest group
+  (:func:`placement.plan_lanes`, each trial costing its analytic FLOPs);
+  every device in one lane when several processes run each group
+  together."""
   if distributed.multi_process():
-    return [list(devices)]
-  return placement.lanes(devices, count)
+    return [list(devices)], {static: 0 for static, _ in groups}
+  plan = placement.plan_lanes(devices, [
+      (engine.flops_per_update(static, task), k) for static, k in groups])
+  homes, largest = {}, {}
+  for (static, k), home in zip(groups, plan.homes):
+    if k > largest.get(static, 0):
+      homes[static], largest[static] = home, k
+  return plan.lanes, homes
 
 
-def _lanes_to_size(devices, trials) -> list[list[Any]]:
-  """The lanes ``auto`` sizes the buckets of ``trials`` for: one per
-  bucket (:func:`_lanes`)."""
-  return _lanes(devices,
-                len({StaticConfig.from_params(t.params) for t in trials}))
+def _lanes_to_size(devices, task, trials
+                   ) -> tuple[list[list[Any]], dict[StaticConfig, int]]:
+  """The lanes ``auto`` sizes the buckets of ``trials`` for, and each
+  bucket's home (:func:`_lane_plan`, a bucket counted as one group)."""
+  counts = collections.Counter(StaticConfig.from_params(t.params)
+                               for t in trials)
+  return _lane_plan(devices, task, list(counts.items()))
 
 
-def _lanes_to_run(devices, groups, sized) -> list[list[Any]]:
-  """The lanes :func:`_run_groups` trains ``groups`` on: those of
-  ``sized`` where it sized a bucket, else one per group (:func:`_lanes`)."""
+def _lanes_to_run(devices, task, groups, sized
+                  ) -> tuple[list[list[Any]], dict[StaticConfig, int]]:
+  """The lanes :func:`_run_groups` trains ``groups`` on, and each static
+  configuration's home lane: those of ``sized`` where it sized a bucket,
+  else planned for these groups (:func:`_lane_plan`)."""
   if sized is not None and sized.homes:
-    return sized.lanes
-  return _lanes(devices, len(groups))
+    return sized.lanes, dict(sized.homes)
+  return _lane_plan(devices, task,
+                    [(group.static, len(group.trials)) for group in groups])
 
 
 def _run_groups(task, groups, settings, *, store, ckpt_dir,
@@ -636,14 +651,16 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
                 devices, sized=None) -> None:
   """The loop of :func:`execute`: train, record and report each group.
 
-  The devices are cut into lanes (:func:`~rnnsweep.placement.lanes`); each
-  lane takes the next group whenever it is free, so with several devices
-  groups of different static configurations train at the same time on
-  disjoint device sets (one thread per lane; JAX releases the interpreter
+  The devices are cut into lanes (:func:`~rnnsweep.placement.plan_lanes`);
+  each lane takes the next group whenever it is free, so with several
+  devices groups of different static configurations may train at the same
+  time on disjoint device sets (one thread per lane; JAX releases the interpreter
   while a program runs). Groups sized by ``sized`` (an
   :class:`~rnnsweep.sizing.AutoSizer` that sized at least one bucket)
   keep its lanes, and a lane takes the groups of the buckets sized for it
-  first (their programs are compiled there), then any other.
+  first (their programs are compiled there), then any other; other
+  groups get lanes planned for them, each bucket's groups first on the
+  lane planned for its largest.
 
   With a store, a group is trained only after this process claims it: a
   group another live process holds (the same command run twice on one
@@ -651,10 +668,9 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
   case its holder died meanwhile.
   """
   owner = Owner.this_process()
+  lane_list, homes = _lanes_to_run(devices, task, groups, sized)
   shared = _Shared(collections.deque(groups),
-                   max((g.group_id for g in groups), default=-1) + 1,
-                   sized.homes if sized is not None else None)
-  lane_list = _lanes_to_run(devices, groups, sized)
+                   max((g.group_id for g in groups), default=-1) + 1, homes)
   if len(devices) > 1:
     log(f"placement: {placement.describe_lanes(lane_list)}")
   if len(lane_list) > 1:

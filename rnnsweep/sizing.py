@@ -34,8 +34,8 @@ compiled sharded, so ``memory_analysis`` is per device and is compared with
 one device's free memory (on a CPU, whose devices share the host's RAM,
 with that RAM divided among them); the K cap is multiplied by the device
 count and K is a multiple of it. Where the runner trains groups side by
-side on disjoint device sets (lanes, one per bucket while devices are to
-spare), each bucket is sized on the lane it will train on, so the
+side on disjoint device sets (lanes, planned for the buckets by
+:func:`~rnnsweep.placement.plan_lanes`), each bucket is sized on the lane it will train on, so the
 executables compiled here are the ones its groups run.
 
 A trial's numbers do not depend on K (vmap invariance), so the choice
@@ -49,7 +49,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 
@@ -169,10 +169,12 @@ class AutoSizer:
     devices: the devices a group's slots are sharded over (``None``: the
       default device).
     lanes: instead of ``devices``, disjoint device sets that will train
-      groups side by side (:func:`~rnnsweep.placement.lanes`): each new
-      bucket is given the next lane in turn as its home (:attr:`homes`)
-      and sized, compiled and probed on that lane's devices, so its
-      groups, trained there, find their programs compiled.
+      groups side by side (:func:`~rnnsweep.placement.plan_lanes`): each
+      new bucket is given its lane in ``homes``, else the next lane in
+      turn, as its home (:attr:`homes`) and sized, compiled and probed on
+      that lane's devices, so its groups, trained there, find their
+      programs compiled.
+    homes: the index in ``lanes`` planned for each static configuration.
 
   Attributes:
     homes: the index in ``lanes`` of each bucket sized so far.
@@ -183,10 +185,15 @@ class AutoSizer:
                data_seed: int = 0, log: Callable[[str], None] | None = None,
                platform: str | None = None,
                devices: Sequence[Any] | None = None,
-               lanes: Sequence[Sequence[Any]] | None = None):
+               lanes: Sequence[Sequence[Any]] | None = None,
+               homes: Mapping[StaticConfig, int] | None = None):
     if lanes is not None and devices is not None:
       raise ValueError("give AutoSizer devices or lanes, not both")
     self.lanes = [list(l) for l in lanes] if lanes else [devices]
+    self._planned = dict(homes or {})
+    if any(not 0 <= i < len(self.lanes) for i in self._planned.values()):
+      raise ValueError(f"AutoSizer homes must index its {len(self.lanes)} "
+                       f"lanes, got {sorted(set(self._planned.values()))}")
     self.homes: dict[StaticConfig, int] = {}
     self.task = task
     self.steps = steps
@@ -203,7 +210,8 @@ class AutoSizer:
 
   def __call__(self, static: StaticConfig,
                trials: Sequence[TrialSpec]) -> int:
-    home = self.homes.setdefault(static, len(self.homes) % len(self.lanes))
+    home = self.homes.setdefault(static, self._planned.get(
+        static, len(self.homes) % len(self.lanes)))
     self._on_lane(home, self.platform)
     # Process 0 chooses for every process of a job (memory and speed
     # differ between hosts, and the groups must be the same everywhere).

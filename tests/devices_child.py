@@ -6,7 +6,7 @@ Usage: ``devices_child.py MODE WORKDIR DEVICES CONFIGS`` with MODE
 ``check`` (the sharding facts, and a sweep on DEVICES against one device),
 ``compare`` (the sweep into WORKDIR, which may continue an interrupted one,
 against one device) or ``sweep`` (only the sweep); the sweep trains the
-first CONFIGS of :data:`CONFIGS`.
+first CONFIGS of :data:`CONFIGS` (of :data:`LANE_CONFIGS` for ``check``).
 """
 
 import json
@@ -26,6 +26,10 @@ CONFIGS = [dict(TINY, cell=cell, learning_rate=lr, output_dropout=d,
                 recurrent_dropout=d)
            for cell in ("lstm", "gru")
            for lr, d in ((1e-3, 0.0), (3e-3, 0.3), (1e-2, 0.1))]
+# check's sweep: two static configurations of two trials each, which
+# train side by side on lanes of 2 devices, a slot per device (on one lane
+# of 4 each would pad to 4 slots, one group after the other).
+LANE_CONFIGS = CONFIGS[:2] + CONFIGS[3:5]
 STEPS, EVAL_EVERY = 12, 4
 
 
@@ -144,7 +148,7 @@ def check(workdir, devices, configs):
 
 def main():
   mode, workdir, devices, n = sys.argv[1:5]
-  configs = CONFIGS[:int(n)]
+  configs = (LANE_CONFIGS if mode == "check" else CONFIGS)[:int(n)]
   if mode == "check":
     facts = check(workdir, devices, configs)
   else:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import rnnsweep as rs
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, TINY, subprocess_env
 
 CHILD = os.path.join(ROOT, "tests", "devices_child.py")
 FOUR = "--xla_force_host_platform_device_count=4"
@@ -48,7 +48,7 @@ def assert_same_curves(a, b):
 
 
 def test_sharded_groups_equal_one_device(tmp_path):
-  out = child("check", tmp_path, "all", 6)
+  out = child("check", tmp_path, "all", 4)
   facts = facts_of(out)
   assert facts["devices"] == 4
   # K=8 over 4 devices: every leaf of the state, the segment's metrics and
@@ -64,22 +64,21 @@ def test_sharded_groups_equal_one_device(tmp_path):
   assert facts["at_once"] == [[[4, [2], "P('trials',)"]]] * 2 + [0]
   assert facts["at_once_equal"]
   assert facts["auto"] == 8  # 6 trials, padded to a multiple of 4
-  # Two static configurations of 3 trials, sized by auto for its two
-  # lanes of 2 devices (K=4: padded to a multiple of 2), which train them
-  # at the same time (K=3 padded to 4 slots, 2 per device); only the 6
-  # real trials are stored and exported.
+  # Two static configurations of 2 trials, sized by auto for two lanes of
+  # 2 devices (planned: side by side, a slot per device, beats one lane
+  # of 4 slots each), which train them at the same time.
   for cell, ids in (("lstm", "0,1"), ("gru", "2,3")):
     assert re.search(rf"auto group size for {cell}\(\S+ .* on devices "
-                     rf"{ids}: K=4 for 3 trials", out.stderr), cell
-  assert facts["stored_trials"] == list(range(6))
-  assert facts["csv_rows"] == 6
+                     rf"{ids}: K=2 for 2 trials", out.stderr), cell
+  assert facts["stored_trials"] == list(range(4))
+  assert facts["csv_rows"] == 4
   assert "on 4 devices (cpu) in 1 process" in out.stderr
   # The CPU is already split (the one-device runs chose 1 of the 4): no
   # hint to split it.
   assert "hint:" not in out.stderr
   assert ("placement: 2 groups at a time on disjoint device sets (2+2 "
           "devices)") in out.stderr
-  assert out.stderr.count("over 2 devices (4 slots)") == 2
+  assert out.stderr.count("K=2 over 2 devices (2 slots)") == 2
   a, b = sorted(facts["groups"], key=lambda g: g["group"])
   assert (a["devices"], b["devices"]) == ([0, 1], [2, 3])  # their homes
   for g in (a, b):
@@ -89,10 +88,10 @@ def test_sharded_groups_equal_one_device(tmp_path):
         g["compiled"]), g["compiled"]
   assert a["start"] < b["end"] and b["start"] < a["end"]  # overlapping
   assert_same_curves(facts["sharded"], facts["one_device"])
-  assert len(facts["sharded"]) == 6
+  assert len(facts["sharded"]) == 4
   finals = {round(c["val/bits_per_char"][-1], 4)
             for c in facts["sharded"].values()}
-  assert len(finals) == 6  # the trials really differ
+  assert len(finals) == 4  # the trials really differ
 
 
 class _Device:
@@ -172,6 +171,22 @@ def test_auto_sizes_each_bucket_on_its_home_lane_in_turn(tiny_lm):
                       f"2,3: K=2 for 2 trials")
   with pytest.raises(ValueError, match="devices or lanes, not both"):
     rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes, devices=lanes[0])
+  # Homes planned for it (placement.plan_lanes) come first.
+  planned = rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes,
+                                homes={buckets[1]: 0, buckets[2]: 1})
+  seen.clear()
+  planned.choose = lambda static, trials: (
+      seen.append([d.id for d in planned.devices]) or
+      rs.sizing.Choice(2, None, {}, "K=2 for 2 trials"))
+  for b in buckets[:3]:
+    planned(b, [])
+  # buckets[0], not planned, takes the next lane in turn (the first).
+  assert planned.homes == {buckets[0]: 0, buckets[1]: 0, buckets[2]: 1}
+  assert seen == [[0, 1], [0, 1], [2, 3]]
+  with pytest.raises(ValueError, match=r"^AutoSizer homes must index its 2 "
+                     r"lanes, got \[0, 2\]$"):
+    rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes,
+                        homes={buckets[0]: 2, buckets[1]: 0})
 
 
 def test_a_lane_takes_its_home_groups_first_then_any():
@@ -187,25 +202,67 @@ def test_a_lane_takes_its_home_groups_first_then_any():
   assert [plain.next_group(1).group_id for _ in groups] == [0, 1, 2, 3]
 
 
-def test_groups_sized_for_lanes_keep_them():
+def _ids(lanes):
+  return [[d.id for d in lane] for lane in lanes]
+
+
+def test_cpu_lanes_are_planned_for_the_least_time():
+  plan = rs.placement.plan_lanes
+  two, four = [_Lane(i) for i in range(2)], [_Lane(i) for i in range(4)]
+  # The default sweep's buckets, 5 LSTM and 11 GRU trials (a trial's cost
+  # 4:3). Side by side the GRUs take 11*3 = 33 on one device; sharded over
+  # both, 3*4 + 6*3 = 30 (one LSTM slot of padding).
+  p = plan(two, [(4.0, 5), (3.0, 11)])
+  assert (_ids(p.lanes), p.homes) == ([[0, 1]], [0, 0])
+  # Four groups of one trial: sharded, each pads to 2 slots (4+4+3+3 =
+  # 14); side by side, 4+3 on each device (7), the largest first.
+  p = plan(two, [(3.0, 1), (4.0, 1), (3.0, 1), (4.0, 1)])
+  assert (_ids(p.lanes), p.homes) == ([[0], [1]], [0, 0, 1, 1])
+  # Three equal groups on four devices: one lane (3*2 = 6) against 2+2
+  # (4+4 on one lane: 8) or 2+1+1 (8 on each one-device lane).
+  p = plan(four, [(1.0, 8)] * 3)
+  assert (_ids(p.lanes), p.homes) == ([[0, 1, 2, 3]], [0, 0, 0])
+  # Equal time either way (8), side by side.
+  p = plan(two, [(4.0, 8), (4.0, 8)])
+  assert (_ids(p.lanes), p.homes) == ([[0], [1]], [0, 1])
+  # A GPU: a lane per group while devices last, groups in turn.
+  gpus = [_Device("gpu") for _ in range(4)]
+  p = plan(gpus, [(4.0, 5), (3.0, 11), (3.0, 1)])
+  assert [len(l) for l in p.lanes] == [2, 1, 1] and p.homes == [0, 1, 2]
+  assert plan(two[:1], [(1.0, 3)] * 2) == ([two[:1]], [0, 0])
+
+
+def test_groups_sized_for_lanes_keep_them(tiny_lm):
   devices = [_Lane(i) for i in range(4)]
-  one_bucket = [rs.Group(i, _static("lstm"), (), 8) for i in range(3)]
-  # Three groups of one bucket that auto sized for all four devices: one
-  # lane, each group sharded over all four (not three lanes of 2+1+1,
-  # on which the groups would not find the program sized for them).
+  lstm, gru = _static("lstm"), _static("gru")
+  one_bucket = [rs.Group(i, lstm, (None,) * 8, 8) for i in range(3)]
+  # What auto sized a bucket for: its lanes and homes, whatever a plan
+  # for the groups would say.
   sized = rs.sizing.AutoSizer.__new__(rs.sizing.AutoSizer)
-  sized.lanes, sized.homes = [devices], {one_bucket[0].static: 0}
+  sized.lanes, sized.homes = _ids([devices[:2], devices[2:]]), {lstm: 1}
   lanes_to_run = rs.runner._lanes_to_run
-  assert lanes_to_run(devices, one_bucket, sized) == [devices]
-  # A fixed K, or nothing sized (a resumed sweep): a lane per group.
+  assert lanes_to_run(devices, tiny_lm, one_bucket, sized) == (
+      sized.lanes, {lstm: 1})
+  # A fixed K, or nothing sized (a resumed sweep): planned for the groups.
+  # Three of 8 trials: one lane, each sharded over all four devices.
   sized.homes = {}
   for s in (sized, None):
-    assert [[d.id for d in l] for l in lanes_to_run(
-        devices, one_bucket, s)] == [[0, 1], [2], [3]]
-  # What auto sizes for: a lane per bucket, while devices are to spare.
-  trials = rs.make_trials([dict(cell=c) for c in ("lstm", "gru", "lstm")])
-  assert [[d.id for d in l] for l in rs.runner._lanes_to_size(
-      devices, trials)] == [[0, 1], [2, 3]]
+    lanes, homes = lanes_to_run(devices, tiny_lm, one_bucket, s)
+    assert (_ids(lanes), homes) == ([[0, 1, 2, 3]], {lstm: 0})
+  # Small groups: a lane each (2+1+1 lanes take as long: the most lanes);
+  # a bucket's home is its largest group's lane (of equal ones, the first).
+  small = [rs.Group(i, s, (None,) * k, k) for i, (s, k) in
+           enumerate([(lstm, 1), (gru, 1), (lstm, 1), (gru, 2)])]
+  lanes, homes = lanes_to_run(devices, tiny_lm, small, None)
+  assert (_ids(lanes), homes) == ([[0], [1], [2], [3]], {gru: 0, lstm: 1})
+  # What auto sizes for: the buckets, each counted as one group: 2 LSTMs
+  # and a GRU side by side (one slot each on 2+2 devices), not sharded
+  # over four (a slot per device, two groups one after another).
+  trials = rs.make_trials([dict(TINY, cell=c) for c in ("lstm", "gru", "lstm")])
+  lanes, homes = rs.runner._lanes_to_size(devices, tiny_lm, trials)
+  assert _ids(lanes) == [[0, 1], [2, 3]]
+  assert homes == {rs.StaticConfig.from_params(trials[0].params): 0,
+                   rs.StaticConfig.from_params(trials[1].params): 1}
 
 
 def test_sweep_killed_on_four_devices_continues_on_three(tmp_path):
