@@ -654,8 +654,8 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
   The devices are cut into lanes (:func:`~rnnsweep.placement.plan_lanes`);
   each lane takes the next group whenever it is free, so with several
   devices groups of different static configurations may train at the same
-  time on disjoint device sets (one thread per lane; JAX releases the interpreter
-  while a program runs). Groups sized by ``sized`` (an
+  time on disjoint device sets (one thread per lane; JAX releases the
+  interpreter while a program runs). Groups sized by ``sized`` (an
   :class:`~rnnsweep.sizing.AutoSizer` that sized at least one bucket)
   keep its lanes, and a lane takes the groups of the buckets sized for it
   first (their programs are compiled there), then any other; other

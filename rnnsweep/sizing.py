@@ -35,8 +35,9 @@ one device's free memory (on a CPU, whose devices share the host's RAM,
 with that RAM divided among them); the K cap is multiplied by the device
 count and K is a multiple of it. Where the runner trains groups side by
 side on disjoint device sets (lanes, planned for the buckets by
-:func:`~rnnsweep.placement.plan_lanes`), each bucket is sized on the lane it will train on, so the
-executables compiled here are the ones its groups run.
+:func:`~rnnsweep.placement.plan_lanes`), each bucket is sized on the lane
+it will train on, so the executables compiled here are the ones its
+groups run.
 
 A trial's numbers do not depend on K (vmap invariance), so the choice
 changes only speed. A group that still runs out of memory is split and
