@@ -212,9 +212,11 @@ def lanes(devices: Sequence[Any], num_groups: int) -> list[list[Any]]:
 
 
 class LanePlan(NamedTuple):
-  """Lanes (:func:`lanes`) and the index of each group's lane."""
+  """Lanes (:func:`lanes`), the index of each group's lane, and why (a
+  line for the log; empty where nothing was weighed)."""
   lanes: list[list[Any]]
   homes: list[int]
+  why: str = ""
 
 
 def plan_lanes(devices: Sequence[Any],
@@ -239,13 +241,29 @@ def plan_lanes(devices: Sequence[Any],
   if not devices or devices[0].platform != "cpu" or len(devices) == 1:
     out = lanes(devices, len(groups))
     return LanePlan(out, [i % len(out) for i in range(len(groups))])
-  best = None
+  best, spans = None, []
   for num_lanes in range(1, max(1, min(len(groups), len(devices))) + 1):
     layout = lanes(devices, num_lanes)
     span, homes = _largest_first(layout, groups)
+    spans.append((_layout_name(layout), span))
     if best is None or span <= best[0] * (1 + 1e-9):
       best = (span, LanePlan(layout, homes))
-  return best[1]
+  if len(spans) == 1:
+    return best[1]
+  chosen = _layout_name(best[1].lanes)
+  return best[1]._replace(why=(
+      f"lane plan for {len(devices)} CPU devices, each layout's estimated "
+      f"time (from the trials' FLOPs) against the chosen one: " +
+      ", ".join(f"{name} {span / max(best[0], 1e-30):.2f}"
+                f"{' (chosen)' if name == chosen else ''}"
+                for name, span in spans)))
+
+
+def _layout_name(layout: Sequence[Sequence[Any]]) -> str:
+  """``one lane`` or ``lanes of 2+1+1``."""
+  if len(layout) == 1:
+    return "one lane"
+  return "lanes of " + "+".join(str(len(l)) for l in layout)
 
 
 def _largest_first(layout: Sequence[Sequence[Any]],

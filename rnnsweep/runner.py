@@ -457,10 +457,10 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   _check_task_data(task, {t.params["batch_size"] for t in trials})
   sizer = settings.max_group_size
   if sizer == sizing.AUTO:
-    lanes, homes = _lanes_to_size(devices, task, trials)
+    lanes, homes, why = _lanes_to_size(devices, task, trials)
     sizer = sizing.AutoSizer(task, steps=steps, options=settings.engine,
                              data_seed=settings.seed, log=log, lanes=lanes,
-                             homes=homes)
+                             homes=homes, why=why)
   ckpt_dir = None
   if store is not None:
     resuming = store.exists()
@@ -609,39 +609,41 @@ class _Heartbeat:
 
 
 def _lane_plan(devices, task, groups: Sequence[tuple[StaticConfig, int]]
-               ) -> tuple[list[list[Any]], dict[StaticConfig, int]]:
-  """Lanes for ``groups`` (static configuration, number of trials) and
-  each static configuration's home lane, that of its largest group
+               ) -> tuple[list[list[Any]], dict[StaticConfig, int], str]:
+  """Lanes for ``groups`` (static configuration, number of trials), each
+  static configuration's home lane, that of its largest group, and why
   (:func:`placement.plan_lanes`, each trial costing its analytic FLOPs);
   every device in one lane when several processes run each group
   together."""
   if distributed.multi_process():
-    return [list(devices)], {static: 0 for static, _ in groups}
+    return [list(devices)], {static: 0 for static, _ in groups}, ""
   plan = placement.plan_lanes(devices, [
       (engine.flops_per_update(static, task), k) for static, k in groups])
   homes, largest = {}, {}
   for (static, k), home in zip(groups, plan.homes):
     if k > largest.get(static, 0):
       homes[static], largest[static] = home, k
-  return plan.lanes, homes
+  return plan.lanes, homes, plan.why
 
 
 def _lanes_to_size(devices, task, trials
-                   ) -> tuple[list[list[Any]], dict[StaticConfig, int]]:
-  """The lanes ``auto`` sizes the buckets of ``trials`` for, and each
-  bucket's home (:func:`_lane_plan`, a bucket counted as one group)."""
+                   ) -> tuple[list[list[Any]], dict[StaticConfig, int], str]:
+  """The lanes ``auto`` sizes the buckets of ``trials`` for, each
+  bucket's home, and why (:func:`_lane_plan`, a bucket counted as one
+  group)."""
   counts = collections.Counter(StaticConfig.from_params(t.params)
                                for t in trials)
   return _lane_plan(devices, task, list(counts.items()))
 
 
 def _lanes_to_run(devices, task, groups, sized
-                  ) -> tuple[list[list[Any]], dict[StaticConfig, int]]:
-  """The lanes :func:`_run_groups` trains ``groups`` on, and each static
-  configuration's home lane: those of ``sized`` where it sized a bucket,
-  else planned for these groups (:func:`_lane_plan`)."""
+                  ) -> tuple[list[list[Any]], dict[StaticConfig, int], str]:
+  """The lanes :func:`_run_groups` trains ``groups`` on, each static
+  configuration's home lane, and why: those of ``sized`` where it sized a
+  bucket (it said why), else planned for these groups
+  (:func:`_lane_plan`)."""
   if sized is not None and sized.homes:
-    return sized.lanes, dict(sized.homes)
+    return sized.lanes, dict(sized.homes), ""
   return _lane_plan(devices, task,
                     [(group.static, len(group.trials)) for group in groups])
 
@@ -668,7 +670,9 @@ def _run_groups(task, groups, settings, *, store, ckpt_dir,
   case its holder died meanwhile.
   """
   owner = Owner.this_process()
-  lane_list, homes = _lanes_to_run(devices, task, groups, sized)
+  lane_list, homes, why = _lanes_to_run(devices, task, groups, sized)
+  if why:
+    log(why)
   shared = _Shared(collections.deque(groups),
                    max((g.group_id for g in groups), default=-1) + 1, homes)
   if len(devices) > 1:

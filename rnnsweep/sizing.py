@@ -176,6 +176,7 @@ class AutoSizer:
       that lane's devices, so its groups, trained there, find their
       programs compiled.
     homes: the index in ``lanes`` planned for each static configuration.
+    why: how ``lanes`` were planned, logged before the first bucket's size.
 
   Attributes:
     homes: the index in ``lanes`` of each bucket sized so far.
@@ -187,7 +188,8 @@ class AutoSizer:
                platform: str | None = None,
                devices: Sequence[Any] | None = None,
                lanes: Sequence[Sequence[Any]] | None = None,
-               homes: Mapping[StaticConfig, int] | None = None):
+               homes: Mapping[StaticConfig, int] | None = None,
+               why: str = ""):
     if lanes is not None and devices is not None:
       raise ValueError("give AutoSizer devices or lanes, not both")
     self.lanes = [list(l) for l in lanes] if lanes else [devices]
@@ -196,6 +198,7 @@ class AutoSizer:
       raise ValueError(f"AutoSizer homes must index its {len(self.lanes)} "
                        f"lanes, got {sorted(set(self._planned.values()))}")
     self.homes: dict[StaticConfig, int] = {}
+    self._why = why
     self.task = task
     self.steps = steps
     self.options = options or engine.EngineOptions()
@@ -211,6 +214,8 @@ class AutoSizer:
 
   def __call__(self, static: StaticConfig,
                trials: Sequence[TrialSpec]) -> int:
+    if self._why and not self.homes:
+      self.log(self._why)
     home = self.homes.setdefault(static, self._planned.get(
         static, len(self.homes) % len(self.lanes)))
     self._on_lane(home, self.platform)

@@ -70,6 +70,13 @@ def test_sharded_groups_equal_one_device(tmp_path):
   for cell, ids in (("lstm", "0,1"), ("gru", "2,3")):
     assert re.search(rf"auto group size for {cell}\(\S+ .* on devices "
                      rf"{ids}: K=2 for 2 trials", out.stderr), cell
+  # Why: one lane would take an LSTM's and a GRU's time, 2+2 an LSTM's:
+  # 1 + GRU/LSTM, between 1.75 (recurrence only, 3 gates against 4) and
+  # 2 (output layer only).
+  why = re.search(r"lane plan for 4 CPU devices, .*: one lane (\S+), "
+                  r"lanes of 2\+2 1\.00 \(chosen\)\n", out.stderr)
+  assert why and 1.75 <= float(why.group(1)) < 2, out.stderr[:2000]
+  assert out.stderr.count("lane plan") == 1
   assert facts["stored_trials"] == list(range(4))
   assert facts["csv_rows"] == 4
   assert "on 4 devices (cpu) in 1 process" in out.stderr
@@ -172,8 +179,11 @@ def test_auto_sizes_each_bucket_on_its_home_lane_in_turn(tiny_lm):
   with pytest.raises(ValueError, match="devices or lanes, not both"):
     rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes, devices=lanes[0])
   # Homes planned for it (placement.plan_lanes) come first.
+  lines.clear()
   planned = rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes,
-                                homes={buckets[1]: 0, buckets[2]: 1})
+                                homes={buckets[1]: 0, buckets[2]: 1},
+                                why="lane plan for 4 CPU devices: ...",
+                                log=lines.append)
   seen.clear()
   planned.choose = lambda static, trials: (
       seen.append([d.id for d in planned.devices]) or
@@ -183,6 +193,9 @@ def test_auto_sizes_each_bucket_on_its_home_lane_in_turn(tiny_lm):
   # buckets[0], not planned, takes the next lane in turn (the first).
   assert planned.homes == {buckets[0]: 0, buckets[1]: 0, buckets[2]: 1}
   assert seen == [[0, 1], [0, 1], [2, 3]]
+  # The plan's reason, once, before the first size.
+  assert lines[0] == "lane plan for 4 CPU devices: ..."
+  assert len(lines) == 4 and lines[1].startswith("auto group size for")
   with pytest.raises(ValueError, match=r"^AutoSizer homes must index its 2 "
                      r"lanes, got \[0, 2\]$"):
     rs.sizing.AutoSizer(tiny_lm, steps=1, lanes=lanes,
@@ -214,14 +227,20 @@ def test_cpu_lanes_are_planned_for_the_least_time():
   # both, 3*4 + 6*3 = 30 (one LSTM slot of padding).
   p = plan(two, [(4.0, 5), (3.0, 11)])
   assert (_ids(p.lanes), p.homes) == ([[0, 1]], [0, 0])
+  assert p.why == ("lane plan for 2 CPU devices, each layout's estimated "
+                   "time (from the trials' FLOPs) against the chosen one: "
+                   "one lane 1.00 (chosen), lanes of 1+1 1.10")
   # Four groups of one trial: sharded, each pads to 2 slots (4+4+3+3 =
   # 14); side by side, 4+3 on each device (7), the largest first.
   p = plan(two, [(3.0, 1), (4.0, 1), (3.0, 1), (4.0, 1)])
   assert (_ids(p.lanes), p.homes) == ([[0], [1]], [0, 0, 1, 1])
+  assert p.why.endswith(": one lane 2.00, lanes of 1+1 1.00 (chosen)")
   # Three equal groups on four devices: one lane (3*2 = 6) against 2+2
   # (4+4 on one lane: 8) or 2+1+1 (8 on each one-device lane).
   p = plan(four, [(1.0, 8)] * 3)
   assert (_ids(p.lanes), p.homes) == ([[0, 1, 2, 3]], [0, 0, 0])
+  assert p.why.endswith(": one lane 1.00 (chosen), lanes of 2+2 1.33, "
+                        "lanes of 2+1+1 1.33")
   # Equal time either way (8), side by side.
   p = plan(two, [(4.0, 8), (4.0, 8)])
   assert (_ids(p.lanes), p.homes) == ([[0], [1]], [0, 1])
@@ -229,7 +248,9 @@ def test_cpu_lanes_are_planned_for_the_least_time():
   gpus = [_Device("gpu") for _ in range(4)]
   p = plan(gpus, [(4.0, 5), (3.0, 11), (3.0, 1)])
   assert [len(l) for l in p.lanes] == [2, 1, 1] and p.homes == [0, 1, 2]
-  assert plan(two[:1], [(1.0, 3)] * 2) == ([two[:1]], [0, 0])
+  assert p.why == ""  # nothing weighed
+  assert plan(two[:1], [(1.0, 3)] * 2) == ([two[:1]], [0, 0], "")
+  assert plan(two, [(1.0, 3)]).why == ""  # one group: one layout
 
 
 def test_groups_sized_for_lanes_keep_them(tiny_lm):
@@ -242,24 +263,25 @@ def test_groups_sized_for_lanes_keep_them(tiny_lm):
   sized.lanes, sized.homes = _ids([devices[:2], devices[2:]]), {lstm: 1}
   lanes_to_run = rs.runner._lanes_to_run
   assert lanes_to_run(devices, tiny_lm, one_bucket, sized) == (
-      sized.lanes, {lstm: 1})
+      sized.lanes, {lstm: 1}, "")  # the sizer said why
   # A fixed K, or nothing sized (a resumed sweep): planned for the groups.
   # Three of 8 trials: one lane, each sharded over all four devices.
   sized.homes = {}
   for s in (sized, None):
-    lanes, homes = lanes_to_run(devices, tiny_lm, one_bucket, s)
+    lanes, homes, why = lanes_to_run(devices, tiny_lm, one_bucket, s)
     assert (_ids(lanes), homes) == ([[0, 1, 2, 3]], {lstm: 0})
+    assert why.startswith("lane plan for 4 CPU devices")
   # Small groups: a lane each (2+1+1 lanes take as long: the most lanes);
   # a bucket's home is its largest group's lane (of equal ones, the first).
   small = [rs.Group(i, s, (None,) * k, k) for i, (s, k) in
            enumerate([(lstm, 1), (gru, 1), (lstm, 1), (gru, 2)])]
-  lanes, homes = lanes_to_run(devices, tiny_lm, small, None)
+  lanes, homes, _ = lanes_to_run(devices, tiny_lm, small, None)
   assert (_ids(lanes), homes) == ([[0], [1], [2], [3]], {gru: 0, lstm: 1})
   # What auto sizes for: the buckets, each counted as one group: 2 LSTMs
   # and a GRU side by side (one slot each on 2+2 devices), not sharded
   # over four (a slot per device, two groups one after another).
   trials = rs.make_trials([dict(TINY, cell=c) for c in ("lstm", "gru", "lstm")])
-  lanes, homes = rs.runner._lanes_to_size(devices, tiny_lm, trials)
+  lanes, homes, _ = rs.runner._lanes_to_size(devices, tiny_lm, trials)
   assert _ids(lanes) == [[0, 1], [2, 3]]
   assert homes == {rs.StaticConfig.from_params(trials[0].params): 0,
                    rs.StaticConfig.from_params(trials[1].params): 1}
