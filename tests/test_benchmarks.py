@@ -378,3 +378,53 @@ def test_kernel_resources_says_when_a_rule_is_wrong(tmp_path):
   assert "RULE WRONG: needs" in out.stdout
   assert all(r["stages"] == 3 for r in rows)
   assert any(r["shared_bytes"] > r["estimate_bytes"] for r in rows)
+
+
+def test_lanes_benchmark_times_each_forced_layout_on_the_same_results(
+    tmp_path):
+  """benchmarks/lanes.py: each layout forced in its own run of the sweep
+  script, the order alternating, the results compared."""
+  sweep = ["--task=adding", "--seq_len=8", "--num_trials=2", "--steps=2",
+           "--eval_every=2", "--max_group_size=1",
+           '--space={"hidden_size": 8, "batch_size": 4}']
+  lanes = [sys.executable, os.path.join(BENCHMARKS, "lanes.py"),
+           "--cpu_devices=2"]
+  out = subprocess.run(
+      lanes + ["--layouts=side,one", "--rounds=1", f"--out_dir={tmp_path}",
+               "--compilation_cache=" + os.environ["RNNSWEEP_TESTS_XLA_CACHE"],
+               "--", *sweep], cwd=ROOT, env=subprocess_env(),
+      capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  facts = json.loads((tmp_path / "lanes.json").read_text())
+  # Two one-trial groups on 2 devices: side by side, or one lane.
+  assert [(r["layout"], r["placement"]) for r in facts["runs"]] == [
+      ("side", "2 groups at a time on disjoint device sets (1+1 devices), "
+               "each sharded over its set"),
+      ("one", "each group sharded over all 2 devices, one after another")]
+  assert facts["same_results"] and facts["largest_difference"] <= 1e-5
+  assert facts["sweep_args"] == sweep
+  assert set(facts["means_s"]) == {"side", "one"}
+  assert ("2 trials, 2 groups to run on 2 devices (cpu)" in
+          (tmp_path / "one-r1.log").read_text())  # each run's own log
+  assert "| one | " in out.stdout and "against side" in out.stdout
+  assert "the same results in every run: yes" in out.stdout
+  bad = subprocess.run(lanes + ["--layouts=one,wide"], cwd=ROOT,
+                       env=subprocess_env(), capture_output=True, text=True,
+                       timeout=300, check=False)
+  assert bad.returncode != 0
+  assert ("--layouts must be distinct names among plan, one, side, got "
+          "'one,wide'") in bad.stderr
+
+
+def test_lanes_benchmark_order_and_comparison():
+  bench_lanes = runpy.run_path(os.path.join(BENCHMARKS, "lanes.py"),
+                               run_name="lanes")
+  assert bench_lanes["order"](["a", "b"], 3) == [
+      (0, "a"), (0, "b"), (1, "b"), (1, "a"), (2, "a"), (2, "b")]
+  diff = bench_lanes["largest_difference"]
+  row = {"trial_id": "0", "status": "completed", "best": "2.0"}
+  assert diff([row], [row]) == 0.0
+  assert diff([row], [dict(row, best="2.000002")]) == pytest.approx(
+      1e-6, rel=1e-4)
+  assert diff([row], [dict(row, status="failed")]) == float("inf")
+  assert diff([row], []) == float("inf")
