@@ -417,14 +417,27 @@ def test_lanes_benchmark_times_each_forced_layout_on_the_same_results(
 
 
 def test_lanes_benchmark_order_and_comparison():
-  bench_lanes = runpy.run_path(os.path.join(BENCHMARKS, "lanes.py"),
-                               run_name="lanes")
-  assert bench_lanes["order"](["a", "b"], 3) == [
-      (0, "a"), (0, "b"), (1, "b"), (1, "a"), (2, "a"), (2, "b")]
-  diff = bench_lanes["largest_difference"]
-  row = {"trial_id": "0", "status": "completed", "best": "2.0"}
-  assert diff([row], [row]) == 0.0
-  assert diff([row], [dict(row, best="2.000002")]) == pytest.approx(
-      1e-6, rel=1e-4)
-  assert diff([row], [dict(row, status="failed")]) == float("inf")
-  assert diff([row], []) == float("inf")
+  # In a child: lanes.py's absl flags (out_dir, ...) would clash with the
+  # other benchmark scripts this process has loaded.
+  code = """
+import json, runpy, sys
+ns = runpy.run_path(sys.argv[1], run_name="lanes")
+diff = ns["largest_difference"]
+row = {"trial_id": "0", "status": "completed", "best": "2.0"}
+print(json.dumps([ns["order"](["a", "b"], 3),
+                  [diff([row], [row]),
+                   diff([row], [dict(row, best="2.000002")]),
+                   diff([row], [dict(row, status="failed")]),
+                   diff([row], [])]]))
+"""
+  out = subprocess.run(
+      [sys.executable, "-c", code, os.path.join(BENCHMARKS, "lanes.py")],
+      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+      timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  order, diffs = json.loads(out.stdout)
+  assert order == [[0, "a"], [0, "b"], [1, "b"], [1, "a"], [2, "a"],
+                   [2, "b"]]
+  # Relative: 2e-6 on 2.0; a status or a missing row: infinitely different.
+  assert diffs[0] == 0.0 and diffs[1] == pytest.approx(1e-6, rel=1e-4)
+  assert diffs[2:] == [float("inf")] * 2
