@@ -64,8 +64,7 @@ def forced(devices, groups):
   if layout == "one":
     return placement.LanePlan([list(devices)], [0] * len(groups))
   if layout == "side":
-    out = placement.lanes(devices, len(groups))
-    return placement.LanePlan(out, [i % len(out) for i in range(len(groups))])
+    return placement.in_turn(devices, len(groups))
   return planned(devices, groups)
 
 placement.plan_lanes = forced

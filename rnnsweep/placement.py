@@ -239,8 +239,7 @@ def plan_lanes(devices: Sequence[Any],
   """
   devices = list(devices)
   if not devices or devices[0].platform != "cpu" or len(devices) == 1:
-    out = lanes(devices, len(groups))
-    return LanePlan(out, [i % len(out) for i in range(len(groups))])
+    return in_turn(devices, len(groups))
   best, spans = None, []
   for num_lanes in range(1, max(1, min(len(groups), len(devices))) + 1):
     layout = lanes(devices, num_lanes)
@@ -257,6 +256,13 @@ def plan_lanes(devices: Sequence[Any],
       ", ".join(f"{name} {span / max(best[0], 1e-30):.2f}"
                 f"{' (chosen)' if name == chosen else ''}"
                 for name, span in spans)))
+
+
+def in_turn(devices: Sequence[Any], num_groups: int) -> LanePlan:
+  """One lane per group while devices last (:func:`lanes`), the groups
+  given to the lanes in turn: a GPU's or TPU's plan."""
+  out = lanes(devices, num_groups)
+  return LanePlan(out, [i % len(out) for i in range(num_groups)])
 
 
 def _layout_name(layout: Sequence[Sequence[Any]]) -> str:
