@@ -6,7 +6,9 @@ underfitting one more steps, more units or another learning rate, a
 diverged one a smaller learning rate. :func:`diagnose` reads a trial's
 training and validation curves and says which case it is (and why, in
 numbers); :func:`next_move` turns the verdict into the configuration to
-try next, and :func:`around_command` into a ready ``--around`` command.
+try next, and :func:`around_command` into a ready ``--around`` command,
+whose space carries past its edge each range the best trials sat at the
+edge of (:func:`widened_ranges`).
 :func:`ofat_panels` and :func:`plot_ofat` draw a one-factor-at-a-time
 sweep: one panel per parameter, the base point marked.
 
@@ -150,19 +152,40 @@ def next_move(result: TrialResult, diagnosis: Diagnosis, steps: int
     changes["hidden_size"] = p["hidden_size"] * 2
     return changes, steps * 2, ("train longer (steps x2) with more units; "
                                 "then vary the learning rate around it")
-  return changes, steps, ("narrow the search around the best trial's "
-                          "values")
+  return changes, steps, ("vary one factor at a time around the best "
+                          "trial's values")
 
 
 def _short(v: Any) -> Any:
   return float(f"{v:.4g}") if isinstance(v, float) else v
 
 
+def widened_ranges(space_json: Mapping[str, Any] | None,
+                   edges: Sequence[tuple[str, str]]
+                   ) -> dict[str, space_lib.Distribution]:
+  """For each ``(name, side)`` where a sweep's best trials sat at an edge,
+  the parameter's range carried past it (:func:`space.widened`); a range
+  that cannot move (a rate already at 0) is left out."""
+  if not space_json:
+    return {}
+  dists = space_lib.space_from_json(dict(space_json)).params
+  out = {}
+  for name, side in edges:
+    if name in dists:
+      wider = space_lib.widened(name, dists[name], side)
+      if wider is not None:
+        out[name] = wider
+  return out
+
+
 def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
-                   steps: int, points_per_axis: int = 5) -> str:
+                   steps: int, points_per_axis: int = 5,
+                   ranges: Mapping[str, space_lib.Distribution] | None = None
+                   ) -> str:
   """A ready ``experiments/sweep.py --around`` command for ``base``: the
   same task and, as ``--space``, the sweep's space (entries at the global
-  defaults left out), so the axes are this sweep's ranges."""
+  defaults left out), so the axes are this sweep's ranges, with
+  ``ranges`` in place of their parameters' entries."""
   task_config = settings.get("task_config") or {}
   flags = [f"--task={settings.get('task')}"]
   for key in ("seq_len", "dataset", "data_path"):
@@ -171,6 +194,7 @@ def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
   space = {n: e for n, e in (settings.get("space") or {}).items()
            if not (n in space_lib.PARAMS and not isinstance(e, (dict, list))
                    and e == space_lib.PARAMS[n].default)}
+  space.update({n: d.to_json() for n, d in (ranges or {}).items()})
   if space:
     flags.append("--space=" + shlex.quote(json.dumps(space)))
   flags += ["--around=" + shlex.quote(json.dumps(
@@ -182,9 +206,12 @@ def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
 
 def advice_lines(results: Sequence[TrialResult], ranked: Sequence[TrialResult],
                  settings: Mapping[str, Any], tuned: Sequence[str],
-                 top: int = 3) -> list[str]:
+                 top: int = 3,
+                 edges: Sequence[tuple[str, str]] = ()) -> list[str]:
   """The report's "Diagnosis" section: the top trials' verdicts and the
-  next move for the best one as a ready command."""
+  next move for the best one as a ready command, whose space carries past
+  its edge each range whose best trials sat there (``edges``: ``(name,
+  side)`` pairs, from the report's boundary warnings)."""
   mode = settings.get("selection_mode", "min")
   steps = int(settings.get("steps") or 1)
   if not ranked:
@@ -204,9 +231,22 @@ def advice_lines(results: Sequence[TrialResult], ranked: Sequence[TrialResult],
   names = [n for n in tuned if n in best.params] or sorted(changes)
   base = {n: best.params[n] for n in names}
   base.update(changes)
+  ranges = widened_ranges(settings.get("space"), edges)
+  for name, side in edges:
+    if name in ranges:
+      advice += (f"; {name}'s range widened to "
+                 f"{_range_text(ranges[name])} (the best trial sat at its "
+                 f"{side} edge)")
   lines.append(f"  next: {advice}:")
-  lines.append("    " + around_command(settings, base, next_steps))
+  lines.append("    " + around_command(settings, base, next_steps,
+                                       ranges=ranges))
   return lines
+
+
+def _range_text(dist: space_lib.Distribution) -> str:
+  if isinstance(dist, space_lib.Choice):
+    return "{" + ", ".join(f"{_short(v)}" for v in dist.values) + "}"
+  return f"[{_short(dist.lo)}, {_short(dist.hi)}]"
 
 
 # ---------------------------------------------------------------------------

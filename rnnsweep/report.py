@@ -184,9 +184,36 @@ def axes_for(params: Sequence[dict[str, Any]], space_json: dict | None,
   return axes
 
 
-def boundary_warnings(results: Sequence[TrialResult], axes: Sequence[Axis],
-                      mode: str) -> list[str]:
-  """Warns where the best trials sit at the edge of a numeric range.
+@dataclasses.dataclass(frozen=True)
+class Edge:
+  """A numeric parameter whose best trials sit at one edge of its range.
+
+  Attributes:
+    name: the parameter.
+    side: ``"low"`` or ``"high"``.
+    hits: how many of the top trials sit at that edge.
+    top: how many top trials were looked at.
+    bounds: the range ``(lo, hi)``.
+  """
+
+  name: str
+  side: str
+  hits: int
+  top: int
+  bounds: tuple[float, float]
+
+  def warning(self) -> str:
+    lo, hi = self.bounds
+    return (f"warning: {self.name}: the best trial"
+            f"{'s' if self.top > 1 else ''} ({self.hits} of the top "
+            f"{self.top}) sit{'' if self.top > 1 else 's'} at the "
+            f"{self.side} edge of the range [{_fmt(lo)}, {_fmt(hi)}]; the "
+            f"optimum may lie outside it, widen the range")
+
+
+def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
+          mode: str) -> list[Edge]:
+  """Where the best trials sit at the edge of a numeric range.
 
   The top ``max(1, 10%)`` completed trials are looked at; a parameter is
   flagged when the best trial lies in the outer :data:`EDGE_FRACTION` of
@@ -201,17 +228,11 @@ def boundary_warnings(results: Sequence[TrialResult], axes: Sequence[Axis],
   for axis in axes:
     if axis.categories is not None or axis.bounds[0] == axis.bounds[1]:
       continue
-    for edge, near in (("low", lambda u: u <= EDGE_FRACTION),
+    for side, near in (("low", lambda u: u <= EDGE_FRACTION),
                        ("high", lambda u: u >= 1 - EDGE_FRACTION)):
       hits = [near(axis.unit(r.params[axis.name])) for r in top]
       if hits[0] and sum(hits) * 2 > len(hits):
-        lo, hi = axis.bounds
-        out.append(
-            f"warning: {axis.name}: the best trial"
-            f"{'s' if len(top) > 1 else ''} ({sum(hits)} of the top "
-            f"{len(top)}) sit at the {edge} edge of the range "
-            f"[{_fmt(lo)}, {_fmt(hi)}]; the optimum may lie outside it, "
-            f"widen the range")
+        out.append(Edge(axis.name, side, sum(hits), len(top), axis.bounds))
   return out
 
 
@@ -412,7 +433,8 @@ def write_report(workdir: str, *, top: int = 10,
       raise ValueError(f"pair must name two tuned parameters of this sweep "
                        f"({names}), got {list(pair)}")
   ranked = rank(results, mode)
-  warnings = boundary_warnings(results, axes, mode)
+  at_edges = edges(results, axes, mode)
+  warnings = [e.warning() for e in at_edges]
   lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
            f"{settings.get('sampler')}, scheduler "
            f"{(settings.get('scheduler') or {}).get('name', 'none')}, "
@@ -446,7 +468,8 @@ def write_report(workdir: str, *, top: int = 10,
   if warnings:
     lines += [""] + warnings
   advice = diagnosis.advice_lines(results, ranked, settings,
-                                  [a.name for a in axes])
+                                  [a.name for a in axes],
+                                  edges=[(e.name, e.side) for e in at_edges])
   if advice:
     lines += [""] + advice
   ofat = None

@@ -578,3 +578,76 @@ def load_space(text_or_path: str) -> Space:
     return space_from_json(obj)
   except ValueError as e:
     raise ValueError(f"{source}: {e}") from None
+
+
+# --------------------------------------------------------------------------
+# Widening a range whose best trials sit at its edge
+# --------------------------------------------------------------------------
+
+
+def widened(name: str, dist: Distribution, side: str
+            ) -> Distribution | None:
+  """``dist`` with its range carried past one edge, where a sweep's best
+  trials sat (the optimum may lie outside it: Google's tuning playbook).
+
+  A ``Uniform``, ``LogUniform`` or ``IntUniform`` range grows by half its
+  width on ``side`` (in log space where log-scaled; integers rounded
+  outwards); a ``Choice`` of numbers gains one value past its outermost,
+  one step of its two outermost values beyond it (a ratio on a log scale,
+  a difference otherwise). Where the parameter's rule stops that (a
+  dropout rate stays below 1), the step halves until the rule holds.
+
+  Args:
+    name: the parameter.
+    dist: its distribution in the sweep's space.
+    side: ``"low"`` or ``"high"``.
+
+  Returns:
+    The widened distribution, or ``None`` where the range cannot move past
+    that edge (a rate already at 0, a text choice, a fixed value).
+  """
+  if side not in ("low", "high"):
+    raise ValueError(f"side must be 'low' or 'high', got {side!r}")
+  high = side == "high"
+  if isinstance(dist, (_Continuous, IntUniform)):
+    edge, inner = (dist.hi, dist.lo) if high else (dist.lo, dist.hi)
+    step = 0.5
+  elif isinstance(dist, Choice) and len(dist.values) >= 2 and all(
+      isinstance(v, (int, float)) and not isinstance(v, bool)
+      for v in dist.values):
+    ordered = sorted(dist.values)
+    edge, inner = (ordered[-1], ordered[-2]) if high else (ordered[0],
+                                                           ordered[1])
+    step = 1.0
+  else:
+    return None
+  log = dist.log_scale
+  to, back = (math.log, math.exp) if log else (float, float)
+  integer = isinstance(dist, IntUniform) or (isinstance(dist, Choice) and all(
+      isinstance(v, (int, np.integer)) for v in dist.values))
+  for _ in range(4):
+    try:
+      value = back(to(edge) + step * (to(edge) - to(inner)))
+    except OverflowError:
+      value = math.inf
+    step /= 2
+    if not math.isfinite(value):
+      continue
+    # Integers outwards; floats to three significant digits (a command
+    # line to read).
+    value = (int(math.ceil(value) if high else math.floor(value)) if integer
+             else float(f"{value:.3g}"))
+    if value == edge:
+      continue
+    try:
+      if isinstance(dist, Choice):
+        candidate = Choice(sorted(list(dist.values) + [value]))
+      else:
+        lo, hi = (dist.lo, value) if high else (value, dist.hi)
+        candidate = (IntUniform(lo, hi, log=dist.log)
+                     if isinstance(dist, IntUniform) else type(dist)(lo, hi))
+      Space({name: candidate})  # the parameter's own rule
+    except ValueError:  # past 0 on a log scale, a rate at 1, ...
+      continue
+    return candidate
+  return None

@@ -495,6 +495,41 @@ def test_next_move_is_a_ready_around_command():
   assert changes == {"learning_rate": 0.03, "grad_clip": 1.0}
 
 
+def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
+  fit = curve_result([1.0, 0.5, 0.45, 0.45, 0.449],
+                     [1.0, 0.5, 0.45, 0.44, 0.44],
+                     output_dropout=0.0, learning_rate=0.09)
+  settings = {"task": "adding", "task_config": {"seq_len": 12},
+              "steps": 50, "eval_every": 10, "selection_mode": "min",
+              "space": {"learning_rate": {"log_uniform": [1e-4, 1e-1]},
+                        "output_dropout": {"uniform": [0.0, 0.5]},
+                        "truncation": 12}}
+  lines = diagnosis.advice_lines(
+      [fit], [fit], settings, ["learning_rate", "output_dropout"],
+      edges=[("learning_rate", "high"), ("output_dropout", "low")])
+  assert lines[-2] == (
+      "  next: vary one factor at a time around the best trial's values; "
+      "learning_rate's range widened to [0.0001, 3.16] (the best trial sat "
+      "at its high edge):")
+  flags = dict(w[2:].split("=", 1) for w in shlex.split(lines[-1])[4:])
+  # 1e-1 * (1e-1 / 1e-4) ** 0.5 = 3.16; a dropout rate at 0 stays there.
+  assert json.loads(flags["space"]) == {
+      "learning_rate": {"log_uniform": [1e-4, 3.16]},
+      "output_dropout": {"uniform": [0.0, 0.5]}, "truncation": 12}
+  # The command's one-factor-at-a-time axis now reaches past the old edge.
+  trials = rs.samplers.around(rs.load_space(flags["space"]),
+                              json.loads(flags["around"]), 5)
+  rates = sorted({t.params["learning_rate"] for t in trials})
+  assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(3.16)
+  assert 0.09 in rates  # the base
+  # No edge, no change: the sweep's own space.
+  plain = diagnosis.advice_lines([fit], [fit], settings,
+                                 ["learning_rate", "output_dropout"])
+  assert json.loads(dict(w[2:].split("=", 1) for w in shlex.split(
+      plain[-1])[4:])["space"]) == settings["space"]
+  assert "widened" not in plain[-2]
+
+
 def test_around_sweep_report_draws_ofat_and_advises(tmp_path, tiny_adding):
   space = rs.Space({"learning_rate": rs.LogUniform(1e-3, 1e-1),
                     "output_dropout": rs.Uniform(0.0, 0.4),

@@ -19,6 +19,17 @@ def test_boundary_warning_fires_on_planted_edge(tmp_path):
   assert len(r.warnings) == 1
   assert r.warnings[0].startswith("warning: learning_rate:")
   assert "high edge" in r.warnings[0] and r.warnings[0] in r.text
+  # The next move's space reaches past that edge: 1e-1 * (1e3) ** 0.5.
+  assert '"learning_rate": {"log_uniform": [0.0001, 3.16]}' in r.text
+  assert '"output_dropout": {"uniform": [0.0, 0.5]}' in r.text
+
+
+def test_boundary_warning_agrees_in_number():
+  one = report.Edge("learning_rate", "high", 1, 1, (1e-3, 2e-2)).warning()
+  assert "the best trial (1 of the top 1) sits at the high edge" in one
+  four = report.Edge("output_dropout", "low", 3, 4, (0.0, 0.5)).warning()
+  assert "the best trials (3 of the top 4) sit at the low edge" in four
+  assert "[0, 0.5]" in four
 
 
 def test_no_boundary_warning_for_an_interior_optimum(tmp_path):

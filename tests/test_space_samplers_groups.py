@@ -117,6 +117,57 @@ def test_updated_replaces_entries():
 # ---------------------------------------------------------------------------
 
 
+# Each expected range worked out by hand: half the width past the edge
+# (log width on a log scale), one step past a numeric choice's last
+# value, halved while the parameter's rule refuses it.
+@pytest.mark.parametrize("name, dist, side, expected", [
+    # log10 width 2 -> 1 decade more.
+    ("learning_rate", rs.LogUniform(1e-3, 1e-1), "high",
+     rs.LogUniform(1e-3, 1.0)),
+    ("learning_rate", rs.LogUniform(1e-3, 1e-1), "low",
+     rs.LogUniform(1e-4, 1e-1)),
+    # 0.5 + 0.3 / 2.
+    ("output_dropout", rs.Uniform(0.2, 0.5), "high", rs.Uniform(0.2, 0.65)),
+    # 0.8 + 0.6 / 2 = 1.1 is no rate; 0.8 + 0.6 / 4 = 0.95 is.
+    ("output_dropout", rs.Uniform(0.2, 0.8), "high", rs.Uniform(0.2, 0.95)),
+    # 0.1 - 0.2 < 0; 0.1 - 0.1 = 0.
+    ("output_dropout", rs.Uniform(0.1, 0.5), "low", rs.Uniform(0.0, 0.5)),
+    # A rate at 0 cannot go lower.
+    ("output_dropout", rs.Uniform(0.0, 0.3), "low", None),
+    # log2 width 2 -> 1 octave more.
+    ("hidden_size", rs.IntUniform(16, 64, log=True), "high",
+     rs.IntUniform(16, 128, log=True)),
+    # 2 - 2 = 0 units is refused, 2 - 1 = 1 is not.
+    ("hidden_size", rs.IntUniform(2, 6), "low", rs.IntUniform(1, 6)),
+    # 3 + 2 / 2; 10 + 5 / 2 = 12.5, outwards to 13.
+    ("num_layers", rs.IntUniform(1, 3), "high", rs.IntUniform(1, 4)),
+    ("hidden_size", rs.IntUniform(5, 10), "high", rs.IntUniform(5, 13)),
+    # A log-scaled choice (1000x) steps by its ratio, another by its
+    # difference.
+    ("learning_rate", rs.Choice([1e-3, 1e-1, 1e-2]), "high",
+     rs.Choice([1e-3, 1e-2, 1e-1, 1.0])),
+    ("hidden_size", rs.Choice([16, 32, 48]), "high",
+     rs.Choice([16, 32, 48, 64])),
+    ("hidden_size", rs.Choice([16, 32, 48]), "low", rs.Choice([8, 16, 32, 48])),
+    ("cell", rs.Choice(["lstm", "gru"]), "high", None),
+    ("hidden_size", rs.Fixed(32), "high", None),
+])
+def test_widened_carries_a_range_past_its_edge(name, dist, side, expected):
+  got = space_lib.widened(name, dist, side)
+  if expected is None:
+    assert got is None
+    return
+  assert type(got) is type(expected)
+  if isinstance(expected, rs.Choice):
+    np.testing.assert_allclose(got.values, expected.values, rtol=1e-9)
+  else:
+    np.testing.assert_allclose([got.lo, got.hi], [expected.lo, expected.hi],
+                               rtol=1e-9)
+    assert got.log_scale == expected.log_scale
+  with pytest.raises(ValueError, match="side must be 'low' or 'high'"):
+    space_lib.widened(name, dist, "middle")
+
+
 def test_grid_is_full_product():
   space = rs.Space({"cell": rs.Choice(["simple", "lstm", "gru"]),
                     "learning_rate": rs.Choice([1e-3, 1e-2]),
