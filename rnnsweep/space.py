@@ -594,8 +594,10 @@ def widened(name: str, dist: Distribution, side: str
   width on ``side`` (in log space where log-scaled; integers rounded
   outwards); a ``Choice`` of numbers gains one value past its outermost,
   one step of its two outermost values beyond it (a ratio on a log scale,
-  a difference otherwise). Where the parameter's rule stops that (a
-  dropout rate stays below 1), the step halves until the rule holds.
+  a difference otherwise). On a log scale the step is at most a factor
+  of 10 (a learning rate searched over 1e-4..1e-1 goes to 1, not 3.16).
+  Where the parameter's rule stops that (a dropout rate stays below 1),
+  the step halves until the rule holds.
 
   Args:
     name: the parameter.
@@ -626,10 +628,10 @@ def widened(name: str, dist: Distribution, side: str
   integer = isinstance(dist, IntUniform) or (isinstance(dist, Choice) and all(
       isinstance(v, (int, np.integer)) for v in dist.values))
   for _ in range(4):
-    try:
-      value = back(to(edge) + step * (to(edge) - to(inner)))
-    except OverflowError:
-      value = math.inf
+    shift = step * (to(edge) - to(inner))
+    if log:  # at most a factor of 10
+      shift = math.copysign(min(abs(shift), math.log(10.0)), shift)
+    value = back(to(edge) + shift)
     step /= 2
     if not math.isfinite(value):
       continue

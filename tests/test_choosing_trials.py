@@ -509,18 +509,19 @@ def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
       edges=[("learning_rate", "high"), ("output_dropout", "low")])
   assert lines[-2] == (
       "  next: vary one factor at a time around the best trial's values; "
-      "learning_rate's range widened to [0.0001, 3.16] (the best trial sat "
+      "learning_rate's range widened to [0.0001, 1.0] (the best trial sat "
       "at its high edge):")
   flags = dict(w[2:].split("=", 1) for w in shlex.split(lines[-1])[4:])
-  # 1e-1 * (1e-1 / 1e-4) ** 0.5 = 3.16; a dropout rate at 0 stays there.
+  # Half of 3 decades past 1e-1, capped at a factor of 10; a dropout
+  # rate at 0 stays there.
   assert json.loads(flags["space"]) == {
-      "learning_rate": {"log_uniform": [1e-4, 3.16]},
+      "learning_rate": {"log_uniform": [1e-4, 1.0]},
       "output_dropout": {"uniform": [0.0, 0.5]}, "truncation": 12}
   # The command's one-factor-at-a-time axis now reaches past the old edge.
   trials = rs.samplers.around(rs.load_space(flags["space"]),
                               json.loads(flags["around"]), 5)
   rates = sorted({t.params["learning_rate"] for t in trials})
-  assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(3.16)
+  assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(1.0)
   assert 0.09 in rates  # the base
   # No edge, no change: the sweep's own space.
   plain = diagnosis.advice_lines([fit], [fit], settings,

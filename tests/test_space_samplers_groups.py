@@ -126,6 +126,12 @@ def test_updated_replaces_entries():
      rs.LogUniform(1e-3, 1.0)),
     ("learning_rate", rs.LogUniform(1e-3, 1e-1), "low",
      rs.LogUniform(1e-4, 1e-1)),
+    # Half of 3 decades is 1.5, more than the factor of 10 allowed;
+    # half of log10(20) is a factor of 20 ** 0.5 = 4.47.
+    ("learning_rate", rs.LogUniform(1e-4, 1e-1), "high",
+     rs.LogUniform(1e-4, 1.0)),
+    ("learning_rate", rs.LogUniform(1e-3, 2e-2), "high",
+     rs.LogUniform(1e-3, 0.0894)),
     # 0.5 + 0.3 / 2.
     ("output_dropout", rs.Uniform(0.2, 0.5), "high", rs.Uniform(0.2, 0.65)),
     # 0.8 + 0.6 / 2 = 1.1 is no rate; 0.8 + 0.6 / 4 = 0.95 is.
@@ -146,6 +152,9 @@ def test_updated_replaces_entries():
     # difference.
     ("learning_rate", rs.Choice([1e-3, 1e-1, 1e-2]), "high",
      rs.Choice([1e-3, 1e-2, 1e-1, 1.0])),
+    # A ratio of 100 between the last two, capped at 10.
+    ("learning_rate", rs.Choice([1e-4, 1e-2]), "high",
+     rs.Choice([1e-4, 1e-2, 1e-1])),
     ("hidden_size", rs.Choice([16, 32, 48]), "high",
      rs.Choice([16, 32, 48, 64])),
     ("hidden_size", rs.Choice([16, 32, 48]), "low", rs.Choice([8, 16, 32, 48])),
