@@ -211,7 +211,8 @@ def advice_lines(results: Sequence[TrialResult], ranked: Sequence[TrialResult],
   """The report's "Diagnosis" section: the top trials' verdicts and the
   next move for the best one as a ready command, whose space carries past
   its edge each range whose best trials sat there (``edges``: ``(name,
-  side)`` pairs, from the report's boundary warnings)."""
+  side)`` pairs, from the report's boundary warnings), except a parameter
+  the move itself changes."""
   mode = settings.get("selection_mode", "min")
   steps = int(settings.get("steps") or 1)
   if not ranked:
@@ -231,6 +232,9 @@ def advice_lines(results: Sequence[TrialResult], ranked: Sequence[TrialResult],
   names = [n for n in tuned if n in best.params] or sorted(changes)
   base = {n: best.params[n] for n in names}
   base.update(changes)
+  # A parameter the move itself sets (more units for an underfit model)
+  # keeps its range: its edge was read off runs the move says to change.
+  edges = [(n, side) for n, side in edges if n not in changes]
   ranges = widened_ranges(settings.get("space"), edges)
   for name, side in edges:
     if name in ranges:

@@ -529,6 +529,21 @@ def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
   assert json.loads(dict(w[2:].split("=", 1) for w in shlex.split(
       plain[-1])[4:])["space"]) == settings["space"]
   assert "widened" not in plain[-2]
+  # Underfit: the move doubles the units, so an edge of hidden_size (read
+  # off runs the move says to change) widens nothing; the rate still does.
+  under = curve_result([1.0, 0.8, 0.6, 0.45, 0.35], [1.1, 0.9, 0.7, 0.5, 0.4],
+                       hidden_size=32, learning_rate=0.09)
+  space = {**settings["space"], "hidden_size": [32, 64]}
+  lines = diagnosis.advice_lines(
+      [under], [under], {**settings, "space": space},
+      ["learning_rate", "hidden_size"],
+      edges=[("hidden_size", "low"), ("learning_rate", "high")])
+  flags = dict(w[2:].split("=", 1) for w in shlex.split(lines[-1])[4:])
+  assert json.loads(flags["space"])["hidden_size"] == [32, 64]
+  assert json.loads(flags["space"])["learning_rate"] == {
+      "log_uniform": [1e-4, 1.0]}
+  assert json.loads(flags["around"])["hidden_size"] == 64
+  assert "hidden_size's range" not in lines[-2]
 
 
 def test_around_sweep_report_draws_ofat_and_advises(tmp_path, tiny_adding):
