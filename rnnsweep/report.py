@@ -211,6 +211,19 @@ class Edge:
             f"optimum may lie outside it, widen the range")
 
 
+def values_at_best(result: TrialResult) -> TrialResult:
+  """``result`` with the values it trained with when it reached its best:
+  a PBT trial's starting values updated by each exploit before its best
+  step (an exploit at step s follows that step's evaluation); any other
+  trial as it is."""
+  params = dict(result.params)
+  for event in result.lineage:
+    if result.best_step is None or event["step"] >= result.best_step:
+      break
+    params.update({k: v for k, v in event["hp"].items() if k in params})
+  return dataclasses.replace(result, params=params)
+
+
 def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
           mode: str) -> list[Edge]:
   """Where the best trials sit at the edge of a numeric range.
@@ -433,7 +446,10 @@ def write_report(workdir: str, *, top: int = 10,
       raise ValueError(f"pair must name two tuned parameters of this sweep "
                        f"({names}), got {list(pair)}")
   ranked = rank(results, mode)
-  at_edges = edges(results, axes, mode)
+  # A PBT trial's best value speaks for the values it had then, not for
+  # its starting ones: the edges and the next move are read from those.
+  judged = [values_at_best(r) for r in results]
+  at_edges = edges(judged, axes, mode)
   warnings = [e.warning() for e in at_edges]
   lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
            f"{settings.get('sampler')}, scheduler "
@@ -467,7 +483,10 @@ def write_report(workdir: str, *, top: int = 10,
     lines += [""] + scheduled
   if warnings:
     lines += [""] + warnings
-  advice = diagnosis.advice_lines(results, ranked, settings,
+    if any(r.lineage for r in results):
+      lines.append("  (PBT: each trial's values at its best step, from its "
+                   "last exploit before it)")
+  advice = diagnosis.advice_lines(judged, rank(judged, mode), settings,
                                   [a.name for a in axes],
                                   edges=[(e.name, e.side) for e in at_edges])
   if advice:

@@ -170,10 +170,24 @@ PLANTED_SPACE = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-1),
                           "cell": rs.Choice(["lstm", "gru"])})
 
 
-def planted_workdir(path, metric_of):
-  """A workdir whose trials were 'trained' by ``metric_of(params)``."""
+def planted_workdir(path, metric_of, exploit_of=None):
+  """A workdir whose trials were 'trained' by ``metric_of(params)``; with
+  ``exploit_of(params)``, each trial it gives a ``(step, hp)`` for is
+  recorded as a PBT exploit at that step, onto those values."""
   trials = rs.random(PLANTED_SPACE, 40, seed=0)
   store = rs.Store(str(path))
+
+  def exploits(group):
+    out = []
+    for t in group.trials:
+      exploit = exploit_of(t.params) if exploit_of else None
+      if exploit is not None:
+        step, hp = exploit
+        out.append(rs.schedulers.Decision(
+            t.trial_id, step, "exploit", 0.0,
+            {"parent": -1, "parent_value": 0.0, "old_hp": {}, "hp": hp}))
+    return out
+
   groups = rs.resume.prepare(store, {"task": "planted", "sampler": "random",
                           "space": PLANTED_SPACE.to_json(), "steps": 10,
                           "num_trials": 40, "selection_mode": "min",
@@ -184,5 +198,5 @@ def planted_workdir(path, metric_of):
         metric_of(t.params), 10, {"loss": metric_of(t.params)},
         {"step": [5, 10], "train_loss": [2.0, 1.0],
          "val/loss": [metric_of(t.params) + 1, metric_of(t.params)]},
-        None, 1.0) for t in g.trials])
+        None, 1.0) for t in g.trials], decisions=exploits(g))
   return str(path)

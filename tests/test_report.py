@@ -33,6 +33,31 @@ def test_boundary_warning_agrees_in_number():
   assert "[0, 0.5]" in four
 
 
+def test_pbt_edges_and_next_move_read_the_values_at_the_best_step(tmp_path):
+  # The loss is the dropout rate; the best (low-dropout) trials began
+  # anywhere in learning rate, but each had moved, by a PBT exploit at
+  # step 5 (before its best, at step 10), to learning rate 0.09: the high
+  # edge of [1e-4, 1e-1].
+  low = lambda p: p["output_dropout"] < 0.1
+  wd = planted_workdir(
+      tmp_path / "pbt", lambda p: p["output_dropout"],
+      lambda p: (5, {"learning_rate": 0.09}) if low(p) else None)
+  r = report.write_report(wd, plots=False)
+  assert [w.split(":")[1] for w in r.warnings] == [
+      " learning_rate", " output_dropout"], r.warnings
+  assert "high edge" in r.warnings[0]
+  assert "(PBT: each trial's values at its best step" in r.text
+  assert '"learning_rate": 0.09' in r.text  # the next move's base
+  # The same exploits at step 10, after the evaluation that was each
+  # trial's best: the values at the best are the starting ones.
+  wd = planted_workdir(
+      tmp_path / "late", lambda p: p["output_dropout"],
+      lambda p: (10, {"learning_rate": 0.09}) if low(p) else None)
+  r = report.write_report(wd, plots=False)
+  assert [w.split(":")[1] for w in r.warnings] == [" output_dropout"]
+  assert '"learning_rate": 0.09' not in r.text
+
+
 def test_no_boundary_warning_for_an_interior_optimum(tmp_path):
   import math
   wd = planted_workdir(tmp_path / "mid", lambda p: (
