@@ -464,20 +464,29 @@ def test_diagnosis_reads_planted_curves(val, train, status, kind):
   assert diagnosis.diagnose(r, "min").kind == kind
 
 
+ADVICE_SETTINGS = {"task": "adding", "task_config": {"seq_len": 12},
+                   "steps": 50, "eval_every": 10, "selection_mode": "min",
+                   "space": {"learning_rate": {"log_uniform": [1e-4, 1e-1]},
+                             "output_dropout": {"uniform": [0.0, 0.5]},
+                             "truncation": 12}}
+
+
+def command_flags(command):
+  """``--name=value`` flags of a ``python experiments/sweep.py --task=...
+  --seq_len=...`` command, past those four words."""
+  return dict(w[2:].split("=", 1) for w in shlex.split(command)[4:])
+
+
 def test_next_move_is_a_ready_around_command():
   over = curve_result([1.0, 0.6, 0.5, 0.6, 0.7], [1.0, 0.7, 0.5, 0.3, 0.2],
                       output_dropout=0.1, learning_rate=0.003)
-  settings = {"task": "adding", "task_config": {"seq_len": 12},
-              "steps": 50, "eval_every": 10, "selection_mode": "min",
-              "space": {"learning_rate": {"log_uniform": [1e-4, 1e-1]},
-                        "output_dropout": {"uniform": [0.0, 0.5]},
-                        "truncation": 12}}
+  settings = ADVICE_SETTINGS
   lines = diagnosis.advice_lines([over], [over], settings,
                                  ["learning_rate", "output_dropout"])
   words = shlex.split(lines[-1])
   assert words[:4] == ["python", "experiments/sweep.py", "--task=adding",
                        "--seq_len=12"]
-  flags = dict(w[2:].split("=", 1) for w in words[4:])
+  flags = command_flags(lines[-1])
   assert json.loads(flags["around"]) == {
       "learning_rate": 0.003, "output_dropout": 0.3, "recurrent_dropout": 0.1}
   assert flags["space"] == json.dumps(settings["space"])  # the same axes
@@ -499,11 +508,7 @@ def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
   fit = curve_result([1.0, 0.5, 0.45, 0.45, 0.449],
                      [1.0, 0.5, 0.45, 0.44, 0.44],
                      output_dropout=0.0, learning_rate=0.09)
-  settings = {"task": "adding", "task_config": {"seq_len": 12},
-              "steps": 50, "eval_every": 10, "selection_mode": "min",
-              "space": {"learning_rate": {"log_uniform": [1e-4, 1e-1]},
-                        "output_dropout": {"uniform": [0.0, 0.5]},
-                        "truncation": 12}}
+  settings = ADVICE_SETTINGS
   lines = diagnosis.advice_lines(
       [fit], [fit], settings, ["learning_rate", "output_dropout"],
       edges=[("learning_rate", "high"), ("output_dropout", "low")])
@@ -511,7 +516,7 @@ def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
       "  next: vary one factor at a time around the best trial's values; "
       "learning_rate's range widened to [0.0001, 1.0] (the best trial sat "
       "at its high edge):")
-  flags = dict(w[2:].split("=", 1) for w in shlex.split(lines[-1])[4:])
+  flags = command_flags(lines[-1])
   # Half of 3 decades past 1e-1, capped at a factor of 10; a dropout
   # rate at 0 stays there.
   assert json.loads(flags["space"]) == {
@@ -526,8 +531,7 @@ def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
   # No edge, no change: the sweep's own space.
   plain = diagnosis.advice_lines([fit], [fit], settings,
                                  ["learning_rate", "output_dropout"])
-  assert json.loads(dict(w[2:].split("=", 1) for w in shlex.split(
-      plain[-1])[4:])["space"]) == settings["space"]
+  assert json.loads(command_flags(plain[-1])["space"]) == settings["space"]
   assert "widened" not in plain[-2]
   # Underfit: the move doubles the units, so an edge of hidden_size (read
   # off runs the move says to change) widens nothing; the rate still does.
@@ -538,7 +542,7 @@ def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
       [under], [under], {**settings, "space": space},
       ["learning_rate", "hidden_size"],
       edges=[("hidden_size", "low"), ("learning_rate", "high")])
-  flags = dict(w[2:].split("=", 1) for w in shlex.split(lines[-1])[4:])
+  flags = command_flags(lines[-1])
   assert json.loads(flags["space"])["hidden_size"] == [32, 64]
   assert json.loads(flags["space"])["learning_rate"] == {
       "log_uniform": [1e-4, 1.0]}
