@@ -124,7 +124,14 @@ def test_own_series_round_trip(tmp_path):
     f.write("temp,load\n")
     for row in s:
       f.write(f"{float(row[0])!r},{float(row[1])!r}\n")
-  for name in ("s.npy", "s.npz", "s.csv"):
+  # A first column of time stamps is the time axis, with a header or not.
+  stamps = [f"2026-01-01T{i // 60:02d}:{i % 60:02d}" for i in range(120)]
+  for name, header in (("d.csv", "time,temp,load\n"), ("n.csv", "")):
+    with open(tmp_path / name, "w") as f:
+      f.write(header)
+      for stamp, row in zip(stamps, s):
+        f.write(f"{stamp},{float(row[0])!r},{float(row[1])!r}\n")
+  for name in ("s.npy", "s.npz", "s.csv", "d.csv", "n.csv"):
     np.testing.assert_allclose(files.load_series(str(tmp_path / name)), s,
                                rtol=1e-6)
   task = rs.make_task("forecast", data_path=str(tmp_path / "s.csv"),
@@ -185,6 +192,9 @@ def _write(path, content):
      ["e.csv", "empty"]),
     (lambda d: rs.make_task("forecast", data_path=_write(
         d / "r.csv", "1,2\n3\n")), ["r.csv", "different numbers of columns"]),
+    # Text in a later column is no time stamp.
+    (lambda d: rs.make_task("forecast", data_path=_write(
+        d / "w.csv", "1,a\n2,b\n" * 30)), ["w.csv", "not a number"]),
     (lambda d: rs.make_task("forecast", data_path=_write(
         d / "t.csv", "\n".join(str(i) for i in range(20))), seq_len=14),
      ["t.csv", "too few"]),

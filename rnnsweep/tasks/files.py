@@ -6,7 +6,8 @@ Layouts (documented in the README):
 - series (``forecast``): ``.npy`` holding ``[T]`` or ``[T, C]``; ``.npz``
   with an array ``series`` (or exactly one array) of that shape; ``.csv``
   with one row per time step and one column per channel (an optional header
-  row of names is skipped).
+  row of names is skipped, and so is a first column of time stamps: one
+  without a number below the header).
 - labelled sequences (``classify``): ``.npz`` with ``x`` ``[N, L, F]`` (or
   ``[N, L]`` for one feature), ``y`` ``[N]`` integer labels, optionally
   ``lengths`` ``[N]`` (real steps of each sequence; the rest is padding) and
@@ -90,6 +91,11 @@ def load_series(path: str) -> np.ndarray:
                       f"array), found {sorted(z.files)}")
     elif ext == ".csv":
       rows = _read_csv(path)
+      if len(rows[0]) > 1 and len(rows) > 1 and not any(
+          _is_float(r[0]) for r in rows[1:]):
+        # A first column of time stamps (dates, times: not one number
+        # below a header) is the series' time axis, not a channel.
+        rows = [r[1:] for r in rows]
       if not all(_is_float(c) for c in rows[0]):
         rows = rows[1:]  # a header of channel names
       if not rows:
