@@ -272,13 +272,29 @@ def _csv_value(text: str) -> Any:
       else text
 
 
+def _results_csv_outcomes(header: Sequence[str]) -> set[str]:
+  """The outcome columns of a sweep's own results.csv (rows of it make a
+  trials file: its parameters and seeds run again), else nothing."""
+  from rnnsweep import store  # pylint: disable=g-import-not-at-top
+  first = store.RESULTS_BEFORE_PARAMS
+  lead = header[:len(first)]
+  if (len(lead) < len(first) or list(lead[:2]) != list(first[:2]) or
+      not lead[2].startswith("best_val_")):
+    return set()
+  metric = lead[2][len("best_val_"):]
+  return {c.format(metric=metric)
+          for c in first + store.RESULTS_AFTER_PARAMS}
+
+
 def parse_trials(text: str, source: str) -> list[dict[str, Any]]:
   """Configurations from a JSON list of objects or a CSV with a header.
 
   A CSV cell is read as a number when it spells one (``128`` an integer,
   ``0.001`` or ``1e-3`` a float) and as text otherwise; an empty cell
   leaves that parameter at its default. Every name must be a known
-  parameter and every value valid for it.
+  parameter and every value valid for it, except that the rows of a
+  sweep's own ``results.csv`` (say, its best few) read as their
+  parameters and seeds, the outcome columns left out.
 
   Raises:
     ValueError: one line naming ``source`` (and the row) and the problem.
@@ -304,13 +320,14 @@ def parse_trials(text: str, source: str) -> list[dict[str, Any]]:
     if len(set(header)) != len(header) or "" in header:
       raise ValueError(f"{source}: the CSV header must name each column "
                        f"once, got {header}")
+    outcomes = _results_csv_outcomes(header)
     configs = []
     for line, row in enumerate(rows[1:], start=2):
       if len(row) != len(header):
         raise ValueError(f"{source} row {line}: {len(row)} cells, the "
                          f"header has {len(header)}")
       configs.append({h: _csv_value(c.strip()) for h, c in zip(header, row)
-                      if c.strip()})
+                      if c.strip() and h not in outcomes})
   if not configs:
     raise ValueError(f"{source} holds no trials")
   for i, config in enumerate(configs):

@@ -34,6 +34,15 @@ from rnnsweep import faults
 from rnnsweep import space as space_lib
 from rnnsweep.groups import Group, StaticConfig, split_group
 
+#: results.csv's columns that are outcomes, not parameters: those before
+#: the parameters (``{metric}``: the selection metric's name) and those
+#: after them and the seed. A trials file made of a results.csv's rows
+#: leaves them out (:func:`rnnsweep.samplers.parse_trials`).
+RESULTS_BEFORE_PARAMS = ("trial_id", "status", "best_val_{metric}",
+                         "best_step", "test_{metric}")
+RESULTS_AFTER_PARAMS = ("group_id", "diverged_step", "stopped_step",
+                        "pbt_parents", "wall_time_s")
+
 DB_NAME = "results.db"
 CSV_NAME = "results.csv"
 
@@ -661,10 +670,9 @@ class Store:
     parents = {t: [f"{e['parent']}@{e['step']}" for e in events]
                for t, events in lineage.items()}
     names = [n for n in space_lib.PARAMS if n != "seed"]
-    header = (["trial_id", "status", f"best_val_{metric}", "best_step",
-               f"test_{metric}"] + names +
-              ["seed", "group_id", "diverged_step", "stopped_step",
-               "pbt_parents", "wall_time_s"])
+    before, after = RESULTS_BEFORE_PARAMS, RESULTS_AFTER_PARAMS
+    header = ([c.format(metric=metric) for c in before] + names + ["seed"] +
+              list(after))
     tmp = self.csv_path + f".tmp{os.getpid()}"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
       w = csv.writer(f)

@@ -571,3 +571,17 @@ def test_around_sweep_report_draws_ofat_and_advises(tmp_path, tiny_adding):
   rep = rs.report.write_report(str(tmp_path))
   assert (tmp_path / "ofat.png").stat().st_size > 5000
   assert "Diagnosis" in rep.text and "--around='" in rep.text
+  # Rows of the sweep's own results.csv (trials 1 and 4) run again as a
+  # trials file: the same parameters and seeds, so in a group of their own
+  # they train to the same numbers.
+  lines = (tmp_path / "results.csv").read_text().splitlines()
+  (tmp_path / "two.csv").write_text("\n".join([lines[0], lines[2], lines[5]]))
+  configs = rs.load_trials(str(tmp_path / "two.csv"))
+  again = rs.run_trials(tiny_adding, configs, steps=4, eval_every=2,
+                        max_group_size=8)
+  for before, after in zip([result.trials[1], result.trials[4]],
+                           again.trials):
+    assert (after.params, after.seed) == (before.params, before.seed)
+    np.testing.assert_allclose(after.curves["val/mse"],
+                               before.curves["val/mse"], rtol=1e-5)
+    assert after.best_step == before.best_step
