@@ -275,7 +275,8 @@ def _csv_value(text: str) -> Any:
 def _results_csv_outcomes(header: Sequence[str]) -> set[str]:
   """The outcome columns of a sweep's own results.csv (rows of it make a
   trials file: its parameters and seeds run again), else nothing."""
-  from rnnsweep import store  # pylint: disable=g-import-not-at-top
+  # store imports groups, which imports this module.
+  from rnnsweep import store  # pylint: disable=import-outside-toplevel
   first = store.RESULTS_BEFORE_PARAMS
   lead = header[:len(first)]
   if (len(lead) < len(first) or list(lead[:2]) != list(first[:2]) or
