@@ -224,6 +224,25 @@ def values_at_best(result: TrialResult) -> TrialResult:
   return dataclasses.replace(result, params=params)
 
 
+def _pbt_best_line(result: TrialResult) -> str:
+  """What a PBT trial (``result.lineage`` not empty) trained with when it
+  reached its best, beside the starting values the report lists."""
+  at_best = values_at_best(result).params
+  before = [e for e in result.lineage
+            if result.best_step is not None and e["step"] < result.best_step]
+  if not before:
+    return (f"(PBT: it reached its best on these, its starting values; its "
+            f"first exploit came after, at step {result.lineage[0]['step']})")
+  changed = {k: v for k, v in at_best.items()
+             if _fmt(v) != _fmt(result.params.get(k))}
+  last = before[-1]
+  return (f"(PBT: these are its starting values; at its best step, "
+          f"{result.best_step}, it ran with " + (", ".join(
+              f"{k}={_fmt(v)}" for k, v in changed.items())
+              or "the same values") + f", set at step {last['step']} when "
+          f"it took trial {last['parent']}'s weights)")
+
+
 def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
           mode: str) -> list[Edge]:
   """Where the best trials sit at the edge of a numeric range.
@@ -469,14 +488,7 @@ def write_report(workdir: str, *, top: int = 10,
               f"{_fmt(b.best_value)} at step {b.best_step}{test}",
               "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items())]
     if b.lineage:
-      last = b.lineage[-1]
-      changed = {k: v for k, v in last["hp"].items()
-                 if _fmt(v) != _fmt(b.params.get(k))}
-      lines.append(f"  (PBT: its starting values; from step {last['step']} "
-                   f"it ran with " + (", ".join(
-                       f"{k}={_fmt(v)}" for k, v in changed.items())
-                       or "the same values") + " on trial "
-                   f"{last['parent']}'s weights)")
+      lines.append("  " + _pbt_best_line(b))
   scheduled = scheduler_summary(settings.get("scheduler"), results,
                                 store.decisions())
   if scheduled:

@@ -172,8 +172,9 @@ PLANTED_SPACE = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-1),
 
 def planted_workdir(path, metric_of, exploit_of=None):
   """A workdir whose trials were 'trained' by ``metric_of(params)``; with
-  ``exploit_of(params)``, each trial it gives a ``(step, hp)`` for is
-  recorded as a PBT exploit at that step, onto those values."""
+  ``exploit_of(params)``, each trial it gives a ``(step, hp)`` (or
+  ``(step, hp, parent)``) for is recorded as a PBT exploit at that step,
+  onto those values (and that trial's weights; default -1)."""
   trials = rs.random(PLANTED_SPACE, 40, seed=0)
   store = rs.Store(str(path))
 
@@ -182,10 +183,10 @@ def planted_workdir(path, metric_of, exploit_of=None):
     for t in group.trials:
       exploit = exploit_of(t.params) if exploit_of else None
       if exploit is not None:
-        step, hp = exploit
+        step, hp, parent = (*exploit, -1)[:3]
         out.append(rs.schedulers.Decision(
             t.trial_id, step, "exploit", 0.0,
-            {"parent": -1, "parent_value": 0.0, "old_hp": {}, "hp": hp}))
+            {"parent": parent, "parent_value": 0.0, "old_hp": {}, "hp": hp}))
     return out
 
   groups = rs.resume.prepare(store, {"task": "planted", "sampler": "random",

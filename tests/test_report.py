@@ -41,13 +41,20 @@ def test_pbt_edges_and_next_move_read_the_values_at_the_best_step(tmp_path):
   low = lambda p: p["output_dropout"] < 0.1
   wd = planted_workdir(
       tmp_path / "pbt", lambda p: p["output_dropout"],
-      lambda p: (5, {"learning_rate": 0.09}) if low(p) else None)
+      lambda p: (5, {"learning_rate": 0.09}, 3) if low(p) else None)
   r = report.write_report(wd, plots=False)
   assert [w.split(":")[1] for w in r.warnings] == [
       " learning_rate", " output_dropout"], r.warnings
   assert "high edge" in r.warnings[0]
   assert "(PBT: each trial's values at its best step" in r.text
   assert '"learning_rate": 0.09' in r.text  # the next move's base
+  # The "Best" line lists the starting values (as the leaderboard and the
+  # CSV do) and says what the trial ran with when it reached its best.
+  best = r.text.split("\nBest: ")[1].splitlines()
+  assert best[2] == (
+      "  (PBT: these are its starting values; at its best step, 10, it ran "
+      "with learning_rate=0.09, set at step 5 when it took trial 3's "
+      "weights)"), best
   # The same exploits at step 10, after the evaluation that was each
   # trial's best: the values at the best are the starting ones.
   wd = planted_workdir(
@@ -56,6 +63,10 @@ def test_pbt_edges_and_next_move_read_the_values_at_the_best_step(tmp_path):
   r = report.write_report(wd, plots=False)
   assert [w.split(":")[1] for w in r.warnings] == [" output_dropout"]
   assert '"learning_rate": 0.09' not in r.text
+  best = r.text.split("\nBest: ")[1].splitlines()
+  assert best[2] == (
+      "  (PBT: it reached its best on these, its starting values; its first "
+      "exploit came after, at step 10)"), best
 
 
 def test_no_boundary_warning_for_an_interior_optimum(tmp_path):
