@@ -131,9 +131,30 @@ def test_own_series_round_trip(tmp_path):
       f.write(header)
       for stamp, row in zip(stamps, s):
         f.write(f"{stamp},{float(row[0])!r},{float(row[1])!r}\n")
-  for name in ("s.npy", "s.npz", "s.csv", "d.csv", "n.csv"):
+  # pandas' to_csv() with its unnamed index (row numbers under an empty
+  # header cell; a Series' header names its one column "0"); the rows may
+  # be a filtered frame's, so the numbers need not run 0, 1, 2.
+  for name, names in (("p.csv", "temp,load"), ("q.csv", "0,1")):
+    with open(tmp_path / name, "w") as f:
+      f.write(f",{names}\n")
+      for i, row in enumerate(s):
+        f.write(f"{3 * i},{float(row[0])!r},{float(row[1])!r}\n")
+  for name in ("s.npy", "s.npz", "s.csv", "d.csv", "n.csv", "p.csv",
+               "q.csv"):
     np.testing.assert_allclose(files.load_series(str(tmp_path / name)), s,
                                rtol=1e-6)
+  # A named numeric column, or an unnamed one that is not row numbers, is
+  # a channel.
+  for name, header, first in (("k.csv", "step,temp,load", "{i}"),
+                              ("u.csv", ",temp,load", "{i}.5")):
+    with open(tmp_path / name, "w") as f:
+      f.write(header + "\n")
+      for i, row in enumerate(s):
+        f.write(first.format(i=i) + f",{float(row[0])!r},{float(row[1])!r}\n")
+    got = files.load_series(str(tmp_path / name))
+    np.testing.assert_allclose(got[:, 1:], s, rtol=1e-6)
+    np.testing.assert_allclose(got[:, 0], np.arange(120) + (
+        0.5 if name == "u.csv" else 0))
   task = rs.make_task("forecast", data_path=str(tmp_path / "s.csv"),
                       seq_len=8)
   assert task.input_size == task.output_size == 2

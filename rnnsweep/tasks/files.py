@@ -7,7 +7,8 @@ Layouts (documented in the README):
   with an array ``series`` (or exactly one array) of that shape; ``.csv``
   with one row per time step and one column per channel (an optional header
   row of names is skipped, and so is a first column of time stamps: one
-  without a number below the header).
+  without a number below the header, or pandas' unnamed index: row numbers
+  under an empty header cell).
 - labelled sequences (``classify``): ``.npz`` with ``x`` ``[N, L, F]`` (or
   ``[N, L]`` for one feature), ``y`` ``[N]`` integer labels, optionally
   ``lengths`` ``[N]`` (real steps of each sequence; the rest is padding) and
@@ -96,6 +97,14 @@ def load_series(path: str) -> np.ndarray:
         # A first column of time stamps (dates, times: not one number
         # below a header) is the series' time axis, not a channel.
         rows = [r[1:] for r in rows]
+      elif (len(rows[0]) > 1 and len(rows) > 1 and not rows[0][0].strip()
+            and all(c.strip() for c in rows[0][1:])
+            and all(r[0].strip().isdigit() for r in rows[1:])):
+        # pandas' unnamed index (``to_csv()``'s default): a first column
+        # of row numbers that the header, naming every other column, does
+        # not name. That header goes too, whatever it names the columns
+        # (a Series' is "0").
+        rows = [r[1:] for r in rows[1:]]
       if not all(_is_float(c) for c in rows[0]):
         rows = rows[1:]  # a header of channel names
       if not rows:
