@@ -490,7 +490,7 @@ def write_report(workdir: str, *, top: int = 10,
     if b.lineage:
       lines.append("  " + _pbt_best_line(b))
   scheduled = scheduler_summary(settings.get("scheduler"), results,
-                                store.decisions())
+                                store.decisions(), mode)
   if scheduled:
     lines += [""] + scheduled
   if warnings:
@@ -563,10 +563,11 @@ def _write_figures(out_dir, results, pending, axes, ranked_top, metric, mode,
   return figures
 
 
-def scheduler_summary(scheduler: dict | None, results, decisions
-                      ) -> list[str]:
+def scheduler_summary(scheduler: dict | None, results, decisions,
+                      mode: str = "min") -> list[str]:
   """What a scheduler did: where trials were pruned, how many slots were
-  refilled, PBT's exploits and the best trial's lineage."""
+  refilled, PBT's exploits and the lineage of the best trial that has one
+  (best by ``mode``, as the leaderboard ranks)."""
   if not scheduler or scheduler.get("name", "none") == "none":
     return []
   name = scheduler["name"]
@@ -595,10 +596,9 @@ def scheduler_summary(scheduler: dict | None, results, decisions
   exploits = [d for d in decisions if d["kind"] == "exploit"]
   lines.append(f"  {len(exploits)} exploits (a trial copied a better one's "
                f"weights and perturbed its values)")
-  ranked = [r for r in results if r.lineage and r.status == "completed"]
+  ranked = rank([r for r in results if r.lineage], mode)
   if ranked:
-    best_one = min(ranked, key=lambda r: (r.best_value is None,
-                                          r.best_value or 0.0))
+    best_one = ranked[0]
     chain = " <- ".join(f"trial {e['parent']} at step {e['step']}"
                         for e in reversed(best_one.lineage))
     lines.append(f"  e.g. trial {best_one.trial_id}: copied {chain}")

@@ -170,8 +170,9 @@ PLANTED_SPACE = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-1),
                           "cell": rs.Choice(["lstm", "gru"])})
 
 
-def planted_workdir(path, metric_of, exploit_of=None):
-  """A workdir whose trials were 'trained' by ``metric_of(params)``; with
+def planted_workdir(path, metric_of, exploit_of=None, **settings):
+  """A workdir whose trials were 'trained' by ``metric_of(params)`` (and
+  whose sweep ``settings`` are updated by ``settings``); with
   ``exploit_of(params)``, each trial it gives a ``(step, hp)`` (or
   ``(step, hp, parent)``) for is recorded as a PBT exploit at that step,
   onto those values (and that trial's weights; default -1)."""
@@ -192,7 +193,8 @@ def planted_workdir(path, metric_of, exploit_of=None):
   groups = rs.resume.prepare(store, {"task": "planted", "sampler": "random",
                           "space": PLANTED_SPACE.to_json(), "steps": 10,
                           "num_trials": 40, "selection_mode": "min",
-                          "selection_metric": "loss"}, trials, 64)
+                          "selection_metric": "loss", **settings},
+                          trials, 64)
   for g in groups:
     store.record(g, [TrialResult(
         t.trial_id, dict(t.params), t.seed, "completed", g.group_id, "loss",

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, planted_workdir, subprocess_env
+import rnnsweep as rs
 from rnnsweep import report
 
 
@@ -67,6 +68,24 @@ def test_pbt_edges_and_next_move_read_the_values_at_the_best_step(tmp_path):
   assert best[2] == (
       "  (PBT: it reached its best on these, its starting values; its first "
       "exploit came after, at step 10)"), best
+
+
+def test_pbt_summary_names_the_best_trial_by_the_sweeps_direction(tmp_path):
+  # Every trial exploited trial 7 at step 5; the metric is the dropout
+  # rate. The summary's example lineage is the best trial's: the highest
+  # rate where higher is better, the lowest where lower is.
+  for mode, pick in (("max", max), ("min", min)):
+    wd = planted_workdir(tmp_path / mode, lambda p: p["output_dropout"],
+                         lambda p: (5, {"learning_rate": 0.01}, 7),
+                         selection_mode=mode,
+                         scheduler={"name": "pbt", "pbt_interval": 5})
+    rate = {r.trial_id: r.params["output_dropout"]
+            for r in rs.Store(wd).results()}
+    text = report.write_report(wd, plots=False).text
+    assert ("Scheduler pbt (pbt_interval=5):\n  40 exploits (a trial copied "
+            "a better one's weights and perturbed its values)\n  e.g. trial "
+            f"{pick(rate, key=rate.get)}: copied trial 7 at step 5\n") in text, (
+                mode, text)
 
 
 def test_no_boundary_warning_for_an_interior_optimum(tmp_path):
