@@ -356,6 +356,8 @@ def main(argv):
             f"; test {b.metric} {b.test_value:.4g} (held out)")
     print(f"\nbest: trial {b.trial_id}, val {b.metric} {b.best_value:.4g} at "
           f"step {b.best_step}{test}; {tuned}")
+    if b.lineage:
+      print("  " + rs.report.pbt_best_line(b))
   print(f"results: {os.path.join(workdir, rs.store.DB_NAME)} and "
         f"{os.path.join(workdir, rs.store.CSV_NAME)}")
   if result.failed:

@@ -224,7 +224,7 @@ def values_at_best(result: TrialResult) -> TrialResult:
   return dataclasses.replace(result, params=params)
 
 
-def _pbt_best_line(result: TrialResult) -> str:
+def pbt_best_line(result: TrialResult) -> str:
   """What a PBT trial (``result.lineage`` not empty) trained with when it
   reached its best, beside the starting values the report lists."""
   at_best = values_at_best(result).params
@@ -488,7 +488,7 @@ def write_report(workdir: str, *, top: int = 10,
               f"{_fmt(b.best_value)} at step {b.best_step}{test}",
               "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items())]
     if b.lineage:
-      lines.append("  " + _pbt_best_line(b))
+      lines.append("  " + pbt_best_line(b))
   scheduled = scheduler_summary(settings.get("scheduler"), results,
                                 store.decisions(), mode)
   if scheduled:

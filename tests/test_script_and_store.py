@@ -134,6 +134,40 @@ def test_script_bad_input_gives_one_clear_error(tmp_path, args, words,
   assert not workdir.exists()  # nothing written half-way
 
 
+def test_pbt_sweep_says_what_its_best_trial_ran_with_at_its_best(
+    tmp_path, forked_script):
+  # The script's and the report's "best" lines, read against the exploits
+  # the store recorded for the best trial.
+  workdir = tmp_path / "pbt"
+  out = forked_script(
+      "--task=adding", "--seq_len=6", "--num_trials=4", "--steps=12",
+      "--eval_every=2", "--scheduler=pbt", "--pbt_interval=2",
+      "--pbt_fraction=0.5", '--space={"hidden_size": 4, "batch_size": 2, '
+      '"cell": "gru", "learning_rate": {"log_uniform": [0.001, 0.3]}}',
+      f"--workdir={workdir}", cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  at = next(i for i, l in enumerate(lines) if l.startswith("best: trial "))
+  tid = int(lines[at].split()[2].rstrip(","))
+  store = rs.Store(str(workdir))
+  best = next(r for r in store.results() if r.trial_id == tid)
+  exploits = [d for d in store.decisions()
+              if d["kind"] == "exploit" and d["trial_id"] == tid]
+  assert exploits, "the best trial never exploited: no PBT line to check"
+  before = [d for d in exploits if d["step"] < best.best_step]
+  if before:
+    rate = before[-1]["detail"]["hp"]["learning_rate"]
+    want = (f"  (PBT: these are its starting values; at its best step, "
+            f"{best.best_step}, it ran with learning_rate={rate:.4g}, set "
+            f"at step {before[-1]['step']} when it took trial "
+            f"{before[-1]['detail']['parent']}'s weights)")
+  else:
+    want = (f"  (PBT: it reached its best on these, its starting values; "
+            f"its first exploit came after, at step {exploits[0]['step']})")
+  assert lines[at + 1] == want, out.stdout
+  assert want in rs.report.write_report(str(workdir), plots=False).text
+
+
 def test_forked_runs_are_runs_of_the_script(tmp_path, forked_script):
   # The bad-input cases above run forked: each must give what a process of
   # its own gives (exit status, both outputs), for absl's flag errors and
