@@ -194,6 +194,9 @@ class Edge:
     hits: how many of the top trials sit at that edge.
     top: how many top trials were looked at.
     bounds: the range ``(lo, hi)``.
+    widens: whether the range can be carried past that edge
+      (:func:`rnnsweep.space.widened`); not where the edge is as far as
+      the parameter goes (a dropout rate of 0).
   """
 
   name: str
@@ -201,14 +204,21 @@ class Edge:
   hits: int
   top: int
   bounds: tuple[float, float]
+  widens: bool = True
 
   def warning(self) -> str:
+    """The report's line: a warning to widen the range where it can
+    widen, else a note that the best lie at the parameter's limit."""
     lo, hi = self.bounds
-    return (f"warning: {self.name}: the best trial"
-            f"{'s' if self.top > 1 else ''} ({self.hits} of the top "
-            f"{self.top}) sit{'' if self.top > 1 else 's'} at the "
-            f"{self.side} edge of the range [{_fmt(lo)}, {_fmt(hi)}]; the "
-            f"optimum may lie outside it, widen the range")
+    where = (f"{self.name}: the best trial{'s' if self.top > 1 else ''} "
+             f"({self.hits} of the top {self.top}) sit"
+             f"{'' if self.top > 1 else 's'} at the {self.side} edge of the "
+             f"range [{_fmt(lo)}, {_fmt(hi)}]")
+    if self.widens:
+      return (f"warning: {where}; the optimum may lie outside it, widen the "
+              f"range")
+    return (f"note: {where}, as {self.side} as {self.name} goes: the range "
+            f"cannot widen there")
 
 
 def values_at_best(result: TrialResult) -> TrialResult:
@@ -244,14 +254,18 @@ def pbt_best_line(result: TrialResult) -> str:
 
 
 def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
-          mode: str) -> list[Edge]:
+          mode: str, space_json: dict | None = None) -> list[Edge]:
   """Where the best trials sit at the edge of a numeric range.
 
   The top ``max(1, 10%)`` completed trials are looked at; a parameter is
   flagged when the best trial lies in the outer :data:`EDGE_FRACTION` of
   its range and so do most of the top trials (the optimum may lie outside
-  the range: widen it).
+  the range: widen it). With the sweep's ``space_json``, an edge its
+  parameter cannot pass (:func:`rnnsweep.space.widened` gives ``None``)
+  is marked ``widens=False``.
   """
+  dists = (space_lib.space_from_json(dict(space_json)).params
+           if space_json else {})
   ranked = rank(results, mode)
   if len(ranked) < 2:
     return []
@@ -264,7 +278,10 @@ def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
                        ("high", lambda u: u >= 1 - EDGE_FRACTION)):
       hits = [near(axis.unit(r.params[axis.name])) for r in top]
       if hits[0] and sum(hits) * 2 > len(hits):
-        out.append(Edge(axis.name, side, sum(hits), len(top), axis.bounds))
+        widens = (axis.name not in dists or space_lib.widened(
+            axis.name, dists[axis.name], side) is not None)
+        out.append(Edge(axis.name, side, sum(hits), len(top), axis.bounds,
+                        widens))
   return out
 
 
@@ -468,8 +485,9 @@ def write_report(workdir: str, *, top: int = 10,
   # A PBT trial's best value speaks for the values it had then, not for
   # its starting ones: the edges and the next move are read from those.
   judged = [values_at_best(r) for r in results]
-  at_edges = edges(judged, axes, mode)
-  warnings = [e.warning() for e in at_edges]
+  at_edges = edges(judged, axes, mode, settings.get("space"))
+  warnings = [e.warning() for e in at_edges if e.widens]
+  notes = [e.warning() for e in at_edges if not e.widens]
   lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
            f"{settings.get('sampler')}, scheduler "
            f"{(settings.get('scheduler') or {}).get('name', 'none')}, "
@@ -493,8 +511,8 @@ def write_report(workdir: str, *, top: int = 10,
                                 store.decisions(), mode)
   if scheduled:
     lines += [""] + scheduled
-  if warnings:
-    lines += [""] + warnings
+  if at_edges:
+    lines += [""] + warnings + notes
     if any(r.lineage for r in results):
       lines.append("  (PBT: each trial's values at its best step, from its "
                    "last exploit before it)")

@@ -32,6 +32,17 @@ def test_boundary_warning_agrees_in_number():
   four = report.Edge("output_dropout", "low", 3, 4, (0.0, 0.5)).warning()
   assert "the best trials (3 of the top 4) sit at the low edge" in four
   assert "[0, 0.5]" in four
+  limit = report.Edge("recurrent_dropout", "low", 1, 1, (0.0, 0.2),
+                      widens=False).warning()
+  assert limit == ("note: recurrent_dropout: the best trial (1 of the top 1) "
+                   "sits at the low edge of the range [0, 0.2], as low as "
+                   "recurrent_dropout goes: the range cannot widen there")
+
+
+DROPOUT_AT_0 = (
+    "\nnote: output_dropout: the best trials (4 of the top 4) sit at the low "
+    "edge of the range [0, 0.5], as low as output_dropout goes: the range "
+    "cannot widen there\n")
 
 
 def test_pbt_edges_and_next_move_read_the_values_at_the_best_step(tmp_path):
@@ -44,9 +55,11 @@ def test_pbt_edges_and_next_move_read_the_values_at_the_best_step(tmp_path):
       tmp_path / "pbt", lambda p: p["output_dropout"],
       lambda p: (5, {"learning_rate": 0.09}, 3) if low(p) else None)
   r = report.write_report(wd, plots=False)
-  assert [w.split(":")[1] for w in r.warnings] == [
-      " learning_rate", " output_dropout"], r.warnings
+  assert [w.split(":")[1] for w in r.warnings] == [" learning_rate"]
   assert "high edge" in r.warnings[0]
+  # The best also sit at a dropout rate of 0, the lowest there is: a note,
+  # not a warning to widen.
+  assert DROPOUT_AT_0 in r.text
   assert "(PBT: each trial's values at its best step" in r.text
   assert '"learning_rate": 0.09' in r.text  # the next move's base
   # The "Best" line lists the starting values (as the leaderboard and the
@@ -62,7 +75,8 @@ def test_pbt_edges_and_next_move_read_the_values_at_the_best_step(tmp_path):
       tmp_path / "late", lambda p: p["output_dropout"],
       lambda p: (10, {"learning_rate": 0.09}) if low(p) else None)
   r = report.write_report(wd, plots=False)
-  assert [w.split(":")[1] for w in r.warnings] == [" output_dropout"]
+  assert r.warnings == [] and DROPOUT_AT_0 in r.text
+  assert "(PBT: each trial's values at its best step" in r.text
   assert '"learning_rate": 0.09' not in r.text
   best = r.text.split("\nBest: ")[1].splitlines()
   assert best[2] == (
