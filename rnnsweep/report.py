@@ -159,7 +159,8 @@ def axes_for(params: Sequence[dict[str, Any]], space_json: dict | None,
   space = (space_lib.space_from_json(space_json) if space_json else None)
   if names is None:
     if space is not None:
-      names = space.tuned_names()
+      # A trial's seed is no hyperparameter: no axis, edge or next move.
+      names = [n for n in space.tuned_names() if n != "seed"]
     else:
       names = [n for n in space_lib.PARAMS if n != "seed" and
                len({repr(p.get(n)) for p in params}) > 1]
@@ -251,6 +252,66 @@ def pbt_best_line(result: TrialResult) -> str:
               f"{k}={_fmt(v)}" for k, v in changed.items())
               or "the same values") + f", set at step {last['step']} when "
           f"it took trial {last['parent']}'s weights)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Replicated:
+  """One configuration trained with several seeds (its tuned values but
+  the seed the same).
+
+  Attributes:
+    trials: its completed trials, best first.
+    mean: the mean of their best validation values.
+    std: their sample standard deviation (n - 1).
+    test_mean: the mean of their test values (``None`` where one is
+      missing).
+  """
+
+  trials: tuple[TrialResult, ...]
+  mean: float
+  std: float
+  test_mean: float | None
+
+
+def replicated(results: Sequence[TrialResult], names: Sequence[str],
+               mode: str = "min") -> list[Replicated]:
+  """The configurations (values of ``names``, the seed left out) that have
+  two or more completed trials, best mean first by ``mode``."""
+  by_config: dict[str, list[TrialResult]] = {}
+  for r in rank(results, mode):
+    key = repr([(n, _fmt(r.params.get(n))) for n in names if n != "seed"])
+    by_config.setdefault(key, []).append(r)
+  out = []
+  for trials in by_config.values():
+    if len(trials) < 2:
+      continue
+    values = np.array([r.best_value for r in trials], np.float64)
+    tests = [r.test_value for r in trials]
+    out.append(Replicated(tuple(trials), float(values.mean()),
+                          float(values.std(ddof=1)),
+                          None if None in tests else float(np.mean(tests))))
+  return sorted(out, key=lambda c: (selection.lower_is_better(c.mean, mode),
+                                    c.trials[0].trial_id))
+
+
+def replicated_table(configs: Sequence[Replicated], names: Sequence[str],
+                     metric: str, top: int = 10) -> list[str]:
+  """The report's section on configurations trained with several seeds."""
+  header = ["rank", "seeds", f"mean val {metric}", "std", f"mean test {metric}",
+            "trials"] + [n for n in names if n != "seed"]
+  rows = [[str(i + 1), str(len(c.trials)), _fmt(c.mean), _fmt(c.std),
+           "-" if c.test_mean is None else _fmt(c.test_mean),
+           ",".join(str(r.trial_id) for r in c.trials)]
+          + [_fmt(c.trials[0].params.get(n, "")) for n in names if n != "seed"]
+          for i, c in enumerate(configs[:top])]
+  widths = [max(len(h), *(len(row[j]) for row in rows))
+            for j, h in enumerate(header)]
+  return ([f"Configurations trained with several seeds ({len(configs)}), "
+           f"by their mean (the spread over seeds is noise a single "
+           f"trial's rank does not show):",
+           "  ".join(h.rjust(w) for h, w in zip(header, widths)),
+           "  ".join("-" * w for w in widths)] +
+          ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows])
 
 
 def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
@@ -488,6 +549,11 @@ def write_report(workdir: str, *, top: int = 10,
   at_edges = edges(judged, axes, mode, settings.get("space"))
   warnings = [e.warning() for e in at_edges if e.widens]
   notes = [e.warning() for e in at_edges if not e.widens]
+  tuned = [a.name for a in axes]
+  space = settings.get("space")
+  seeds = space_lib.space_from_json(space).params.get("seed") if space else None
+  if seeds is not None and len(seeds.candidate_values()) > 1:
+    tuned.append("seed")  # shown, though it is no axis
   lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
            f"{settings.get('sampler')}, scheduler "
            f"{(settings.get('scheduler') or {}).get('name', 'none')}, "
@@ -495,8 +561,11 @@ def write_report(workdir: str, *, top: int = 10,
            f"seed {settings.get('seed')}",
            "Trials by status: " + ", ".join(
                f"{s} {n}" for s, n in sorted(counts.items())), "",
-           leaderboard(results, mode=mode, columns=[a.name for a in axes],
-                       top=top, counts=counts)]
+           leaderboard(results, mode=mode, columns=tuned, top=top,
+                       counts=counts)]
+  repeats = replicated(results, tuned, mode)
+  if repeats:
+    lines += [""] + replicated_table(repeats, tuned, metric, top)
   if ranked:
     b = ranked[0]
     test = ("" if b.test_value is None else
@@ -516,9 +585,21 @@ def write_report(workdir: str, *, top: int = 10,
     if any(r.lineage for r in results):
       lines.append("  (PBT: each trial's values at its best step, from its "
                    "last exploit before it)")
-  advice = diagnosis.advice_lines(judged, rank(judged, mode), settings,
+  order = rank(judged, mode)
+  by_mean = repeats and sum(len(c.trials) for c in repeats) == len(order)
+  if by_mean:
+    # Every configuration ran with several seeds: the next move starts
+    # from the best configuration by its mean, its seeds' trials first.
+    first = [r.trial_id for r in repeats[0].trials]
+    order = ([r for r in order if r.trial_id in first] +
+             [r for r in order if r.trial_id not in first])
+  advice = diagnosis.advice_lines(judged, order, settings,
                                   [a.name for a in axes],
                                   edges=[(e.name, e.side) for e in at_edges])
+  if advice and by_mean:
+    advice.insert(1, f"  (every configuration ran with several seeds: the "
+                  f"best by its mean comes first, trials "
+                  f"{', '.join(map(str, first))})")
   if advice:
     lines += [""] + advice
   ofat = None

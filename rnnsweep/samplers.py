@@ -189,7 +189,9 @@ def around_configs(space: space_lib.Space, base: Mapping[str, Any],
     space: the full space; its tuned parameters are the axes, its fixed
       values fill what ``base`` leaves out.
     base: the configuration to vary around; a tuned parameter it leaves out
-      sits at the middle of its range (geometric middle on a log scale).
+      sits at the middle of its range (geometric middle on a log scale),
+      except a choice of seeds: then each configuration runs once with
+      each of those seeds (replicates, not an axis).
     points_per_axis: values per continuous or integer axis (>= 2).
 
   Returns:
@@ -203,6 +205,13 @@ def around_configs(space: space_lib.Space, base: Mapping[str, Any],
     raise ValueError(f"around: the base configuration must be an object of "
                      f"name -> value, got {base!r}")
   tuned = space.tuned_names()
+  seeds = space.params.get("seed")
+  replicas = None
+  if "seed" in tuned and "seed" not in base and isinstance(
+      seeds, space_lib.Choice):
+    # A choice of seeds is no axis: every configuration runs with each.
+    tuned.remove("seed")
+    replicas = list(seeds.values)
   center = {n: d.from_unit(0.5) for n, d in space.params.items()}
   start = space_lib.resolve_params({**center, **base})
   start = {n: start[n] for n in {**center, **base}}
@@ -211,6 +220,8 @@ def around_configs(space: space_lib.Space, base: Mapping[str, Any],
     for v in space.params[name].axis_values(points_per_axis):
       if not _same(v, start[name]):
         configs.append({**start, name: v})
+  if replicas is not None:
+    configs = [{**c, "seed": seed} for c in configs for seed in replicas]
   return configs
 
 
