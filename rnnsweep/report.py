@@ -279,7 +279,7 @@ def replicated(results: Sequence[TrialResult], names: Sequence[str],
   two or more completed trials, best mean first by ``mode``."""
   by_config: dict[str, list[TrialResult]] = {}
   for r in rank(results, mode):
-    key = repr([(n, _fmt(r.params.get(n))) for n in names if n != "seed"])
+    key = repr([(n, r.params.get(n)) for n in names if n != "seed"])
     by_config.setdefault(key, []).append(r)
   out = []
   for trials in by_config.values():

@@ -170,13 +170,15 @@ PLANTED_SPACE = rs.Space({"learning_rate": rs.LogUniform(1e-4, 1e-1),
                           "cell": rs.Choice(["lstm", "gru"])})
 
 
-def planted_workdir(path, metric_of, exploit_of=None, **settings):
-  """A workdir whose trials were 'trained' by ``metric_of(params)`` (and
-  whose sweep ``settings`` are updated by ``settings``); with
+def planted_workdir(path, metric_of, exploit_of=None, space=PLANTED_SPACE,
+                    trials=None, **settings):
+  """A workdir whose ``trials`` (default: 40 random ones of ``space``) were
+  'trained' by ``metric_of(params)`` (and whose sweep ``settings`` are
+  updated by ``settings``); with
   ``exploit_of(params)``, each trial it gives a ``(step, hp)`` (or
   ``(step, hp, parent)``) for is recorded as a PBT exploit at that step,
   onto those values (and that trial's weights; default -1)."""
-  trials = rs.random(PLANTED_SPACE, 40, seed=0)
+  trials = trials or rs.random(space, 40, seed=0)
   store = rs.Store(str(path))
 
   def exploits(group):
@@ -191,8 +193,8 @@ def planted_workdir(path, metric_of, exploit_of=None, **settings):
     return out
 
   groups = rs.resume.prepare(store, {"task": "planted", "sampler": "random",
-                          "space": PLANTED_SPACE.to_json(), "steps": 10,
-                          "num_trials": 40, "selection_mode": "min",
+                          "space": space.to_json(), "steps": 10,
+                          "num_trials": len(trials), "selection_mode": "min",
                           "selection_metric": "loss", **settings},
                           trials, 64)
   for g in groups:

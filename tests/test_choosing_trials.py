@@ -164,6 +164,25 @@ def test_around_is_exactly_one_factor_at_a_time():
     samplers.around_configs(space, base, 1)
 
 
+def test_around_runs_every_configuration_with_each_seed_of_a_choice():
+  space = rs.Space({"learning_rate": rs.Choice([0.01, 0.1]),
+                    "cell": rs.Choice(["lstm", "gru"]),
+                    "seed": rs.Choice([7, 8, 9])})
+  configs = samplers.around_configs(space, {"learning_rate": 0.01,
+                                            "cell": "lstm"}, 3)
+  # The base, then one factor at a time; each with seeds 7, 8 and 9.
+  assert [(c["learning_rate"], c["cell"], c["seed"]) for c in configs] == [
+      (0.01, "lstm", 7), (0.01, "lstm", 8), (0.01, "lstm", 9),
+      (0.1, "lstm", 7), (0.1, "lstm", 8), (0.1, "lstm", 9),
+      (0.01, "gru", 7), (0.01, "gru", 8), (0.01, "gru", 9)]
+  # A base that names its seed varies the seed as any other axis.
+  pinned = samplers.around_configs(space, {"learning_rate": 0.01,
+                                           "cell": "lstm", "seed": 7}, 3)
+  assert [(c["learning_rate"], c["cell"], c["seed"]) for c in pinned] == [
+      (0.01, "lstm", 7), (0.1, "lstm", 7), (0.01, "gru", 7),
+      (0.01, "lstm", 8), (0.01, "lstm", 9)]
+
+
 def test_seed_grid_preset_is_twelve_models_in_four_programs(tiny_adding):
   settings, trials, _ = rs.sweep_settings(
       tiny_adding, tiny_adding.preset("seed_grid"), sampler="grid",

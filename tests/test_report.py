@@ -102,6 +102,45 @@ def test_pbt_summary_names_the_best_trial_by_the_sweeps_direction(tmp_path):
                 mode, text)
 
 
+def test_seed_replicates_are_ranked_by_their_mean(tmp_path):
+  # Three learning rates, each with seeds 1, 2, 3. The best single trial
+  # (rate 0.1, seed 1) is luck: that rate's mean is worse than 0.01's.
+  loss = {0.1: (0.1, 0.9, 0.8), 0.01: (0.3, 0.3, 0.3), 0.001: (0.5, 0.6, 1.0)}
+  space = rs.Space({"learning_rate": rs.Choice([0.001, 0.01, 0.1]),
+                    "seed": rs.Choice([1, 2, 3])})
+  wd = planted_workdir(
+      tmp_path / "seeds", lambda p: loss[p["learning_rate"]][p["seed"] - 1],
+      space=space, trials=rs.grid(space))
+  ids = {(r.params["learning_rate"], r.params["seed"]): r.trial_id
+         for r in rs.Store(wd).results()}
+  ids_of = lambda rate: ",".join(str(ids[rate, s]) for s in (
+      sorted((1, 2, 3), key=lambda s: loss[rate][s - 1])))
+  r = report.write_report(wd, plots=False)
+  lines = r.text.splitlines()
+  assert lines[4].split() == ["rank", "trial", "val", "loss", "step", "test",
+                              "loss", "learning_rate", "seed"]
+  at = lines.index("Configurations trained with several seeds (3), by their "
+                   "mean (the spread over seeds is noise a single trial's "
+                   "rank does not show):")
+  assert lines[at + 1].split() == ["rank", "seeds", "mean", "val", "loss",
+                                   "std", "mean", "test", "loss", "trials",
+                                   "learning_rate"]
+  # Means and sample standard deviations by hand: 0.3 +- 0; 0.6 +-
+  # sqrt((0.25 + 0.09 + 0.04) / 2); 0.7 +- sqrt((0.04 + 0.01 + 0.09) / 2).
+  assert [l.split() for l in lines[at + 3:at + 6]] == [
+      ["1", "3", "0.3", "0", "-", ids_of(0.01), "0.01"],
+      ["2", "3", "0.6", "0.4359", "-", ids_of(0.1), "0.1"],
+      ["3", "3", "0.7", "0.2646", "-", ids_of(0.001), "0.001"]]
+  # The seed is no hyperparameter: no warning that seed 1 sits at the low
+  # edge, and the next move starts from the best mean, with the same seeds.
+  assert not any("seed" in w for w in r.warnings)
+  assert (f"  (every configuration ran with several seeds: the best by its "
+          f"mean comes first, trials {ids_of(0.01).replace(',', ', ')})"
+          ) in lines
+  assert "--around='{\"learning_rate\": 0.01, " in r.text
+  assert '"seed": [1, 2, 3]' in r.text
+
+
 def test_no_boundary_warning_for_an_interior_optimum(tmp_path):
   import math
   wd = planted_workdir(tmp_path / "mid", lambda p: (
