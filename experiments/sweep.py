@@ -349,6 +349,10 @@ def main(argv):
   if not rs.distributed.is_leader():
     return  # process 0 reports for the job
   print(result.leaderboard(_TOP.value))
+  repeats = result.replicated()
+  if repeats:
+    print("\n" + "\n".join(rs.report.replicated_table(
+        repeats, result.tuned, result.metric, _TOP.value)))
   if result.best is not None:
     b = result.best
     tuned = {k: b.params[k] for k in result.tuned}

@@ -77,6 +77,11 @@ class SweepResult:
     return report.leaderboard(self.trials, mode=self.mode, columns=self.tuned,
                               top=top)
 
+  def replicated(self) -> list[report.Replicated]:
+    """The configurations trained with several seeds, best mean first
+    (:func:`rnnsweep.report.replicated`)."""
+    return report.replicated(self.trials, self.tuned, self.mode)
+
 
 def _quiet(_: str) -> None:
   pass

@@ -168,6 +168,32 @@ def test_pbt_sweep_says_what_its_best_trial_ran_with_at_its_best(
   assert want in rs.report.write_report(str(workdir), plots=False).text
 
 
+def test_seed_replicates_print_their_mean(tmp_path, forked_script):
+  workdir = tmp_path / "seeds"
+  out = forked_script(
+      "--task=adding", "--seq_len=6", "--sampler=grid", "--steps=4",
+      "--eval_every=2", '--space={"hidden_size": 4, "batch_size": 2, '
+      '"cell": "gru", "learning_rate": [0.003, 0.03], "seed": [1, 2]}',
+      f"--workdir={workdir}", cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(workdir / "results.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert sorted((r["learning_rate"], r["seed"]) for r in rows) == [
+      ("0.003", "1"), ("0.003", "2"), ("0.03", "1"), ("0.03", "2")]
+  lines = out.stdout.splitlines()
+  at = next(i for i, l in enumerate(lines)
+            if l.startswith("Configurations trained with several seeds (2)"))
+  means = {}
+  for rate in ("0.003", "0.03"):
+    vals = [float(r["best_val_mse"]) for r in rows if r["learning_rate"] == rate]
+    means[rate] = sum(vals) / 2
+  table = [l.split() for l in lines[at + 3:at + 5]]
+  assert [row[-1] for row in table] == sorted(means, key=means.get)
+  for row in table:
+    assert row[1] == "2" and math.isclose(float(row[2]), means[row[-1]],
+                                          rel_tol=1e-3)
+
+
 def test_forked_runs_are_runs_of_the_script(tmp_path, forked_script):
   # The bad-input cases above run forked: each must give what a process of
   # its own gives (exit status, both outputs), for absl's flag errors and
