@@ -546,11 +546,11 @@ def write_report(workdir: str, *, top: int = 10,
   # A PBT trial's best value speaks for the values it had then, not for
   # its starting ones: the edges and the next move are read from those.
   judged = [values_at_best(r) for r in results]
-  at_edges = edges(judged, axes, mode, settings.get("space"))
+  space = settings.get("space")
+  at_edges = edges(judged, axes, mode, space)
   warnings = [e.warning() for e in at_edges if e.widens]
   notes = [e.warning() for e in at_edges if not e.widens]
   tuned = [a.name for a in axes]
-  space = settings.get("space")
   seeds = space_lib.space_from_json(space).params.get("seed") if space else None
   if seeds is not None and len(seeds.candidate_values()) > 1:
     tuned.append("seed")  # shown, though it is no axis

@@ -213,6 +213,12 @@ def _write(path, content):
      ["e.csv", "empty"]),
     (lambda d: rs.make_task("forecast", data_path=_write(
         d / "r.csv", "1,2\n3\n")), ["r.csv", "different numbers of columns"]),
+    # pandas' index column goes with its header; a gap in the first row
+    # is then a missing value, not a header.
+    (lambda d: rs.make_task("forecast", data_path=_write(
+        d / "p.csv", ",temp\n0,\n" + "".join(
+            f"{i},{i}.5\n" for i in range(1, 40))), seq_len=4),
+     ["p.csv", "NaN", "(0, 0)"]),
     # Text in a later column is no time stamp.
     (lambda d: rs.make_task("forecast", data_path=_write(
         d / "w.csv", "1,a\n2,b\n" * 30)), ["w.csv", "not a number"]),

@@ -92,21 +92,22 @@ def load_series(path: str) -> np.ndarray:
                       f"array), found {sorted(z.files)}")
     elif ext == ".csv":
       rows = _read_csv(path)
-      if len(rows[0]) > 1 and len(rows) > 1 and not any(
-          _is_float(r[0]) for r in rows[1:]):
-        # A first column of time stamps (dates, times: not one number
-        # below a header) is the series' time axis, not a channel.
-        rows = [r[1:] for r in rows]
-      elif (len(rows[0]) > 1 and len(rows) > 1 and not rows[0][0].strip()
-            and all(c.strip() for c in rows[0][1:])
-            and all(r[0].strip().isdigit() for r in rows[1:])):
+      if (len(rows[0]) > 1 and len(rows) > 1 and not rows[0][0].strip()
+          and all(c.strip() for c in rows[0][1:])
+          and all(r[0].strip().isdigit() for r in rows[1:])):
         # pandas' unnamed index (``to_csv()``'s default): a first column
         # of row numbers that the header, naming every other column, does
         # not name. That header goes too, whatever it names the columns
         # (a Series' is "0").
         rows = [r[1:] for r in rows[1:]]
-      if not all(_is_float(c) for c in rows[0]):
-        rows = rows[1:]  # a header of channel names
+      else:
+        if len(rows[0]) > 1 and len(rows) > 1 and not any(
+            _is_float(r[0]) for r in rows[1:]):
+          # A first column of time stamps (dates, times: not one number
+          # below a header) is the series' time axis, not a channel.
+          rows = [r[1:] for r in rows]
+        if not all(_is_float(c) for c in rows[0]):
+          rows = rows[1:]  # a header of channel names
       if not rows:
         raise _fail(path, "the file holds a header but no values")
       widths = {len(r) for r in rows}
