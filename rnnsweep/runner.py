@@ -918,6 +918,12 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
   full = task_space(task, space)
   options_ = dict(sampler_options or {})
   if sampler.startswith(samplers.OPTUNA_PREFIX):
+    if "seed" in full.tuned_names():
+      raise ValueError(
+          f"space: 'seed' varies, and sampler {sampler!r} would tune it as a "
+          f"hyperparameter (keeping the luckiest seed); fix it, or leave it "
+          f"out (each trial gets its own), or train seed replicates with "
+          f"the grid or around sampler")
     options_ = _rounds_options(sampler, options_, max_group_size)
     trials = None
     count = options_["rounds"] * options_["batch_size_trials"]

@@ -103,6 +103,8 @@ def test_script_runs_end_to_end(tmp_path):
     (["--around={\"learning_rate\": 0.1}", "--rounds=2"],
      ["--rounds", "--sampler=around"]),
     (["--sampler=optuna:nope"], ["optuna:nope", "no sampler 'nope'"]),
+    (["--sampler=optuna:tpe", '--space={"seed": [1, 2]}'],
+     ["'seed' varies", "optuna:tpe", "grid or around"]),
     (["--space={\"lr_schedule\": \"linear\"}"], ["'lr_schedule'",
                                                    "warmup_cosine"]),
     (["--coordinator_address=localhost"], ["--coordinator_address",
