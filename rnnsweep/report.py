@@ -273,16 +273,24 @@ class Replicated:
   test_mean: float | None
 
 
+def config_key(result: TrialResult, names: Sequence[str]) -> str:
+  """What identifies a trial's configuration: its values of ``names``,
+  the seed left out."""
+  return repr([(n, result.params.get(n)) for n in names if n != "seed"])
+
+
 def replicated(results: Sequence[TrialResult], names: Sequence[str],
                mode: str = "min") -> list[Replicated]:
   """The configurations (values of ``names``, the seed left out) that have
-  two or more completed trials, best mean first by ``mode``."""
-  by_config: dict[str, list[TrialResult]] = {}
+  completed trials with two or more seeds, best mean first by ``mode``. A
+  second trial with the same configuration and seed (the same run again)
+  is left out."""
+  by_config: dict[str, dict[int, TrialResult]] = {}
   for r in rank(results, mode):
-    key = repr([(n, r.params.get(n)) for n in names if n != "seed"])
-    by_config.setdefault(key, []).append(r)
+    by_config.setdefault(config_key(r, names), {}).setdefault(r.seed, r)
   out = []
-  for trials in by_config.values():
+  for kept in by_config.values():
+    trials = list(kept.values())
     if len(trials) < 2:
       continue
     values = np.array([r.best_value for r in trials], np.float64)
@@ -586,7 +594,9 @@ def write_report(workdir: str, *, top: int = 10,
       lines.append("  (PBT: each trial's values at its best step, from its "
                    "last exploit before it)")
   order = rank(judged, mode)
-  by_mean = repeats and sum(len(c.trials) for c in repeats) == len(order)
+  many = {config_key(c.trials[0], tuned) for c in repeats}
+  by_mean = bool(ranked) and all(config_key(r, tuned) in many
+                                 for r in ranked)
   if by_mean:
     # Every configuration ran with several seeds: the next move starts
     # from the best configuration by its mean, its seeds' trials first.

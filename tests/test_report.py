@@ -108,11 +108,16 @@ def test_seed_replicates_are_ranked_by_their_mean(tmp_path):
   loss = {0.1: (0.1, 0.9, 0.8), 0.01: (0.3, 0.3, 0.3), 0.001: (0.5, 0.6, 1.0)}
   space = rs.Space({"learning_rate": rs.Choice([0.001, 0.01, 0.1]),
                     "seed": rs.Choice([1, 2, 3])})
+  # The last trial runs rate 0.01 with seed 1 again: the same run, no
+  # fourth seed.
+  configs = [t.params for t in rs.grid(space)]
   wd = planted_workdir(
       tmp_path / "seeds", lambda p: loss[p["learning_rate"]][p["seed"] - 1],
-      space=space, trials=rs.grid(space))
-  ids = {(r.params["learning_rate"], r.params["seed"]): r.trial_id
-         for r in rs.Store(wd).results()}
+      space=space, trials=rs.samplers.make_trials(
+          configs + [{**configs[0], "learning_rate": 0.01, "seed": 1}]))
+  ids = {}
+  for r in rs.Store(wd).results():
+    ids.setdefault((r.params["learning_rate"], r.params["seed"]), r.trial_id)
   ids_of = lambda rate: ",".join(str(ids[rate, s]) for s in (
       sorted((1, 2, 3), key=lambda s: loss[rate][s - 1])))
   r = report.write_report(wd, plots=False)
