@@ -23,7 +23,8 @@ The rules (each threshold a module constant):
 - **underfits**: still improving at the end: the best evaluation is the
   last one and the last third of the run improved the validation metric by
   more than :data:`STILL_FALLING` (relative), training loss falling too.
-- **fits**: none of these (validation flattened near its best).
+- **fits**: none of these (validation flattened near its best; or still
+  improving while training loss rose: no clear trend, said so).
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def diagnose(result: TrialResult, mode: str) -> Diagnosis:
         tid, "underfits",
         f"still improving at the end: validation {result.metric} "
         f"{gain:.1%} better over steps {steps[third]}-{steps[-1]}")
+  if best_i == last and gain > STILL_FALLING:
+    # Validation still improving, training loss not falling: no clear
+    # trend (noise, or a rate too high to settle) for either verdict.
+    return Diagnosis(
+        tid, "fits",
+        f"no clear trend: validation {result.metric} {gain:.1%} better over "
+        f"steps {steps[third]}-{steps[-1]} while training loss rose from "
+        f"{train[third]:.4g} to {train[-1]:.4g}; a longer run would tell")
   if best_i == last:
     return Diagnosis(tid, "fits",
                      f"validation {result.metric} levelling off: "

@@ -483,6 +483,17 @@ def test_diagnosis_reads_planted_curves(val, train, status, kind):
   assert diagnosis.diagnose(r, "min").kind == kind
 
 
+def test_diagnosis_says_when_the_curves_show_no_clear_trend():
+  # Validation 0.5 -> 0.4 over the last third (steps 40-50: 20% better),
+  # best at the end, while training loss rose 0.5 -> 0.55: neither underfit
+  # nor levelling off.
+  d = diagnosis.diagnose(curve_result([1.0, 0.8, 0.6, 0.5, 0.4],
+                                      [1.0, 0.7, 0.5, 0.5, 0.55]), "min")
+  assert (d.kind, d.reason) == ("fits", (
+      "no clear trend: validation mse 20.0% better over steps 40-50 while "
+      "training loss rose from 0.5 to 0.55; a longer run would tell"))
+
+
 ADVICE_SETTINGS = {"task": "adding", "task_config": {"seq_len": 12},
                    "steps": 50, "eval_every": 10, "selection_mode": "min",
                    "space": {"learning_rate": {"log_uniform": [1e-4, 1e-1]},
