@@ -12,6 +12,7 @@ a 2-core CPU, and prints the leaderboard. Examples::
   python experiments/sweep.py --sampler=quasirandom --num_trials=32
   python experiments/sweep.py --preset=seed_grid            # a 12-model grid
   python experiments/sweep.py --trials=my_trials.csv
+  python experiments/sweep.py --trials=best.csv --seeds=3    # 3 seeds each
   python experiments/sweep.py --around='{"learning_rate": 0.003}' --points_per_axis=5
   python experiments/sweep.py --sampler=optuna:tpe --rounds=4 --batch_size_trials=16
 """
@@ -47,7 +48,14 @@ _SAMPLER = flags.DEFINE_string(
     "sampler class; asked in --rounds batches). Default: random; grid with "
     "--preset=seed_grid.")
 _NUM_TRIALS = flags.DEFINE_integer(
-    "num_trials", 16, "Trials to draw (random and quasirandom samplers).",
+    "num_trials", 16, "Configurations to draw (random and quasirandom "
+    "samplers), each trained --seeds times.",
+    lower_bound=1)
+_SEEDS = flags.DEFINE_integer(
+    "seeds", 1, "Train every configuration the sampler gives this many "
+    "times, each with its own seed (the first with the configuration's own, "
+    "so its numbers repeat a --seeds=1 sweep's); the report ranks them by "
+    "their mean. --num_trials counts configurations. Not with optuna:*.",
     lower_bound=1)
 _TRIALS = flags.DEFINE_string(
     "trials", None, "Run exactly the configurations in this file: a JSON "
@@ -312,15 +320,17 @@ def main(argv):
           task, rs.load_trials(_TRIALS.value), steps=_STEPS.value,
           eval_every=_EVAL_EVERY.value, max_group_size=max_group_size,
           seed=_SEED.value, options=engine_options,
-          scheduler=scheduler_settings(), source=_TRIALS.value)
+          scheduler=scheduler_settings(), source=_TRIALS.value,
+          seeds=_SEEDS.value)
     else:
       settings, trials, full = rs.sweep_settings(
           task, build_space(task), sampler=sampler,
           num_trials=_NUM_TRIALS.value, steps=_STEPS.value,
           eval_every=_EVAL_EVERY.value, max_group_size=max_group_size,
           seed=_SEED.value, options=engine_options,
-          scheduler=scheduler_settings(), sampler_options=sampler_options)
-      tuned = full.tuned_names()
+          scheduler=scheduler_settings(), sampler_options=sampler_options,
+          seeds=_SEEDS.value)
+      tuned = rs.runner.shown_names(full.tuned_names(), _SEEDS.value)
   except ValueError as e:
     fail(str(e))
   # Nothing above starts JAX's backend, so the CPU can still be split; the

@@ -210,6 +210,9 @@ def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
       {k: _short(v) for k, v in base.items()})),
             f"--points_per_axis={points_per_axis}", f"--steps={steps}",
             f"--eval_every={settings.get('eval_every')}"]
+  seeds = (settings.get("sampler_options") or {}).get("seeds", 1)
+  if seeds > 1:
+    flags.append(f"--seeds={seeds}")
   return "python experiments/sweep.py " + " ".join(flags)
 
 
@@ -289,6 +292,24 @@ def ofat_panels(results: Sequence[TrialResult], base: Mapping[str, Any],
   return panels
 
 
+def ofat_means(points: Sequence[tuple[Any, float | None, bool]]
+               ) -> list[tuple[Any, float, list[float], bool]]:
+  """A panel's points (:func:`ofat_panels`) as one point per value, in
+  their order: ``(value, mean, values, is_base)``, the mean over the
+  value's seeds (``nan`` where none has a number; a value run with one
+  seed is its own mean)."""
+  by_value: dict[str, tuple[Any, list[float], bool]] = {}
+  for v, y, is_base in points:
+    entry = by_value.setdefault(repr(v), (v, [], is_base))
+    entry[1].append(math.nan if y is None else y)
+  out = []
+  for v, ys, is_base in by_value.values():
+    known = [y for y in ys if not math.isnan(y)]
+    out.append((v, sum(known) / len(known) if known else math.nan, ys,
+                is_base))
+  return out
+
+
 def plot_ofat(path: str, results: Sequence[TrialResult],
               base: Mapping[str, Any], names: Sequence[str],
               space: space_lib.Space | None, metric: str) -> None:
@@ -302,11 +323,18 @@ def plot_ofat(path: str, results: Sequence[TrialResult],
     ax = fig.add_subplot(rows, cols, i + 1)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
                   for v, _, _ in points)
-    labels = [v for v, _, _ in points]
-    xs = labels if numeric else list(range(len(points)))
-    ys = [math.nan if y is None else y for _, y, _ in points]
-    ax.plot(xs, ys, "o-", color="tab:blue", markersize=4)
-    for x, y, (_, _, is_base) in zip(xs, ys, points):
+    means = ofat_means(points)
+    labels = [v for v, _, _, _ in means]
+    xs = labels if numeric else list(range(len(labels)))
+    ys = [y for _, y, _, _ in means]
+    seeded = any(len(ys_) > 1 for _, _, ys_, _ in means)
+    ax.plot(xs, ys, "o-", color="tab:blue", markersize=4,
+            label="mean over seeds" if seeded else None)
+    if seeded:
+      ax.plot([x for x, m in zip(xs, means) for _ in m[2]],
+              [y for m in means for y in m[2]], ".", color="tab:gray",
+              markersize=5, label="one seed")
+    for x, y, (_, _, _, is_base) in zip(xs, ys, means):
       if is_base:
         ax.plot([x], [y], marker="*", color="red", markersize=14,
                 linestyle="none", label="base")

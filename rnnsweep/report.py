@@ -560,7 +560,8 @@ def write_report(workdir: str, *, top: int = 10,
   notes = [e.warning() for e in at_edges if not e.widens]
   tuned = [a.name for a in axes]
   seeds = space_lib.space_from_json(space).params.get("seed") if space else None
-  if seeds is not None and len(seeds.candidate_values()) > 1:
+  if (seeds is not None and len(seeds.candidate_values()) > 1) or (
+      (settings.get("sampler_options") or {}).get("seeds", 1) > 1):
     tuned.append("seed")  # shown, though it is no axis
   lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
            f"{settings.get('sampler')}, scheduler "

@@ -907,7 +907,8 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
                    seed: int = 0,
                    options: engine.EngineOptions | None = None,
                    scheduler: schedulers.SchedulerSettings | str | None = None,
-                   sampler_options: Mapping[str, Any] | None = None
+                   sampler_options: Mapping[str, Any] | None = None,
+                   seeds: int = 1
                    ) -> tuple[SweepSettings, list[samplers.TrialSpec] | None,
                               space_lib.Space]:
   """The settings of :func:`sweep` with these arguments, its trials
@@ -915,15 +916,32 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
   full space (the script names its default workdir by
   ``settings.digest()``)."""
   samplers.check_sampler(sampler)
+  samplers.check_seeds(seeds)
   full = task_space(task, space)
   options_ = dict(sampler_options or {})
-  if sampler.startswith(samplers.OPTUNA_PREFIX):
-    if "seed" in full.tuned_names():
+  if "seeds" in options_:
+    raise ValueError("seeds is an argument of its own, not a sampler option")
+  if "seed" in full.tuned_names():
+    if seeds > 1:
       raise ValueError(
-          f"space: 'seed' varies, and sampler {sampler!r} would tune it as a "
-          f"hyperparameter (keeping the luckiest seed); fix it, or leave it "
-          f"out (each trial gets its own), or train seed replicates with "
-          f"the grid or around sampler")
+          f"space: 'seed' varies, and seeds={seeds} asks for seeds of its "
+          f"own; give the seeds one way (leave 'seed' out of the space, or "
+          f"seeds at 1)")
+    if sampler not in ("grid", "around"):
+      raise ValueError(
+          f"space: 'seed' varies, and sampler {sampler!r} would "
+          + ("draw it as one more value (some configurations on one seed, "
+             "some on another)"
+             if sampler in ("random", "quasirandom") else
+             "tune it as a hyperparameter (keeping the luckiest seed)")
+          + "; to train every configuration with several seeds, leave it "
+          "out of the space and pass seeds=N (--seeds=N)")
+  if sampler.startswith(samplers.OPTUNA_PREFIX):
+    if seeds > 1:
+      raise ValueError(
+          f"seeds={seeds}: sampler {sampler!r} asks one trial per "
+          f"configuration and learns from each; train the best ones again "
+          f"with several seeds from its results.csv (--trials, --seeds)")
     options_ = _rounds_options(sampler, options_, max_group_size)
     trials = None
     count = options_["rounds"] * options_["batch_size_trials"]
@@ -933,10 +951,13 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
   else:
     trials = samplers.sample(full, sampler, num_trials=num_trials, seed=seed,
                              options=options_)
-    count = len(trials)
     if sampler == "around":
       options_["base"] = dict(trials[0].params)
       options_.setdefault("points_per_axis", 5)
+    if seeds > 1:
+      trials = samplers.with_seeds(trials, seeds)
+      options_["seeds"] = seeds
+    count = len(trials)
   settings = SweepSettings.make(
       task, sampler=sampler, space=full, num_trials=count, steps=steps,
       eval_every=eval_every, max_group_size=max_group_size, seed=seed,
@@ -979,6 +1000,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
           options: engine.EngineOptions | None = None,
           scheduler: schedulers.SchedulerSettings | str | None = None,
           sampler_options: Mapping[str, Any] | None = None,
+          seeds: int = 1,
           verbose: bool = False, devices: Any = "all") -> SweepResult:
   """Samples a space and trains every trial.
 
@@ -1014,6 +1036,11 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
       4), ``batch_size_trials`` (default: ``max_group_size`` when an
       integer, else 16) and ``storage`` (an Optuna storage URL; default
       ``optuna.db`` in the workdir).
+    seeds: runs of every configuration the sampler gives, each with its
+      own seed (:func:`~rnnsweep.samplers.with_seeds`): the first with the
+      configuration's own, so its numbers are those of a sweep with
+      ``seeds=1``. ``num_trials`` counts configurations. Not with an
+      ``optuna:*`` sampler, nor with a space whose ``seed`` varies.
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
     devices: ``"all"``, ``"cpu"`` or a number N: see :func:`execute`.
@@ -1024,12 +1051,20 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
   settings, trials, full = sweep_settings(
       task, space, sampler=sampler, num_trials=num_trials, steps=steps,
       eval_every=eval_every, max_group_size=max_group_size, seed=seed,
-      options=options, scheduler=scheduler, sampler_options=sampler_options)
+      options=options, scheduler=scheduler, sampler_options=sampler_options,
+      seeds=seeds)
   return execute(task, trials, settings, workdir=workdir,
-                 tuned=full.tuned_names(), extend=extend,
+                 tuned=shown_names(full.tuned_names(), seeds), extend=extend,
                  checkpoint_seconds=checkpoint_seconds,
                  log=log_stderr if verbose else None, progress=verbose,
                  devices=devices)
+
+
+def shown_names(tuned: Sequence[str], seeds: int) -> list[str]:
+  """The leaderboard's parameter columns: the tuned names, and the seed
+  where each configuration runs with several."""
+  return list(tuned) + (["seed"] if seeds > 1 and "seed" not in tuned
+                        else [])
 
 
 def trials_settings(task: Task, configs: Sequence[Mapping[str, Any]], *,
@@ -1038,26 +1073,30 @@ def trials_settings(task: Task, configs: Sequence[Mapping[str, Any]], *,
                     seed: int = 0,
                     options: engine.EngineOptions | None = None,
                     scheduler: schedulers.SchedulerSettings | str | None = None,
-                    source: str | None = None
+                    source: str | None = None, seeds: int = 1
                     ) -> tuple[SweepSettings, list[samplers.TrialSpec],
                                list[str]]:
   """The settings, trials and varied parameter names of
   :func:`run_trials` (the script names its default workdir by the
   settings' digest)."""
   space_lib.check_seed("seed", seed)
+  samplers.check_seeds(seeds)
   base = task.base_params()
   trials = samplers.make_trials([{**base, **c} for c in configs], seed=seed)
   tuned = sorted({k for c in configs for k in c
                   if len({repr(cc.get(k)) for cc in configs}) > 1})
+  options_ = {} if source is None else {
+      "file": os.path.basename(source),
+      "configs_sha1": samplers.configs_digest(configs)}
+  if seeds > 1:
+    trials = samplers.with_seeds(trials, seeds)
+    options_["seeds"] = seeds
   settings = SweepSettings.make(
       task, sampler="explicit" if source is None else "trials", space=None,
       num_trials=max(len(trials), 1), steps=steps, eval_every=eval_every,
       max_group_size=max_group_size, seed=seed, options=options,
-      scheduler=scheduler,
-      sampler_options=None if source is None else {
-          "file": os.path.basename(source),
-          "configs_sha1": samplers.configs_digest(configs)})
-  return settings, trials, tuned
+      scheduler=scheduler, sampler_options=options_)
+  return settings, trials, shown_names(tuned, seeds)
 
 
 def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
@@ -1070,8 +1109,8 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
                scheduler: schedulers.SchedulerSettings | str | None = None,
                verbose: bool = False,
                log: Callable[[str], None] | None = None,
-               source: str | None = None, devices: Any = "all"
-               ) -> SweepResult:
+               source: str | None = None, devices: Any = "all",
+               seeds: int = 1) -> SweepResult:
   """Trains an explicit list of configurations.
 
   Each config is a partial ``name -> value`` mapping; the task's base
@@ -1081,12 +1120,14 @@ def run_trials(task: Task, configs: Sequence[Mapping[str, Any]], *,
   receives the per-group lines (default: stderr when ``verbose``).
   ``source`` names the file the configs came from (a ``trials`` sweep:
   recorded with a digest of the configs). ``devices``: see
-  :func:`execute`.
+  :func:`execute`. ``seeds``: runs of each configuration, as in
+  :func:`sweep`; a configuration that names its seed (a row of a sweep's
+  results.csv) runs first with that one, to the numbers it had.
   """
   settings, trials, tuned = trials_settings(
       task, configs, steps=steps, eval_every=eval_every,
       max_group_size=max_group_size, seed=seed, options=options,
-      scheduler=scheduler, source=source)
+      scheduler=scheduler, source=source, seeds=seeds)
   return execute(task, trials, settings, workdir=workdir, tuned=tuned,
                  extend=extend, checkpoint_seconds=checkpoint_seconds,
                  log=log or (log_stderr if verbose else None), progress=verbose,

@@ -16,6 +16,10 @@ not depend on which other trials were sampled beside it.
   (:func:`load_trials`).
 - ``optuna:<sampler>``: model-based, asked in batches
   (:mod:`rnnsweep.batch_search`).
+
+:func:`with_seeds` runs each trial of any of the up-front samplers several
+times, each with its own seed (replicates, ranked by their mean in the
+report).
 """
 
 from __future__ import annotations
@@ -96,6 +100,39 @@ def make_trials(configs: Sequence[Mapping[str, Any]], *, seed: int = 0,
       params["seed"] = derive_seed(seed, trial_id)
     trials.append(TrialSpec(trial_id, params, params["seed"]))
   return trials
+
+
+def check_seeds(seeds: Any) -> int:
+  """Returns ``seeds`` (seeds per configuration) if it is a positive
+  integer, else raises one clear line."""
+  if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    raise ValueError(f"seeds (per configuration) must be a positive "
+                     f"integer, got {seeds!r}")
+  return seeds
+
+
+def replica_seed(seed: int, replica: int) -> int:
+  """The seed of a configuration's ``replica``-th run (from 1) when its
+  first run has ``seed``: a function of the two alone, so the same
+  configuration and seed always gets the same replicates."""
+  ss = np.random.SeedSequence([int(seed), int(replica), 0x5EED5])
+  return int(ss.generate_state(1, dtype=np.uint32)[0] & 0x7FFFFFFF)
+
+
+def with_seeds(trials: Sequence[TrialSpec], seeds: int) -> list[TrialSpec]:
+  """Every trial run ``seeds`` times: first with its own seed (the same
+  numbers as the trial alone), then with :func:`replica_seed` ``(own seed,
+  1)``, ``(own seed, 2)``, ... Trial ``i``'s runs take ids ``i * seeds``
+  to ``i * seeds + seeds - 1``, so a sweep that grows by trials keeps the
+  runs it had."""
+  check_seeds(seeds)
+  out = []
+  for t in sorted(trials, key=lambda t: t.trial_id):
+    for j in range(seeds):
+      s = t.seed if j == 0 else replica_seed(t.seed, j)
+      out.append(TrialSpec(t.trial_id * seeds + j, {**t.params, "seed": s},
+                           s))
+  return out
 
 
 def grid(space: space_lib.Space, *, seed: int = 0) -> list[TrialSpec]:

@@ -534,6 +534,18 @@ def test_next_move_is_a_ready_around_command():
   assert changes == {"learning_rate": 0.03, "grad_clip": 1.0}
 
 
+def test_ofat_panel_draws_a_value_run_with_several_seeds_at_their_mean():
+  points = [(0.01, 0.5, False), (0.01, 0.7, False), (0.1, 0.2, True),
+            (0.1, None, True), (0.3, None, False), (1.0, 0.9, False)]
+  means = diagnosis.ofat_means(points)
+  assert [(v, b) for v, _, _, b in means] == [
+      (0.01, False), (0.1, True), (0.3, False), (1.0, False)]
+  # (0.5 + 0.7) / 2; a seed with no number is left out of the mean.
+  assert [m for _, m, _, _ in means][:2] == pytest.approx([0.6, 0.2])
+  assert math.isnan(means[2][1]) and means[3][1] == 0.9
+  assert [len(ys) for _, _, ys, _ in means] == [2, 2, 1, 1]
+
+
 def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
   fit = curve_result([1.0, 0.5, 0.45, 0.45, 0.449],
                      [1.0, 0.5, 0.45, 0.44, 0.44],
@@ -602,16 +614,32 @@ def test_around_sweep_report_draws_ofat_and_advises(tmp_path, tiny_adding):
   assert (tmp_path / "ofat.png").stat().st_size > 5000
   assert "Diagnosis" in rep.text and "--around='" in rep.text
   # Rows of the sweep's own results.csv (trials 1 and 4) run again as a
-  # trials file: the same parameters and seeds, so in a group of their own
-  # they train to the same numbers.
+  # trials file, with two seeds each: the first run has the row's
+  # parameters and seed, so in a group of other size it trains to the same
+  # numbers; the second, another seed.
   lines = (tmp_path / "results.csv").read_text().splitlines()
   (tmp_path / "two.csv").write_text("\n".join([lines[0], lines[2], lines[5]]))
   configs = rs.load_trials(str(tmp_path / "two.csv"))
   again = rs.run_trials(tiny_adding, configs, steps=4, eval_every=2,
-                        max_group_size=8)
-  for before, after in zip([result.trials[1], result.trials[4]],
-                           again.trials):
+                        max_group_size=8, seeds=2,
+                        workdir=str(tmp_path / "again"))
+  assert len(again.trials) == 4 and "seed" in again.tuned
+  for before, after, other in zip([result.trials[1], result.trials[4]],
+                                  again.trials[0::2], again.trials[1::2]):
     assert (after.params, after.seed) == (before.params, before.seed)
     np.testing.assert_allclose(after.curves["val/mse"],
                                before.curves["val/mse"], rtol=1e-5)
     assert after.best_step == before.best_step
+    assert other.seed == samplers.replica_seed(before.seed, 1)
+    assert {**other.params, "seed": before.seed} == before.params
+    assert not np.allclose(other.curves["val/mse"], before.curves["val/mse"])
+  means = sorted(
+      (r.best_value + o.best_value) / 2
+      for r, o in zip(again.trials[0::2], again.trials[1::2]))
+  assert [c.mean for c in again.replicated()] == pytest.approx(means)
+  rep = rs.report.write_report(str(tmp_path / "again"), plots=False)
+  assert "Configurations trained with several seeds (2)" in rep.text
+  header = next(l for l in rep.text.splitlines() if l.startswith("rank  trial"))
+  assert header.split()[-1] == "seed"
+  assert "every configuration ran with several seeds" in rep.text
+  assert command_flags(rep.text.splitlines()[-1])["seeds"] == "2"

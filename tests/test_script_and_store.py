@@ -104,7 +104,10 @@ def test_script_runs_end_to_end(tmp_path):
      ["--rounds", "--sampler=around"]),
     (["--sampler=optuna:nope"], ["optuna:nope", "no sampler 'nope'"]),
     (["--sampler=optuna:tpe", '--space={"seed": [1, 2]}'],
-     ["'seed' varies", "optuna:tpe", "grid or around"]),
+     ["'seed' varies", "optuna:tpe", "--seeds=N"]),
+    (["--sampler=optuna:tpe", "--seeds=2"], ["seeds=2", "optuna:tpe"]),
+    (['--space={"seed": [1, 2]}', "--seeds=3"], ["'seed' varies", "seeds=3"]),
+    (["--seeds=0"], ["--seeds", "positive integer"]),
     (["--space={\"lr_schedule\": \"linear\"}"], ["'lr_schedule'",
                                                    "warmup_cosine"]),
     (["--coordinator_address=localhost"], ["--coordinator_address",
@@ -194,6 +197,41 @@ def test_seed_replicates_print_their_mean(tmp_path, forked_script):
   for row in table:
     assert row[1] == "2" and math.isclose(float(row[2]), means[row[-1]],
                                           rel_tol=1e-3)
+  # The same four trials again from their results.csv, with two seeds
+  # each: every row's first run repeats it (the other group size changes
+  # only rounding), the second adds a seed, so each rate has four.
+  again = tmp_path / "again"
+  out = forked_script("--task=adding", "--seq_len=6", "--steps=4",
+                      "--eval_every=2", f"--trials={workdir / 'results.csv'}",
+                      "--seeds=2", f"--workdir={again}", cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(again / "results.csv", newline="") as f:
+    rows2 = list(csv.DictReader(f))
+  assert len(rows2) == 8
+  for row, first, second in zip(rows, rows2[0::2], rows2[1::2]):
+    assert (first["learning_rate"], first["seed"]) == (
+        row["learning_rate"], row["seed"])
+    assert math.isclose(float(first["best_val_mse"]),
+                        float(row["best_val_mse"]), rel_tol=1e-5)
+    assert second["learning_rate"] == row["learning_rate"]
+    assert second["seed"] == str(rs.samplers.replica_seed(int(row["seed"]), 1))
+  lines = out.stdout.splitlines()
+  assert lines[1].split()[-1] == "seed"  # the leaderboard shows the seeds
+  at = next(i for i, l in enumerate(lines)
+            if l.startswith("Configurations trained with several seeds (2)"))
+  assert [l.split()[1] for l in lines[at + 3:at + 5]] == ["4", "4"]
+  # A random sweep: --num_trials counts configurations.
+  out = forked_script("--task=adding", "--seq_len=6", "--steps=2",
+                      "--eval_every=2", "--num_trials=2", "--seeds=2",
+                      f"--space={TINY_SPACE}", f"--workdir={tmp_path / 'r'}",
+                      cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(tmp_path / "r" / "results.csv", newline="") as f:
+    seeds = [int(r["seed"]) for r in csv.DictReader(f)]
+  first = [rs.samplers.derive_seed(0, i) for i in (0, 1)]
+  assert seeds == [first[0], rs.samplers.replica_seed(first[0], 1),
+                   first[1], rs.samplers.replica_seed(first[1], 1)]
+  assert out.stdout.splitlines()[1].split()[-1] == "seed"
 
 
 def test_forked_runs_are_runs_of_the_script(tmp_path, forked_script):

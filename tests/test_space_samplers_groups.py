@@ -250,6 +250,86 @@ def test_seeds_depend_on_sweep_seed_and_id_only():
   assert 0 <= samplers.derive_seed(123, 456) < 2**31
 
 
+def test_seeds_run_each_configuration_first_on_its_own_seed(tiny_adding):
+  space = rs.Space({"learning_rate": rs.LogUniform(1e-3, 1e-1),
+                    "cell": rs.Choice(["lstm", "gru"]), "hidden_size": 4})
+  make = lambda n, seeds: rs.sweep_settings(
+      tiny_adding, space, sampler="random", num_trials=n, steps=4,
+      eval_every=2, seed=3, seeds=seeds)
+  one, once, _ = make(4, 1)
+  three, thrice, _ = make(4, 3)
+  assert three.num_trials == 12 and three.sampler_options == {"seeds": 3}
+  assert one.sampler_options == {}  # the same record (and workdir) as before
+  assert [t.trial_id for t in thrice] == list(range(12))
+  for i, t in enumerate(once):
+    runs = thrice[3 * i:3 * i + 3]
+    # The first run is the trial itself: the same values and seed.
+    assert (runs[0].params, runs[0].seed) == (t.params, t.seed)
+    # The others differ in the seed alone, a function of the trial's own.
+    assert [r.seed for r in runs[1:]] == [
+        samplers.replica_seed(t.seed, 1), samplers.replica_seed(t.seed, 2)]
+    for r in runs[1:]:
+      assert {**r.params, "seed": t.seed} == dict(t.params)
+      assert r.params["seed"] == r.seed
+  seeds = [t.seed for t in thrice]
+  assert len(set(seeds)) == 12 and all(0 <= s < 2**31 for s in seeds)
+  # More configurations keep the runs there were (--extend).
+  _, more, _ = make(6, 3)
+  assert [(t.params, t.seed) for t in more[:12]] == [
+      (t.params, t.seed) for t in thrice]
+  # A configuration that names its seed (a results.csv row) starts there,
+  # wherever it stands and whatever the sweep seed.
+  _, rows, _ = rs.runner.trials_settings(
+      tiny_adding, [{"learning_rate": 0.01}, {"seed": 77}], steps=4,
+      eval_every=2, seed=9, seeds=2)
+  assert [t.seed for t in rows[2:]] == [77, samplers.replica_seed(77, 1)]
+  assert rows[0].seed == samplers.derive_seed(9, 0)
+  # The leaderboard shows the seeds, though no configuration names one.
+  _, _, shown = rs.runner.trials_settings(
+      tiny_adding, [{"learning_rate": 0.01}, {"learning_rate": 0.1}],
+      steps=4, eval_every=2, seeds=2)
+  assert shown == ["learning_rate", "seed"]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"seeds": 0}, ["seeds", "positive integer", "0"]),
+    ({"seeds": True}, ["seeds", "positive integer"]),
+    ({"seeds": 2.0}, ["seeds", "positive integer"]),
+    ({"sampler": "grid", "seeds": 2, "space": {"seed": rs.Choice([1, 2])}},
+     ["'seed' varies", "seeds=2", "one way"]),
+    ({"sampler": "random", "space": {"seed": rs.Choice([1, 2])}},
+     ["'seed' varies", "'random'", "--seeds=N"]),
+    ({"sampler": "quasirandom", "space": {"seed": rs.IntUniform(0, 9)}},
+     ["'seed' varies", "'quasirandom'", "--seeds=N"]),
+    ({"sampler": "optuna:tpe", "space": {"seed": rs.Choice([1, 2])}},
+     ["'seed' varies", "'optuna:tpe'", "luckiest", "--seeds=N"]),
+    ({"sampler": "optuna:tpe", "seeds": 2}, ["seeds=2", "'optuna:tpe'",
+                                             "--trials"]),
+    ({"sampler_options": {"seeds": 2}}, ["seeds", "not a sampler option"]),
+])
+def test_bad_seeds_raise_one_line(tiny_adding, kwargs, words):
+  kwargs = dict(kwargs)
+  space = rs.Space({"learning_rate": rs.Choice([0.01, 0.1]),
+                    **kwargs.pop("space", {})})
+  with pytest.raises(ValueError) as e:
+    rs.sweep_settings(tiny_adding, space, **{"num_trials": 2, **kwargs})
+  assert "\n" not in str(e.value)
+  for w in words:
+    assert w in str(e.value), (w, str(e.value))
+
+
+def test_grid_and_around_take_a_space_whose_seed_varies(tiny_adding):
+  space = rs.Space({"learning_rate": rs.Choice([0.01, 0.1]),
+                    "seed": rs.Choice([1, 2])})
+  _, grid, _ = rs.sweep_settings(tiny_adding, space, sampler="grid")
+  assert sorted(t.seed for t in grid) == [1, 1, 2, 2]
+  _, around, _ = rs.sweep_settings(
+      tiny_adding, space, sampler="around",
+      sampler_options={"base": {"learning_rate": 0.01}})
+  assert [(t.params["learning_rate"], t.seed) for t in around] == [
+      (0.01, 1), (0.01, 2), (0.1, 1), (0.1, 2)]
+
+
 def test_random_rejects_bad_num_trials():
   with pytest.raises(ValueError, match="num_trials"):
     rs.random(rs.Space(), 0)
