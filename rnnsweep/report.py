@@ -198,6 +198,8 @@ class Edge:
     widens: whether the range can be carried past that edge
       (:func:`rnnsweep.space.widened`); not where the edge is as far as
       the parameter goes (a dropout rate of 0).
+    unit: ``"trial"``, or ``"configuration"`` where each configuration
+      ran with several seeds and was judged once, by its mean.
   """
 
   name: str
@@ -206,12 +208,16 @@ class Edge:
   top: int
   bounds: tuple[float, float]
   widens: bool = True
+  unit: str = "trial"
 
   def warning(self) -> str:
     """The report's line: a warning to widen the range where it can
     widen, else a note that the best lie at the parameter's limit."""
     lo, hi = self.bounds
-    where = (f"{self.name}: the best trial{'s' if self.top > 1 else ''} "
+    mean = (f" by {'their' if self.top > 1 else 'its'} mean over seeds"
+            if self.unit == "configuration" else "")
+    where = (f"{self.name}: the best {self.unit}{'s' if self.top > 1 else ''}"
+             f"{mean} "
              f"({self.hits} of the top {self.top}) sit"
              f"{'' if self.top > 1 else 's'} at the {self.side} edge of the "
              f"range [{_fmt(lo)}, {_fmt(hi)}]")
@@ -323,7 +329,8 @@ def replicated_table(configs: Sequence[Replicated], names: Sequence[str],
 
 
 def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
-          mode: str, space_json: dict | None = None) -> list[Edge]:
+          mode: str, space_json: dict | None = None, *,
+          unit: str = "trial") -> list[Edge]:
   """Where the best trials sit at the edge of a numeric range.
 
   The top ``max(1, 10%)`` completed trials are looked at; a parameter is
@@ -331,7 +338,9 @@ def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
   its range and so do most of the top trials (the optimum may lie outside
   the range: widen it). With the sweep's ``space_json``, an edge its
   parameter cannot pass (:func:`rnnsweep.space.widened` gives ``None``)
-  is marked ``widens=False``.
+  is marked ``widens=False``. ``unit`` names what ``results`` are in the
+  warning (``"configuration"``: one result per configuration, its mean
+  over seeds).
   """
   dists = (space_lib.space_from_json(dict(space_json)).params
            if space_json else {})
@@ -350,7 +359,7 @@ def edges(results: Sequence[TrialResult], axes: Sequence[Axis],
         widens = (axis.name not in dists or space_lib.widened(
             axis.name, dists[axis.name], side) is not None)
         out.append(Edge(axis.name, side, sum(hits), len(top), axis.bounds,
-                        widens))
+                        widens, unit))
   return out
 
 
@@ -555,14 +564,25 @@ def write_report(workdir: str, *, top: int = 10,
   # its starting ones: the edges and the next move are read from those.
   judged = [values_at_best(r) for r in results]
   space = settings.get("space")
-  at_edges = edges(judged, axes, mode, space)
-  warnings = [e.warning() for e in at_edges if e.widens]
-  notes = [e.warning() for e in at_edges if not e.widens]
   tuned = [a.name for a in axes]
   seeds = space_lib.space_from_json(space).params.get("seed") if space else None
   if (seeds is not None and len(seeds.candidate_values()) > 1) or (
       (settings.get("sampler_options") or {}).get("seeds", 1) > 1):
     tuned.append("seed")  # shown, though it is no axis
+  repeats = replicated(results, tuned, mode)
+  many = {config_key(c.trials[0], tuned) for c in repeats}
+  by_mean = bool(ranked) and all(config_key(r, tuned) in many
+                                 for r in ranked)
+  if by_mean and not any(r.lineage for r in results):
+    # Every configuration ran with several seeds: its edges are read off
+    # the configurations' means, each configuration once.
+    at_edges = edges([dataclasses.replace(c.trials[0], best_value=c.mean)
+                      for c in repeats], axes, mode, space,
+                     unit="configuration")
+  else:
+    at_edges = edges(judged, axes, mode, space)
+  warnings = [e.warning() for e in at_edges if e.widens]
+  notes = [e.warning() for e in at_edges if not e.widens]
   lines = [f"Sweep in {workdir}: task {settings.get('task')}, sampler "
            f"{settings.get('sampler')}, scheduler "
            f"{(settings.get('scheduler') or {}).get('name', 'none')}, "
@@ -572,7 +592,6 @@ def write_report(workdir: str, *, top: int = 10,
                f"{s} {n}" for s, n in sorted(counts.items())), "",
            leaderboard(results, mode=mode, columns=tuned, top=top,
                        counts=counts)]
-  repeats = replicated(results, tuned, mode)
   if repeats:
     lines += [""] + replicated_table(repeats, tuned, metric, top)
   if ranked:
@@ -595,9 +614,6 @@ def write_report(workdir: str, *, top: int = 10,
       lines.append("  (PBT: each trial's values at its best step, from its "
                    "last exploit before it)")
   order = rank(judged, mode)
-  many = {config_key(c.trials[0], tuned) for c in repeats}
-  by_mean = bool(ranked) and all(config_key(r, tuned) in many
-                                 for r in ranked)
   if by_mean:
     # Every configuration ran with several seeds: the next move starts
     # from the best configuration by its mean, its seeds' trials first.

@@ -139,11 +139,24 @@ def test_seed_replicates_are_ranked_by_their_mean(tmp_path):
   # The seed is no hyperparameter: no warning that seed 1 sits at the low
   # edge, and the next move starts from the best mean, with the same seeds.
   assert not any("seed" in w for w in r.warnings)
+  # Nor does the lucky trial's rate, 0.1, make an edge: the edges are read
+  # off the configurations' means, each configuration once.
+  assert r.warnings == []
   assert (f"  (every configuration ran with several seeds: the best by its "
           f"mean comes first, trials {ids_of(0.01).replace(',', ', ')})"
           ) in lines
   assert "--around='{\"learning_rate\": 0.01, " in r.text
   assert '"seed": [1, 2, 3]' in r.text
+  # Where the best mean is an edge's (0.001 here), the warning says so
+  # once, of that configuration; the best single trial is rate 0.1's.
+  loss[0.001] = (0.25, 0.25, 0.25)
+  edge = planted_workdir(
+      tmp_path / "edge", lambda p: loss[p["learning_rate"]][p["seed"] - 1],
+      space=space)
+  assert report.write_report(edge, plots=False).warnings == [
+      "warning: learning_rate: the best configuration by its mean over seeds "
+      "(1 of the top 1) sits at the low edge of the range [0.001, 0.1]; the "
+      "optimum may lie outside it, widen the range"]
 
 
 def test_no_boundary_warning_for_an_interior_optimum(tmp_path):
