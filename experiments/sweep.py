@@ -55,7 +55,8 @@ _SEEDS = flags.DEFINE_integer(
     "seeds", 1, "Train every configuration the sampler gives this many "
     "times, each with its own seed (the first with the configuration's own, "
     "so its numbers repeat a --seeds=1 sweep's); the report ranks them by "
-    "their mean. --num_trials counts configurations. Not with optuna:*.",
+    "their mean. --num_trials counts configurations. Not with optuna:* or "
+    "--scheduler=pbt.",
     lower_bound=1)
 _TRIALS = flags.DEFINE_string(
     "trials", None, "Run exactly the configurations in this file: a JSON "

@@ -936,6 +936,11 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
              "tune it as a hyperparameter (keeping the luckiest seed)")
           + "; to train every configuration with several seeds, leave it "
           "out of the space and pass seeds=N (--seeds=N)")
+  if seeds > 1 and getattr(scheduler, "name", scheduler) == "pbt":
+    raise ValueError(
+        f"seeds={seeds} with scheduler 'pbt': a configuration's seeds would "
+        f"join one population and copy each other's weights; to see PBT's "
+        f"spread over seeds, run the sweep again with another seed")
   if sampler.startswith(samplers.OPTUNA_PREFIX):
     if seeds > 1:
       raise ValueError(
@@ -1040,7 +1045,7 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
       own seed (:func:`~rnnsweep.samplers.with_seeds`): the first with the
       configuration's own, so its numbers are those of a sweep with
       ``seeds=1``. ``num_trials`` counts configurations. Not with an
-      ``optuna:*`` sampler, nor with a space whose ``seed`` varies.
+      ``optuna:*`` sampler or PBT, nor with a space whose ``seed`` varies.
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
     devices: ``"all"``, ``"cpu"`` or a number N: see :func:`execute`.

@@ -306,6 +306,9 @@ def test_seeds_run_each_configuration_first_on_its_own_seed(tiny_adding):
     ({"sampler": "optuna:tpe", "seeds": 2}, ["seeds=2", "'optuna:tpe'",
                                              "--trials"]),
     ({"sampler_options": {"seeds": 2}}, ["seeds", "not a sampler option"]),
+    ({"scheduler": "pbt", "seeds": 2}, ["seeds=2", "'pbt'", "population"]),
+    ({"scheduler": rs.SchedulerSettings("pbt"), "seeds": 3},
+     ["seeds=3", "'pbt'"]),
 ])
 def test_bad_seeds_raise_one_line(tiny_adding, kwargs, words):
   kwargs = dict(kwargs)
