@@ -187,19 +187,69 @@ def widened_ranges(space_json: Mapping[str, Any] | None,
   return out
 
 
-def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
-                   steps: int, points_per_axis: int = 5,
-                   ranges: Mapping[str, space_lib.Distribution] | None = None
-                   ) -> str:
-  """A ready ``experiments/sweep.py --around`` command for ``base``: the
-  same task and, as ``--space``, the sweep's space (entries at the global
-  defaults left out), so the axes are this sweep's ranges, with
-  ``ranges`` in place of their parameters' entries."""
+#: The script's flag and default for each recorded engine option
+#: (:meth:`rnnsweep.engine.EngineOptions.record`; this module does not
+#: import the engine, so a test holds the two together).
+ENGINE_FLAGS = {"compute_dtype": ("precision", "float32"),
+                "unroll": ("unroll", 1), "donate": ("donate", False),
+                "hoist_input": ("hoist_input", False),
+                "recurrence": ("recurrence", "xla"),
+                "trial_chunk": ("trial_chunk", "auto")}
+
+
+def sweep_flags(settings: Mapping[str, Any]) -> list[str]:
+  """The script's flags for a sweep's task (and its configuration), its
+  data stream (``--seed``, where not 0) and how its programs were built
+  (each engine option off its default), so a next sweep trains like it."""
   task_config = settings.get("task_config") or {}
   flags = [f"--task={settings.get('task')}"]
   for key in ("seq_len", "dataset", "data_path"):
     if task_config.get(key) is not None:
       flags.append(f"--{key}={shlex.quote(str(task_config[key]))}")
+  if settings.get("seed"):
+    flags.append(f"--seed={settings['seed']}")
+  for key, value in (settings.get("engine") or {}).items():
+    flag, default = ENGINE_FLAGS.get(key, (None, value))
+    if value != default:
+      flags.append((f"--{flag}" if value else f"--no{flag}")
+                   if isinstance(value, bool) else f"--{flag}={value}")
+  return flags
+
+
+def seed_check_lines(settings: Mapping[str, Any], results_csv: str,
+                     ranked: Sequence[TrialResult], top: int = 3,
+                     seeds: int = 3) -> list[str]:
+  """Where each configuration ran with one seed: how to tell the top
+  trials' order from seed noise, as a ready command that trains them
+  again from ``results_csv`` (its rows are a trials file) with
+  ``seeds`` seeds each, the first repeating each trial's numbers."""
+  best = list(ranked[:top])
+  if len(best) < 2 or any(r.lineage for r in ranked):
+    return []  # a PBT trial's row holds its starting values only
+  ids = " || ".join(f"$1 == {r.trial_id}" for r in best)
+  name = f"top{len(best)}.csv"
+  command = ["python", "experiments/sweep.py", *sweep_flags(settings),
+             f"--trials={name}", f"--seeds={seeds}",
+             f"--steps={settings.get('steps')}",
+             f"--eval_every={settings.get('eval_every')}"]
+  return [f"Seed noise: each configuration ran with one seed, so the top "
+          f"trials' order may be luck. To tell, train the best {len(best)} "
+          f"again with {seeds} seeds each (each one's first run repeats its "
+          f"numbers); the report then ranks them by their mean:",
+          f"    awk -F, {shlex.quote(f'NR == 1 || {ids}')} "
+          f"{shlex.quote(results_csv)} > {name} && " + " ".join(command)]
+
+
+def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
+                   steps: int, points_per_axis: int = 5,
+                   ranges: Mapping[str, space_lib.Distribution] | None = None
+                   ) -> str:
+  """A ready ``experiments/sweep.py --around`` command for ``base``: the
+  same task and programs (:func:`sweep_flags`) and, as ``--space``, the
+  sweep's space (entries at the global defaults left out), so the axes
+  are this sweep's ranges, with ``ranges`` in place of their parameters'
+  entries."""
+  flags = sweep_flags(settings)
   space = {n: e for n, e in (settings.get("space") or {}).items()
            if not (n in space_lib.PARAMS and not isinstance(e, (dict, list))
                    and e == space_lib.PARAMS[n].default)}

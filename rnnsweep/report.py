@@ -629,6 +629,10 @@ def write_report(workdir: str, *, top: int = 10,
                   f"{', '.join(map(str, first))})")
   if advice:
     lines += [""] + advice
+  if not repeats:
+    check = diagnosis.seed_check_lines(settings, store.csv_path, ranked)
+    if check:
+      lines += [""] + check
   ofat = None
   if settings.get("sampler") == "around" and results:
     ofat = (settings["sampler_options"]["base"], [a.name for a in axes],

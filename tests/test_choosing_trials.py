@@ -546,6 +546,27 @@ def test_ofat_panel_draws_a_value_run_with_several_seeds_at_their_mean():
   assert [len(ys) for _, _, ys, _ in means] == [2, 2, 1, 1]
 
 
+def test_next_commands_train_like_the_sweep():
+  # The engine's recorded options and their defaults, as the commands read
+  # them (diagnosis does not import the engine).
+  assert {k: d for k, (_, d) in diagnosis.ENGINE_FLAGS.items()} == (
+      engine.EngineOptions().record())
+  plain = dict(ADVICE_SETTINGS, seed=0, engine=engine.EngineOptions().record())
+  assert diagnosis.sweep_flags(plain) == ["--task=adding", "--seq_len=12"]
+  tuned = dict(plain, seed=7, engine=engine.EngineOptions(
+      compute_dtype="bfloat16", unroll=4, donate=True, trial_chunk=0).record())
+  assert diagnosis.sweep_flags(tuned) == [
+      "--task=adding", "--seq_len=12", "--seed=7", "--precision=bfloat16",
+      "--unroll=4", "--donate", "--trial_chunk=0"]
+  off = dict(plain, engine={**plain["engine"], "donate": False,
+                            "hoist_input": True})
+  assert diagnosis.sweep_flags(off)[2:] == ["--hoist_input"]
+  fit = curve_result([1.0, 0.5, 0.45, 0.45, 0.449],
+                     [1.0, 0.5, 0.45, 0.44, 0.44], learning_rate=0.01)
+  line = diagnosis.advice_lines([fit], [fit], tuned, ["learning_rate"])[-1]
+  assert shlex.split(line)[2:9] == diagnosis.sweep_flags(tuned)
+
+
 def test_next_move_widens_a_range_its_best_trial_sat_at_the_edge():
   fit = curve_result([1.0, 0.5, 0.45, 0.45, 0.449],
                      [1.0, 0.5, 0.45, 0.44, 0.44],

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -170,7 +171,9 @@ def test_pbt_sweep_says_what_its_best_trial_ran_with_at_its_best(
     want = (f"  (PBT: it reached its best on these, its starting values; "
             f"its first exploit came after, at step {exploits[0]['step']})")
   assert lines[at + 1] == want, out.stdout
-  assert want in rs.report.write_report(str(workdir), plots=False).text
+  text = rs.report.write_report(str(workdir), plots=False).text
+  assert want in text
+  assert "Seed noise" not in text  # a PBT row holds only starting values
 
 
 def test_seed_replicates_print_their_mean(tmp_path, forked_script):
@@ -232,6 +235,47 @@ def test_seed_replicates_print_their_mean(tmp_path, forked_script):
   assert seeds == [first[0], rs.samplers.replica_seed(first[0], 1),
                    first[1], rs.samplers.replica_seed(first[1], 1)]
   assert out.stdout.splitlines()[1].split()[-1] == "seed"
+
+
+def test_report_says_how_to_tell_the_top_trials_from_seed_noise(
+    tmp_path, forked_script):
+  # A random sweep with one seed per configuration, on another data stream
+  # (--seed=4): the report's command, run as printed, trains the top three
+  # again with three seeds each, and each one's first run repeats it.
+  workdir = tmp_path / "one"
+  out = forked_script(
+      "--task=adding", "--seq_len=6", "--num_trials=4", "--steps=4",
+      "--eval_every=2", "--seed=4", '--space={"hidden_size": 4, '
+      '"batch_size": 2, "cell": "gru"}', f"--workdir={workdir}",
+      cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = rs.report.write_report(str(workdir), plots=False).text.splitlines()
+  assert lines[-2].startswith("Seed noise: each configuration ran with one "
+                              "seed, so the top trials' order may be luck.")
+  awk, command = lines[-1].strip().split(" && ")
+  words = shlex.split(command)
+  assert words[:2] == ["python", "experiments/sweep.py"]
+  assert "--seed=4" in words and "--seeds=3" in words
+  subprocess.run(awk, shell=True, cwd=tmp_path, check=True)
+  out = forked_script(*words[2:], f"--workdir={tmp_path / 'again'}",
+                      cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(workdir / "results.csv", newline="") as f:
+    before = list(csv.DictReader(f))
+  with open(tmp_path / "again" / "results.csv", newline="") as f:
+    after = list(csv.DictReader(f))
+  ranked = sorted(before, key=lambda r: float(r["best_val_mse"]))[:3]
+  top = sorted(ranked, key=lambda r: int(r["trial_id"]))  # the file's order
+  assert len(after) == 9
+  for row, first in zip(top, after[0::3]):
+    assert (first["learning_rate"], first["seed"]) == (
+        row["learning_rate"], row["seed"])
+    assert math.isclose(float(first["best_val_mse"]),
+                        float(row["best_val_mse"]), rel_tol=1e-5)
+  # ... and that sweep's report has its means, and no such advice.
+  text = rs.report.write_report(str(tmp_path / "again"), plots=False).text
+  assert "Configurations trained with several seeds (3)" in text
+  assert "Seed noise" not in text
 
 
 def test_forked_runs_are_runs_of_the_script(tmp_path, forked_script):
