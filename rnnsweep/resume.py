@@ -110,6 +110,14 @@ def check_same_sweep(store: Store, record: Mapping[str, Any]) -> int:
 def _refuse(store, stored, record, diffs, hint) -> None:
   shown = "; ".join(_difference(k, clean_json(stored.get(k)),
                                 clean_json(record.get(k))) for k in diffs)
+  per = [(s.get("sampler_options") or {}).get("seeds", 1)
+         for s in (stored, record)]
+  if "num_trials" in diffs and max(per) > 1:
+    # Trials, not the configurations --num_trials counts.
+    shown += " (" + ", ".join(
+        f"{s['num_trials']} = {s['num_trials'] // n} configurations x {n} "
+        f"seed{'s' if n > 1 else ''}"
+        for s, n in zip((stored, record), per)) + ")"
   raise ValueError(f"workdir {store.workdir!r} holds a sweep with other "
                    f"settings: {shown}; use another workdir{hint}")
 

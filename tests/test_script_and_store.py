@@ -382,6 +382,13 @@ def test_store_holds_what_the_api_returns(tmp_path, tiny_adding):
   with pytest.raises(ValueError, match="other settings: steps"):
     rs.run_trials(tiny_adding, configs, steps=24, eval_every=8,
                   max_group_size=4, workdir=str(tmp_path))
+  # With seeds, the trial counts are told apart from configurations.
+  with pytest.raises(ValueError) as e:
+    rs.run_trials(tiny_adding, configs, steps=16, eval_every=8,
+                  max_group_size=4, workdir=str(tmp_path), seeds=2)
+  assert ("other settings: num_trials: stored 4, now 8; "
+          "sampler_options.seeds: only now 2 (4 = 4 configurations x 1 seed, "
+          "8 = 4 configurations x 2 seeds); use another workdir") in str(e.value)
 
 
 def test_bad_run_settings_write_nothing(tmp_path, tiny_adding):
