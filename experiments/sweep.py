@@ -55,7 +55,8 @@ _SEEDS = flags.DEFINE_integer(
     "seeds", 1, "Train every configuration the sampler gives this many "
     "times, each with its own seed (the first with the configuration's own, "
     "so its numbers repeat a --seeds=1 sweep's); the report ranks them by "
-    "their mean. --num_trials counts configurations. Not with optuna:* or "
+    "their mean; an optuna:* study is told each configuration's mean. "
+    "--num_trials and --batch_size_trials count configurations. Not with "
     "--scheduler=pbt.",
     lower_bound=1)
 _TRIALS = flags.DEFINE_string(

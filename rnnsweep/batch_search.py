@@ -17,7 +17,8 @@ mediocre, so one batch does not pile onto one point).
 - Told states: completed -> ``COMPLETE`` with the best validation value
   (the validation curve reported as intermediate values); pruned by a
   scheduler -> ``PRUNED`` (its curve so far is what samplers read);
-  diverged or failed -> ``FAIL``.
+  diverged or failed -> ``FAIL``. With several seeds per configuration,
+  the study sees one trial per configuration, told their mean.
 
 Optuna is an optional extra (``pip install rnnsweep[optuna]``).
 """
@@ -208,7 +209,7 @@ class BatchStudy:
     return [{**fixed, **t.params} for t in trials]
 
   def tell(self, results: Sequence[Any], failed: Mapping[int, str],
-           metric_curve: str) -> int:
+           metric_curve: str, seeds: int = 1) -> int:
     """Tells the study every result it is still waiting for; returns how
     many were told.
 
@@ -217,38 +218,59 @@ class BatchStudy:
       failed: trial id -> error for trials whose group raised.
       metric_curve: the curve key of the selection metric
         (``val/<metric>``).
+      seeds: runs of each asked configuration
+        (:func:`~rnnsweep.samplers.with_seeds`: study trial ``n`` is
+        trials ``n * seeds`` to ``n * seeds + seeds - 1``). A
+        configuration is told once all its runs have finished: the mean
+        of their best values (and, as intermediate values, the mean curve
+        where every run has a value), ``PRUNED`` if a run was pruned,
+        else ``FAIL`` if one diverged or failed.
     """
     optuna = import_optuna()
     state = optuna.trial.TrialState
     by_number = {t.number: t for t in self.study.get_trials(deepcopy=False)}
-    told = 0
+    runs: dict[int, dict[int, Any]] = {}
     for r in results:
-      t = by_number.get(r.trial_id)
-      if t is None or t.state != state.RUNNING:
+      runs.setdefault(r.trial_id // seeds, {})[r.trial_id] = r
+    for tid in failed:
+      runs.setdefault(tid // seeds, {}).setdefault(tid, None)
+    told = 0
+    for number, of in sorted(runs.items()):
+      t = by_number.get(number)
+      if t is None or t.state != state.RUNNING or len(of) < seeds:
         continue
+      done = [r for r in of.values() if r is not None]
       live = optuna.trial.Trial(self.study, t._trial_id)  # pylint: disable=protected-access
-      for step, value in zip(r.curves.get("step", []),
-                             r.curves.get(metric_curve, [])):
-        if value is not None and math.isfinite(value):
-          live.report(float(value), int(step))
-      if r.status == "completed" and r.best_value is not None:
-        self.study.tell(t.number, float(r.best_value))
-      elif r.status == "pruned":
+      for step, value in _mean_curve(done, metric_curve, len(of)):
+        live.report(value, step)
+      if len(done) == len(of) and all(
+          r.status == "completed" and r.best_value is not None for r in done):
+        self.study.tell(t.number, float(np.mean([r.best_value
+                                                 for r in done])))
+      elif any(r.status == "pruned" for r in done):
         self.study.tell(t.number, state=state.PRUNED)
       else:
         self.study.tell(t.number, state=state.FAIL)
       told += 1
-    for tid in failed:
-      t = by_number.get(tid)
-      if t is not None and t.state == state.RUNNING:
-        self.study.tell(t.number, state=state.FAIL)
-        told += 1
     return told
+
+
+def _mean_curve(results: Sequence[Any], key: str, runs: int
+                ) -> list[tuple[int, float]]:
+  """``(step, value)`` of the curve ``key`` averaged over ``results``, at
+  the steps where all ``runs`` have a finite value (one run: its curve)."""
+  values: dict[int, list[float]] = {}
+  for r in results:
+    for step, value in zip(r.curves.get("step", []), r.curves.get(key, [])):
+      if value is not None and math.isfinite(value):
+        values.setdefault(int(step), []).append(float(value))
+  return [(step, float(np.mean(v))) for step, v in sorted(values.items())
+          if len(v) == runs]
 
 
 def run_rounds(study: BatchStudy, *, rounds: int, first_round: int,
                train: Callable[[list[dict[str, Any]], int], Any],
-               log: Callable[[str], None]) -> Any:
+               log: Callable[[str], None], seeds: int = 1) -> Any:
   """The ask / train / tell loop.
 
   Args:
@@ -260,6 +282,7 @@ def run_rounds(study: BatchStudy, *, rounds: int, first_round: int,
       trials (the earlier rounds' are skipped when already recorded) and
       returns ``(result, new_results, failed, metric_curve)``.
     log: one line per round.
+    seeds: runs of each asked configuration (see :meth:`BatchStudy.tell`).
 
   Returns:
     The last round's ``result``.
@@ -268,8 +291,10 @@ def run_rounds(study: BatchStudy, *, rounds: int, first_round: int,
   for r in range(first_round, rounds):
     n = (r + 1) * batch
     configs = study.configs(n, r)
-    log(f"round {r + 1}/{rounds}: {batch} trials from {study.sampler} "
-        f"({n} in all)")
+    what = (f"{batch} configurations x {seeds} seeds" if seeds > 1
+            else f"{batch} trials")
+    log(f"round {r + 1}/{rounds}: {what} from {study.sampler} "
+        f"({n * seeds} trials in all)")
     result, new_results, failed, curve = train(configs, r)
-    study.tell(new_results, failed, curve)
+    study.tell(new_results, failed, curve, seeds)
   return result

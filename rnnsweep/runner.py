@@ -540,6 +540,7 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
   (trials asked before an interruption are never asked again)."""
   opts = settings.sampler_options
   rounds, batch = opts["rounds"], opts["batch_size_trials"]
+  seeds = opts.get("seeds", 1)
   storage = opts.get("storage") or batch_search.default_storage(workdir)
   # Everything is checked before the study is created or asked.
   batch_sizes = settings.full_space().params.get("batch_size")
@@ -552,7 +553,7 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
     store.check_workdir()
     if store.exists():
       stored = resume.check_same_sweep(store, settings.record())
-      first_round = min(rounds - 1, max(0, stored // batch - 1))
+      first_round = min(rounds - 1, max(0, stored // (batch * seeds) - 1))
     os.makedirs(workdir, exist_ok=True)
   study = batch_search.BatchStudy.open(
       settings.full_space(), settings.sampler, seed=settings.seed,
@@ -562,8 +563,10 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
 
   def train(configs, round_index):
     trials = samplers.make_trials(configs, seed=settings.seed)
+    if seeds > 1:
+      trials = samplers.with_seeds(trials, seeds)
     if workdir is None:  # nothing stored: train only this round's trials
-      trials = trials[round_index * batch:]
+      trials = trials[round_index * batch * seeds:]
     result = execute(task, trials, dataclasses.replace(
         settings, num_trials=len(trials)), workdir=workdir, tuned=tuned,
                      extend=True, checkpoint_seconds=checkpoint_seconds,
@@ -574,7 +577,7 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
             f"val/{task.selection_metric}")
 
   batch_search.run_rounds(study, rounds=rounds, first_round=first_round,
-                          train=train, log=log or _quiet)
+                          train=train, log=log or _quiet, seeds=seeds)
   results = [every[k] for k in sorted(every)]
   return SweepResult(trials=results,
                      best=report.best(results, task.selection_mode),
@@ -942,14 +945,11 @@ def sweep_settings(task: Task, space: space_lib.Space | None = None, *,
         f"join one population and copy each other's weights; to see PBT's "
         f"spread over seeds, run the sweep again with another seed")
   if sampler.startswith(samplers.OPTUNA_PREFIX):
-    if seeds > 1:
-      raise ValueError(
-          f"seeds={seeds}: sampler {sampler!r} asks one trial per "
-          f"configuration and learns from each; train the best ones again "
-          f"with several seeds from its results.csv (--trials, --seeds)")
     options_ = _rounds_options(sampler, options_, max_group_size)
     trials = None
-    count = options_["rounds"] * options_["batch_size_trials"]
+    count = options_["rounds"] * options_["batch_size_trials"] * seeds
+    if seeds > 1:  # each asked configuration is told its mean
+      options_["seeds"] = seeds
   elif sampler == "trials":
     raise ValueError("sampler 'trials' reads a file: use run_trials("
                      "task, rnnsweep.load_trials(path), ...)")
@@ -1044,8 +1044,10 @@ def sweep(task: Task, space: space_lib.Space | None = None, *,
     seeds: runs of every configuration the sampler gives, each with its
       own seed (:func:`~rnnsweep.samplers.with_seeds`): the first with the
       configuration's own, so its numbers are those of a sweep with
-      ``seeds=1``. ``num_trials`` counts configurations. Not with an
-      ``optuna:*`` sampler or PBT, nor with a space whose ``seed`` varies.
+      ``seeds=1``. ``num_trials`` (``batch_size_trials`` of an
+      ``optuna:*`` sampler) counts configurations; an ``optuna:*`` study
+      is told each configuration's mean over its seeds. Not with PBT, nor
+      with a space whose ``seed`` varies.
     verbose: print one line per group to stderr, and a live progress bar
       when stderr is a terminal.
     devices: ``"all"``, ``"cpu"`` or a number N: see :func:`execute`.

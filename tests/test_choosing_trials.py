@@ -369,6 +369,35 @@ def test_batch_study_tells_every_ask_once_and_resumes(tmp_path):
   assert [t.state for t in again] == [t.state for t in trials]
 
 
+def test_batch_study_tells_each_configuration_the_mean_of_its_seeds(
+    tmp_path):
+  optuna = pytest.importorskip("optuna", reason="optuna is not installed")
+  study = open_study(f"sqlite:///{tmp_path}/s.db", batch=4)
+  configs = study.configs(4, 0)
+  # Two runs per asked configuration: trials 2n and 2n + 1.
+  runs = [fake_result(0, configs[0], "completed", 1.0),
+          fake_result(1, configs[0], "completed", 3.0),
+          fake_result(2, configs[1], "completed", 1.0),
+          fake_result(3, configs[1], "pruned", 2.0),
+          fake_result(4, configs[2], "diverged", None),
+          fake_result(5, configs[2], "completed", 1.0),
+          fake_result(6, configs[3], "completed", 1.0)]  # 7 still to run
+  runs[1].curves["val/mse"][0] = math.nan  # no mean at step 1
+  assert study.tell(runs, {}, "val/mse", seeds=2) == 3
+  state = optuna.trial.TrialState
+  trials = study.study.get_trials()
+  assert [t.state for t in trials] == [state.COMPLETE, state.PRUNED,
+                                       state.FAIL, state.RUNNING]
+  assert trials[0].value == 2.0  # (1 + 3) / 2
+  # Curves 2, 1 and nan, 3: a mean at step 2 only.
+  assert trials[0].intermediate_values == {2: 2.0}
+  assert trials[1].intermediate_values == {1: 2.5, 2: 1.5}
+  # Its second run's group failed: the configuration fails, told once.
+  assert study.tell(runs, {7: "boom"}, "val/mse", seeds=2) == 1
+  assert study.study.get_trials()[3].state == state.FAIL
+  assert study.tell(runs, {7: "boom"}, "val/mse", seeds=2) == 0
+
+
 @pytest.mark.parametrize("name", ["optuna:tpe", "optuna:cmaes", "optuna:qmc",
                                   "optuna:random", "optuna:NSGAIISampler"])
 def test_each_optuna_sampler_runs_in_batches(tmp_path, name):
@@ -426,6 +455,39 @@ def test_optuna_sweep_end_to_end_and_rerun(tmp_path, tiny_adding):
   assert len(optuna.load_study(
       study_name="rnnsweep",
       storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 6
+  # Two seeds per asked configuration: the study holds one trial each,
+  # told the mean of its two runs (the first on the seed it would have
+  # had alone).
+  seeded = rs.sweep(tiny_adding, space, **{**kwargs, "seeds": 2,
+                                           "workdir": str(tmp_path / "s")})
+  study = optuna.load_study(study_name="rnnsweep",
+                            storage=f"sqlite:///{tmp_path}/s/optuna.db")
+  assert len(seeded.trials) == 12 and len(study.trials) == 6
+  planned, _, _ = rs.sweep_settings(tiny_adding, space, seeds=2, **{
+      k: v for k, v in kwargs.items() if k != "workdir"})
+  assert planned.num_trials == 12  # 2 rounds x 3 configurations x 2 seeds
+  for t in study.trials:
+    a, b = seeded.trials[2 * t.number:2 * t.number + 2]
+    assert a.params["learning_rate"] == b.params["learning_rate"] == (
+        t.params["learning_rate"])
+    assert a.seed == samplers.derive_seed(0, t.number)
+    assert b.seed == samplers.replica_seed(a.seed, 1)
+    assert t.value == pytest.approx((a.best_value + b.best_value) / 2)
+    assert t.intermediate_values == pytest.approx(
+        {s: (x + y) / 2 for s, x, y in zip(a.curves["step"],
+                                           a.curves["val/mse"],
+                                           b.curves["val/mse"])})
+  # The first round's asks do not depend on the seeds (nothing told yet).
+  assert [t.params for t in study.trials[:3]] == [
+      {"learning_rate": r.params["learning_rate"]} for r in first.trials[:3]]
+  assert "Configurations trained with several seeds (6)" in (
+      rs.report.write_report(str(tmp_path / "s"), plots=False).text)
+  with engine.count_compiles() as compiles:  # run again: all there
+    rs.sweep(tiny_adding, space, **{**kwargs, "seeds": 2,
+                                    "workdir": str(tmp_path / "s")})
+  assert compiles.count == 0 and len(optuna.load_study(
+      study_name="rnnsweep",
+      storage=f"sqlite:///{tmp_path}/s/optuna.db").trials) == 6
   # A workdir holding another sweep: refused before a study is made.
   other = tmp_path / "other"
   rs.sweep(tiny_adding, space, num_trials=2, steps=4, eval_every=2,

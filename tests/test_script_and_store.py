@@ -106,7 +106,6 @@ def test_script_runs_end_to_end(tmp_path):
     (["--sampler=optuna:nope"], ["optuna:nope", "no sampler 'nope'"]),
     (["--sampler=optuna:tpe", '--space={"seed": [1, 2]}'],
      ["'seed' varies", "optuna:tpe", "--seeds=N"]),
-    (["--sampler=optuna:tpe", "--seeds=2"], ["seeds=2", "optuna:tpe"]),
     (['--space={"seed": [1, 2]}', "--seeds=3"], ["'seed' varies", "seeds=3"]),
     (["--seeds=0"], ["--seeds", "positive integer"]),
     (["--space={\"lr_schedule\": \"linear\"}"], ["'lr_schedule'",

@@ -303,8 +303,6 @@ def test_seeds_run_each_configuration_first_on_its_own_seed(tiny_adding):
      ["'seed' varies", "'quasirandom'", "--seeds=N"]),
     ({"sampler": "optuna:tpe", "space": {"seed": rs.Choice([1, 2])}},
      ["'seed' varies", "'optuna:tpe'", "luckiest", "--seeds=N"]),
-    ({"sampler": "optuna:tpe", "seeds": 2}, ["seeds=2", "'optuna:tpe'",
-                                             "--trials"]),
     ({"sampler_options": {"seeds": 2}}, ["seeds", "not a sampler option"]),
     ({"scheduler": "pbt", "seeds": 2}, ["seeds=2", "'pbt'", "population"]),
     ({"scheduler": rs.SchedulerSettings("pbt"), "seeds": 3},
