@@ -25,6 +25,7 @@ import os
 import re
 import socket
 import sqlite3
+import threading
 import time
 import urllib.parse
 import uuid
@@ -155,6 +156,27 @@ def pid_alive(pid: int) -> bool:
   except OSError:
     return False
   return True
+
+
+#: One ``results.csv`` writer at a time in a process (its lanes share the
+#: temporary file's name), and how often one writes again when the store
+#: changed under it (another writer records after each change it makes).
+_CSV_LOCK = threading.Lock()
+CSV_REWRITES = 5
+
+
+def _decisions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+  """Every scheduler decision, read on ``conn`` (see
+  :meth:`Store.decisions`)."""
+  if not conn.execute("SELECT name FROM sqlite_master WHERE "
+                      "name='decisions'").fetchone():
+    return []  # a store from before schedulers
+  rows = conn.execute(
+      "SELECT group_id, trial_id, step, kind, value, detail FROM "
+      "decisions ORDER BY trial_id, step, kind").fetchall()
+  return [{"group_id": g, "trial_id": t, "step": st, "kind": k,
+           "value": math.nan if v is None else v,
+           "detail": json.loads(d)} for g, t, st, k, v, d in rows]
 
 
 def left_by_dead_process(path: str) -> bool:
@@ -616,20 +638,14 @@ class Store:
     """Every scheduler decision, in (trial, step) order: ``{"group_id",
     "trial_id", "step", "kind", "value", "detail"}``."""
     with self._connect(write=False) as conn:
-      if not conn.execute("SELECT name FROM sqlite_master WHERE "
-                          "name='decisions'").fetchone():
-        return []  # a store from before schedulers
-      rows = conn.execute(
-          "SELECT group_id, trial_id, step, kind, value, detail FROM "
-          "decisions ORDER BY trial_id, step, kind").fetchall()
-    return [{"group_id": g, "trial_id": t, "step": st, "kind": k,
-             "value": math.nan if v is None else v,
-             "detail": json.loads(d)} for g, t, st, k, v, d in rows]
+      return _decisions(conn)
 
-  def _outcomes(self) -> tuple[dict[int, int], dict[int, list[dict]]]:
-    """Where each pruned trial stopped, and each trial's PBT exploits."""
+  def _outcomes(self, decisions: Sequence[Mapping[str, Any]] | None = None
+                ) -> tuple[dict[int, int], dict[int, list[dict]]]:
+    """Where each pruned trial stopped, and each trial's PBT exploits
+    (from ``decisions``, default: the store's now)."""
     stopped, lineage = {}, {}
-    for d in self.decisions():
+    for d in self.decisions() if decisions is None else decisions:
       if d["kind"] == "pruned":
         stopped[d["trial_id"]] = d["step"]
       elif d["kind"] == "exploit":
@@ -660,13 +676,40 @@ class Store:
     return out
 
   def write_csv(self, metric: str) -> None:
-    """Regenerates ``results.csv`` (one row per trial) atomically."""
-    with self._connect(write=False) as conn:
-      rows = conn.execute(
-          "SELECT trial_id, status, best_value, best_step, params, seed, "
-          "group_id, diverged_step, wall_time_s, test_metrics FROM trials "
-          "ORDER BY trial_id").fetchall()
-    stopped, lineage = self._outcomes()
+    """Regenerates ``results.csv`` (one row per trial) atomically, from
+    one snapshot of the store.
+
+    The lanes of a process (groups trained side by side in threads) write
+    it one at a time. A writer that finds the store changed by another
+    connection after its snapshot (another lane or process recorded a
+    group meanwhile, and may have replaced the file first) writes it
+    again, so the file written last holds every write before it.
+    """
+    with _CSV_LOCK:
+      try:
+        conn = sqlite3.connect(self.db_path, timeout=self.timeout,
+                               isolation_level=None)
+        try:
+          for _ in range(CSV_REWRITES):
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            conn.execute("BEGIN")
+            rows = conn.execute(
+                "SELECT trial_id, status, best_value, best_step, params, "
+                "seed, group_id, diverged_step, wall_time_s, test_metrics "
+                "FROM trials ORDER BY trial_id").fetchall()
+            decisions = _decisions(conn)
+            conn.execute("COMMIT")
+            self._write_rows(metric, rows, decisions)
+            if conn.execute("PRAGMA data_version").fetchone()[0] == version:
+              return
+        finally:
+          conn.close()
+      except sqlite3.DatabaseError as e:
+        raise self._error(e) from None
+
+  def _write_rows(self, metric: str, rows: Sequence[tuple],
+                  decisions: Sequence[Mapping[str, Any]]) -> None:
+    stopped, lineage = self._outcomes(decisions)
     parents = {t: [f"{e['parent']}@{e['step']}" for e in events]
                for t, events in lineage.items()}
     names = [n for n in space_lib.PARAMS if n != "seed"]

@@ -3,6 +3,7 @@ an uninterrupted run: same trials, same numbers, nothing twice, nothing
 left pending."""
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -246,6 +247,34 @@ def test_reader_sees_whole_groups_after_every_commit(tmp_path, monkeypatch):
   rs.sweep(rs.Adding(seq_len=6, num_val=8), space, num_trials=5, steps=4,
            eval_every=2, max_group_size=2, workdir=str(tmp_path))
   assert {"running", "done"} <= seen and len(commits) >= 6
+
+
+def test_results_csv_holds_the_store_as_it_last_was(tmp_path, monkeypatch):
+  """Lanes of one process write results.csv one at a time (they share its
+  temporary name), and a writer whose snapshot another connection changed
+  while it wrote writes the file again."""
+  from conftest import planted_workdir  # pylint: disable=import-outside-toplevel
+  from rnnsweep import store as store_lib  # pylint: disable=import-outside-toplevel
+  store = rs.Store(planted_workdir(tmp_path / "w", lambda p: 1.0))
+  real, calls = rs.Store._write_rows, []
+
+  def write(self, metric, rows, decisions):
+    assert store_lib._CSV_LOCK.locked()  # pylint: disable=protected-access
+    calls.append(len(rows))
+    if len(calls) == 1:  # another lane records while this one writes
+      with sqlite3.connect(store.db_path) as conn:
+        conn.execute("UPDATE trials SET best_value = 0.25 WHERE trial_id = 3")
+    real(self, metric, rows, decisions)
+
+  monkeypatch.setattr(rs.Store, "_write_rows", write)
+  store.write_csv("loss")
+  assert calls == [40, 40]
+  with open(store.csv_path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["best_val_loss"] for r in rows[2:5]] == ["1.0", "0.25", "1.0"]
+  calls.clear()
+  store.write_csv("loss")  # nothing changed under it: written once
+  assert calls == [40]
 
 
 # ASHA: six trials through two slots (rungs at 4 and 8); PBT: four trials
