@@ -477,10 +477,12 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
     if distributed.is_leader():
       checkpoint.remove_stale(ckpt_dir, {g.group_id for g in groups})
     if resuming:
-      log(f"continuing the sweep in {workdir}: {len(groups)} groups to go")
+      log(f"continuing the sweep in {workdir}: {len(groups)} "
+          f"group{'' if len(groups) == 1 else 's'} to go")
   else:
     groups = plan_groups(trials, sizer, queue=settings.scheduler.queued)
-  log(f"{len(trials)} trials, {len(groups)} groups to run on "
+  log(f"{len(trials)} trial{'' if len(trials) == 1 else 's'}, {len(groups)} "
+      f"group{'' if len(groups) == 1 else 's'} to run on "
       f"{placement.describe(devices)}; {steps} steps each, evaluating every "
       f"{settings.eval_every}")
   to_train = sum(len(g.trials) for g in groups)

@@ -248,6 +248,7 @@ def test_report_says_how_to_tell_the_top_trials_from_seed_noise(
       '"batch_size": 2, "cell": "gru"}', f"--workdir={workdir}",
       cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
+  assert "4 trials, 1 group to run on 1 device" in out.stderr
   lines = rs.report.write_report(str(workdir), plots=False).text.splitlines()
   assert lines[-2].startswith("Seed noise: each configuration ran with one "
                               "seed, so the top trials' order may be luck.")
