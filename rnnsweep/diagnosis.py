@@ -35,6 +35,7 @@ import math
 import shlex
 from typing import Any, Mapping, Sequence
 
+from rnnsweep import samplers
 from rnnsweep import selection
 from rnnsweep import space as space_lib
 from rnnsweep.store import TrialResult
@@ -260,7 +261,7 @@ def around_command(settings: Mapping[str, Any], base: Mapping[str, Any],
       {k: _short(v) for k, v in base.items()})),
             f"--points_per_axis={points_per_axis}", f"--steps={steps}",
             f"--eval_every={settings.get('eval_every')}"]
-  seeds = (settings.get("sampler_options") or {}).get("seeds", 1)
+  seeds = samplers.seeds_of(settings)
   if seeds > 1:
     flags.append(f"--seeds={seeds}")
   return "python experiments/sweep.py " + " ".join(flags)

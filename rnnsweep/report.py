@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rnnsweep import diagnosis
+from rnnsweep import samplers
 from rnnsweep import selection
 from rnnsweep import space as space_lib
 from rnnsweep.store import Store, TrialResult
@@ -567,7 +568,7 @@ def write_report(workdir: str, *, top: int = 10,
   tuned = [a.name for a in axes]
   seeds = space_lib.space_from_json(space).params.get("seed") if space else None
   if (seeds is not None and len(seeds.candidate_values()) > 1) or (
-      (settings.get("sampler_options") or {}).get("seeds", 1) > 1):
+      samplers.seeds_of(settings) > 1):
     tuned.append("seed")  # shown, though it is no axis
   repeats = replicated(results, tuned, mode)
   many = {config_key(c.trials[0], tuned) for c in repeats}

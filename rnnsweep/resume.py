@@ -14,6 +14,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from rnnsweep.groups import Group, GroupSizer, plan_groups
+from rnnsweep.samplers import seeds_of
 from rnnsweep.schedulers import SchedulerSettings
 from rnnsweep.settings import COMPARED
 from rnnsweep.space import PARAMS
@@ -110,8 +111,7 @@ def check_same_sweep(store: Store, record: Mapping[str, Any]) -> int:
 def _refuse(store, stored, record, diffs, hint) -> None:
   shown = "; ".join(_difference(k, clean_json(stored.get(k)),
                                 clean_json(record.get(k))) for k in diffs)
-  per = [(s.get("sampler_options") or {}).get("seeds", 1)
-         for s in (stored, record)]
+  per = [seeds_of(s) for s in (stored, record)]
   if "num_trials" in diffs and max(per) > 1:
     # Trials, not the configurations --num_trials counts.
     shown += " (" + ", ".join(

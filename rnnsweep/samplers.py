@@ -111,6 +111,12 @@ def check_seeds(seeds: Any) -> int:
   return seeds
 
 
+def seeds_of(record: Mapping[str, Any]) -> int:
+  """Runs per configuration of a sweep, from its settings record
+  (:meth:`~rnnsweep.settings.SweepSettings.record`; stored only above 1)."""
+  return (record.get("sampler_options") or {}).get("seeds", 1)
+
+
 def replica_seed(seed: int, replica: int) -> int:
   """The seed of a configuration's ``replica``-th run (from 1) when its
   first run has ``seed``: a function of the two alone, so the same
