@@ -132,13 +132,23 @@ COMPILED_SHARED_KIB = {
 }
 
 
+# What XLA's own Triton asked for compiling the kernels on an H200 (jax
+# 0.11.2, benchmarks/fused_check.py, 2026-12-04), where it differed: the S
+# GRU in float32 failed with "requested 262144, available: 232448".
+XLA_SHARED_KIB = {("gru", 32, 128, "float32"): 256}
+
+
 def test_the_shared_memory_rule_covers_what_the_compiler_allocated():
   """The kernels stage a trial's recurrent weights in shared memory: a
   shape runs fused on an H100/H200 exactly where the compiled kernels fit
-  in 227 KiB, and the estimate is never below what was compiled."""
+  in 227 KiB under both compilers seen (the triton package's and XLA's),
+  and the estimate is never below what either allocated, nor more than
+  four [B, H] float32 tiles above it."""
   for (cell, b, h, dtype), kib in COMPILED_SHARED_KIB.items():
+    kib = max(kib, XLA_SHARED_KIB.get((cell, b, h, dtype), 0))
     estimate = fused.shared_memory_bytes(cell, b, h, dtype)
-    assert kib * 1024 <= estimate <= (kib + 16) * 1024, (cell, b, h, dtype)
+    assert kib * 1024 <= estimate <= kib * 1024 + 4 * b * h * 4 + 1024, (
+        cell, b, h, dtype)
     why = fused.unsupported(cell, b, h, platform="gpu", dtype=dtype,
                             arch="9.0")
     assert (why is None) == (kib <= 227), (cell, b, h, dtype, why)
@@ -188,6 +198,38 @@ def test_the_kernels_lower_for_cuda_with_the_weights_loaded_once():
     assert not [l for l in loop.splitlines()
                 if "tt.load" in l and weight_load in l], kernel["name"]
     assert loop.count("tt.dot ") == 4, kernel["name"]
+
+
+def test_a_call_the_kernel_cannot_take_on_a_gpu_runs_the_xla_scan(
+    monkeypatch):
+  """A program built for the fused kernel also runs shapes it was not
+  checked for: its evaluation's batch (181 validation sequences on
+  workload S, which Triton's power-of-two blocks refuse: the H200 failed
+  to lower it). Lowered for CUDA on this CPU, as on a GPU, a layer over
+  24 sequences runs the XLA scan; one over 32, the Triton kernels."""
+  monkeypatch.setattr(fused, "target_platform", lambda: "gpu")
+  hidden, steps, inputs = 16, 3, 8
+  params = {"w_i": jnp.zeros((inputs, 4 * hidden)),
+            "w_h": jnp.zeros((hidden, 4 * hidden)),
+            "b": jnp.zeros((4 * hidden,))}
+
+  def triton_calls(batch):
+    zeros = jnp.zeros((batch, hidden))
+
+    def loss(p, x):
+      _, ys = models.layer_scan("lstm", p, (zeros, zeros), x,
+                                jnp.ones((batch, hidden)),
+                                dtype=jnp.bfloat16, recurrence="pallas")
+      return ys.astype(jnp.float32).sum()
+
+    with fused._abstract_gpu():  # pylint: disable=protected-access
+      text = jax.jit(jax.grad(loss)).trace(
+          params, jnp.zeros((batch, steps, inputs))).lower(
+              lowering_platforms=("cuda",)).as_text()
+    return text.count("__gpu$xla.gpu.triton")
+
+  assert triton_calls(32) == 2  # forward and backward kernels
+  assert triton_calls(24) == 0
 
 
 def test_an_unsupported_shape_runs_the_xla_recurrence(monkeypatch, caplog):

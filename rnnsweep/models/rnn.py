@@ -39,6 +39,7 @@ so a GRU or LSTM ``h`` stays in [-1, 1] at any dropout rate.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -175,8 +176,11 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
       (the same function; rounding differs).
     recurrence: ``xla`` (a ``lax.scan``) or ``pallas`` (the whole window in
       one fused kernel, :mod:`rnnsweep.models.fused`; hoisted input
-      projection, ``unroll`` unused; the caller checks
-      :func:`~rnnsweep.models.fused.unsupported` first).
+      projection, ``unroll`` unused). A call whose shape the kernel cannot
+      take here (:func:`~rnnsweep.models.fused.unsupported`: on a GPU, an
+      evaluation batch of 181 sequences, say, which is no power of two)
+      runs the XLA scan, with ``hoist_input`` as given; the engine checks
+      the training shape first and says so when that one falls back.
 
   Returns:
     ``(new_carry, outputs [B, T, H])``, outputs in the compute dtype.
@@ -185,7 +189,14 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
     raise ValueError(f"recurrence must be xla or pallas, got {recurrence!r}")
   with jax.named_scope("recurrence"):  # named for profiles
     if recurrence == "pallas":
-      return fused.layer(cell, params, carry, x, recurrent_mask, dtype=dtype)
+      why = fused.unsupported(cell, x.shape[0], params["w_h"].shape[0],
+                              dtype=dtype)
+      if why is None:
+        return fused.layer(cell, params, carry, x, recurrent_mask,
+                           dtype=dtype)
+      logging.getLogger("rnnsweep").info(
+          "recurrence=pallas: %s; a %s layer over %d sequences runs the XLA "
+          "recurrence", why, cell, x.shape[0])
     return _scan(cell, params, carry, x, recurrent_mask, dtype=dtype,
                  unroll=unroll, hoist_input=hoist_input)
 
