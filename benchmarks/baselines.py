@@ -83,7 +83,7 @@ def main(argv):
   if _STEADY.value:
     _steady_state(w, task, options, out)
   _sweep(w, task, options, out)
-  _full_sweep(w, task, options, out)
+  swept = _full_sweep(w, task, options, out)
   if _OUT_DIR.value:
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     path = os.path.join(_OUT_DIR.value, f"baselines_{w.name}_"
@@ -91,6 +91,9 @@ def main(argv):
     with open(path, "w", encoding="utf-8") as f:
       json.dump(out, f, indent=1)
     print(f"wrote {path}")
+  if not swept:
+    sys.exit("baselines.py: error: the whole sweep (part 3) failed: "
+             f"{out['full_sweep']['error']}")
 
 
 def _steady_state(w, task, options, out):
@@ -145,10 +148,11 @@ def _sweep(w, task, options, out):
 
 
 def _full_sweep(w, task, options, out):
-  """Part 3: what a whole sweep costs beyond its training."""
+  """Part 3: what a whole sweep costs beyond its training; ``False`` (the
+  error in ``out``) when a group of it raised."""
   n = _FULL_SWEEP_TRIALS.value
   if not n:
-    return
+    return True
   steady = (out["rnnsweep"] if out.get("rnnsweep", {}).get("k") == n else
             bench.measure_group(w, n, options=options, task=task))
   updates = _FULL_SWEEP_UPDATES.value
@@ -160,6 +164,15 @@ def _full_sweep(w, task, options, out):
                            eval_every=updates // 5, max_group_size=n,
                            options=options, workdir=workdir)
     wall = time.perf_counter() - start
+  if result.failed:
+    # A group that raised is recorded as failed and the sweep goes on: its
+    # wall time is no sweep's (the H200 run of 2026-12-04 timed 0 of 1024).
+    first = next(iter(result.failed.values()))
+    out["full_sweep"] = {"trials": n, "updates": updates,
+                         "failed": len(result.failed), "error": first}
+    print(f"\n3. a whole sweep of {n} trials: FAILED, the groups of "
+          f"{len(result.failed)} of its trials raised ({first})", flush=True)
+    return False
   out["full_sweep"] = {"trials": n, "updates": updates,
                        "completed": sum(t.status == "completed"
                                         for t in result.trials),
@@ -170,6 +183,7 @@ def _full_sweep(w, task, options, out):
         f"compile, validation every {updates // 5}, test and store "
         f"included): {wall:.1f} s, {wall / steady_s:.2f}x its "
         f"{steady_s:.1f} s of steady-state training", flush=True)
+  return True
 
 
 if __name__ == "__main__":

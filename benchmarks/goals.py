@@ -56,7 +56,9 @@ def measured(out_dir: str, s: str = "S", l: str = "L"
     if ours and vmap and (vs_vmap is None or ours / vmap > vs_vmap[0]):
       vs_vmap = (ours / vmap, f"{name}: {ours:,.0f} / {vmap:,.0f}")
     full = data.get("full_sweep")
-    if full and (sweep is None or full["ratio"] < sweep[0]):
+    # A sweep whose groups raised finished nothing: no ratio to take.
+    if full and "ratio" in full and full.get("completed") and (
+        sweep is None or full["ratio"] < sweep[0]):
       sweep = (full["ratio"], f"{name}: {full['wall_s']:.1f} s / "
                f"{full['steady_s']:.1f} s, {full['trials']} trials x "
                f"{full.get('updates', '?')} updates")

@@ -26,6 +26,7 @@ import re
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
@@ -52,7 +53,10 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON (and the "
 DEFAULT_K = {"S": 1024, "L": 256, "toyS": 4, "toyL": 2}
 #: Ops that only contain others (their time is their children's).
 CONTAINERS = {"while", "conditional", "call", "async-start", "async-done"}
-MATMUL = re.compile(r"\b(dot|convolution)\(|gemm|cublas|matmul|__triton")
+MATMUL = re.compile(
+    r"\b(dot|convolution)\(|gemm|cublas|nvjet|cutlass|matmul|__triton")
+#: A command buffer's copy and memset nodes, as the trace names them.
+COPY_KERNEL = re.compile(r"(memcpy|memset)", re.IGNORECASE)
 INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([\w\-]+)\((.*)$")
 OP_NAME = re.compile(r'op_name="([^"]*)"')
@@ -114,10 +118,41 @@ def category(program: str, opcode: str, op_name: str, matmul: bool) -> str:
   return "model/loss: matmuls" if matmul else "model/loss: other"
 
 
-def op_events(path: str) -> list[tuple[str, float]]:
-  """``(op name, seconds)`` of every executed op in a trace file: the
-  device's "XLA Ops" line on a GPU, else its kernels' ``hlo_op``, else
-  (CPU) the XLA client threads' op events."""
+class Op(NamedTuple):
+  """One executed op of a trace: its HLO instruction's name, seconds, and
+  where the trace says it came from when the name is not an instruction
+  (a kernel launched from a command buffer: its HLO module and op_name
+  scope, either possibly empty)."""
+  name: str
+  seconds: float
+  module: str = ""
+  scope: str = ""
+
+
+def kernel_ops(events) -> list[Op]:
+  """The ops of a GPU device line's kernel events, each ``(kernel name,
+  duration in ns, stats dict)``. A kernel's ``hlo_op`` stat names its
+  instruction, but where XLA ran a stretch of the program as a command
+  buffer (a CUDA graph; jax 0.11 does, by default) ``hlo_op`` names the
+  buffer (``command_buffer_12``): the kernel's own name is then the fusion
+  it runs, or a library's kernel (cuBLAS's ``nvjet_...``) with the
+  ``name`` stat giving its op_name scope."""
+  out = []
+  for name, duration_ns, stats in events:
+    hlo = str(stats.get("hlo_op") or "").lstrip("%")
+    if not hlo:
+      continue
+    if hlo.startswith("command_buffer"):
+      hlo = name.lstrip("%")
+    out.append(Op(hlo, duration_ns * 1e-9, str(stats.get("hlo_module", "")),
+                  str(stats.get("name", ""))))
+  return out
+
+
+def op_events(path: str) -> list[Op]:
+  """Every executed op in a trace file: the device's "XLA Ops" line on a
+  GPU, else its kernels (:func:`kernel_ops`), else (CPU) the XLA client
+  threads' op events."""
   data = jax.profiler.ProfileData.from_file(path)
   planes = list(data.planes)
   devices = [p for p in planes if p.name.startswith("/device:")]
@@ -126,14 +161,11 @@ def op_events(path: str) -> list[tuple[str, float]]:
     lines = list(plane.lines)
     ops = [l for l in lines if l.name == "XLA Ops"]
     if ops:
-      out += [(e.name.lstrip("%"), e.duration_ns * 1e-9)
+      out += [Op(e.name.lstrip("%"), e.duration_ns * 1e-9)
               for l in ops for e in l.events]
       continue
-    for line in lines:
-      for e in line.events:
-        hlo = dict(e.stats).get("hlo_op")
-        if hlo:
-          out.append((str(hlo).lstrip("%"), e.duration_ns * 1e-9))
+    out += kernel_ops((e.name, e.duration_ns, dict(e.stats))
+                      for line in lines for e in line.events)
   if out:
     return out
   for plane in planes:
@@ -143,7 +175,8 @@ def op_events(path: str) -> list[tuple[str, float]]:
       if "XLA" not in line.name and "Cpu" not in line.name:
         continue
       # Op events only: not the runtime's own scopes (ThunkExecutor::...).
-      out += [(e.name.lstrip("%"), e.duration_ns * 1e-9) for e in line.events
+      out += [Op(e.name.lstrip("%"), e.duration_ns * 1e-9)
+              for e in line.events
               if not e.name.startswith("end: ") and "::" not in e.name]
   return out
 
@@ -174,8 +207,9 @@ def profile(task: rs.Task, trials: list, options: rs.EngineOptions, *,
 
   state = tick(state)  # warm
   texts = {name: c.executable.as_text() for name, c in programs.items()}
-  ops = {}
+  ops, modules = {}, {}
   for name, text in texts.items():
+    modules[text.split(None, 2)[1].rstrip(",")] = name  # "HloModule jit_x,"
     for op, info in hlo_ops(text).items():
       ops.setdefault(op, (name,) + info)
   before = set(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"),
@@ -189,8 +223,15 @@ def profile(task: rs.Task, trials: list, options: rs.EngineOptions, *,
   by = collections.defaultdict(lambda: [0.0, 0])
   slowest = collections.Counter()
   unknown = 0.0
-  for name, seconds in op_events(path):
+  for name, seconds, module, scope in op_events(path):
     info = ops.get(name)
+    if info is None and module in modules:
+      # A command buffer's copies and library kernels: placed by the
+      # program, and the library kernels by their scope.
+      if COPY_KERNEL.match(name):
+        info = (modules[module], "copy", scope, False)
+      elif scope:
+        info = (modules[module], "kernel", scope, bool(MATMUL.search(name)))
     if info is None:
       unknown += seconds
       continue

@@ -266,6 +266,31 @@ def test_profile_categories_see_through_transforms_and_fused_kernels():
                   "mul", False) == "optimizer"
 
 
+def test_profile_reads_the_kernels_a_command_buffer_ran():
+  """jax 0.11 on an H200 runs stretches of a program as command buffers
+  (CUDA graphs): each kernel's ``hlo_op`` then names the buffer, so the
+  profile of 2026-12-04 matched no op. These events are as that trace's:
+  a fusion is found by its kernel's name, a cuBLAS kernel keeps its
+  module and scope, an op outside a buffer its ``hlo_op``."""
+  kernel_ops = _profile_gpu()["kernel_ops"]
+  scope = "jit(_evaluate)/vmap()/while/body/eval_jaxpr/RecurrentModel/dot"
+  ops = kernel_ops([
+      ("loop_add_fusion_1", 2000.0,
+       {"hlo_op": "command_buffer_12", "hlo_module": "jit__segment"}),
+      ("nvjet_sm90_tst_128x96_64x7_1x2_h_bz_NNT", 3000.0,
+       {"hlo_op": "command_buffer_69", "hlo_module": "jit__evaluate",
+        "name": scope}),
+      ("wrapped_compare", 1000.0,
+       {"hlo_op": "%wrapped_compare", "hlo_module": "jit__segment"}),
+      ("a_runtime_kernel", 5.0, {})])
+  assert [(o.name, o.module, o.scope) for o in ops] == [
+      ("loop_add_fusion_1", "jit__segment", ""),
+      ("nvjet_sm90_tst_128x96_64x7_1x2_h_bz_NNT", "jit__evaluate", scope),
+      ("wrapped_compare", "jit__segment", "")]
+  assert [o.seconds for o in ops] == pytest.approx([2e-6, 3e-6, 1e-6])
+  assert _profile_gpu()["MATMUL"].search(ops[1].name)
+
+
 def test_whole_sweep_baseline_runs_the_sweep_a_user_runs(tmp_path):
   """Part 3 of baselines.py: the sweep's own number of updates (not the
   timed segments'), every trial finished, against steady state at that
@@ -285,6 +310,39 @@ def test_whole_sweep_baseline_runs_the_sweep_a_user_runs(tmp_path):
   assert np.isclose(full["ratio"], full["wall_s"] / full["steady_s"])
   assert "2 trials x 5 updates" in out.stdout
   assert "validation every 1," in out.stdout
+
+
+_FAILING_SWEEP = """
+import dataclasses, runpy, sys
+import rnnsweep as rs
+real = rs.run_trials
+rs.run_trials = lambda *a, **k: dataclasses.replace(
+    real(*a, **k), failed={0: "ValueError: planted"})
+sys.argv = ["baselines.py"] + sys.argv[1:]
+runpy.run_path("benchmarks/baselines.py", run_name="__main__")
+"""
+
+
+def test_whole_sweep_baseline_refuses_a_sweep_whose_groups_failed(tmp_path):
+  """A group that raises is marked failed and the sweep goes on, so its
+  wall time measures nothing (on the H200, 0 of 1024 trials finished and
+  the ratio was printed): the script says so, exits 1, and the goals
+  table finds no sweep ratio in what it wrote."""
+  out = subprocess.run(
+      [sys.executable, "-c", _FAILING_SWEEP, "--workload=S", "--nosteady",
+       "--sweep_trials=0", "--full_sweep_trials=2", "--full_sweep_updates=5",
+       "--updates=2", f"--out_dir={tmp_path}"], cwd=ROOT,
+      env=subprocess_env(), capture_output=True, text=True, timeout=300,
+      check=False)
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert out.stderr.strip().splitlines()[-1] == (
+      "baselines.py: error: the whole sweep (part 3) failed: "
+      "ValueError: planted")
+  assert "FAILED, the groups of 1 of its trials raised" in out.stdout
+  path = next(tmp_path.glob("baselines_S_*.json"))
+  assert "ratio" not in json.loads(path.read_text())["full_sweep"]
+  goals = runpy.run_path(os.path.join(BENCHMARKS, "goals.py"))
+  assert goals["measured"](str(tmp_path))[-1] is None
 
 
 def test_trial_chunk_benchmark_measures_each_chunk(tmp_path):

@@ -249,6 +249,50 @@ def _scan(cell: str, params: Any, carry: Any, x: Array,
   return new_carry, jnp.swapaxes(ys, 0, 1)
 
 
+@jax.custom_vjp
+def embed_lookup(table: Array, tokens: Array) -> Array:
+  """``table[tokens]`` (``jnp.take``), whose gradient is a one-hot matmul
+  ``one_hot(tokens)^T g`` over the batch's tokens instead of the
+  scatter-add jax makes of a gather's transpose. On a GPU that scatter
+  adds every token's row into a small table with atomics, many on the same
+  rows (a 64-character vocabulary, a thousand tokens a trial): it took a
+  quarter of a workload S training update's GPU time on an H200 at K=1024,
+  and nearly half of L's (benchmarks/RESULTS.md), and its order of
+  additions, so its rounding, changes from run to run. The matmul is
+  deterministic, float32 (``HIGHEST``: no TF32 rounding), and small."""
+  return jnp.take(table, tokens, axis=0)
+
+
+def _embed_lookup_fwd(table, tokens):
+  return embed_lookup(table, tokens), (table, tokens)
+
+
+def _embed_lookup_bwd(residuals, g):
+  table, tokens = residuals
+  one_hot = jax.nn.one_hot(tokens, table.shape[0], dtype=g.dtype)
+  grad = jnp.einsum("...v,...e->ve", one_hot, g,
+                    precision=jax.lax.Precision.HIGHEST,
+                    preferred_element_type=jnp.float32)
+  return grad.astype(table.dtype), None
+
+
+embed_lookup.defvjp(_embed_lookup_fwd, _embed_lookup_bwd)
+
+
+class TokenEmbed(nn.Embed):
+  """``flax.linen.Embed`` (the same parameter, initializer and outputs)
+  with :func:`embed_lookup`'s gradient: the lookup reads the float32
+  table and casts the rows to ``dtype``, so the gradient is accumulated in
+  float32 whatever the compute dtype."""
+
+  def __call__(self, inputs: Array) -> Array:
+    if not jnp.issubdtype(inputs.dtype, jnp.integer):
+      raise ValueError("TokenEmbed: inputs must be integer tokens, got "
+                       f"{inputs.dtype}")
+    rows = embed_lookup(self.embedding, inputs)
+    return rows.astype(self.dtype) if self.dtype is not None else rows
+
+
 class RecurrentLayer(nn.Module):
   """One recurrent layer's parameters, run over a window by
   :func:`layer_scan`."""
@@ -326,8 +370,8 @@ class RecurrentModel(nn.Module):
       ``(new_carry, outputs)`` with outputs ``[B, T, output_size]``.
     """
     if self.vocab_size is not None:
-      x = nn.Embed(self.vocab_size, self.embed_size, name="embed",
-                   dtype=self.dtype)(inputs)
+      x = TokenEmbed(self.vocab_size, self.embed_size, name="embed",
+                     dtype=self.dtype)(inputs)
     else:
       x = inputs.astype(jnp.float32)
     x = x * masks.inputs[:, None, :]
