@@ -9,8 +9,12 @@
 # fixed K, a sweep's programs compiled at once against one after another,
 # several GPUs when present, and the table of goals vs measured.
 # Run from a checkout (PYTHONPATH=. is set here); needs jax with CUDA, flax,
-# optax and, for the PyTorch rows, torch. Aims at 8 minutes on one
-# H100/H200; QUICK=1 runs a subset (about 3 to 4 minutes).
+# optax and, for the PyTorch rows, torch. The commands come in order of
+# what they are for: first what the goals table needs and the profiles
+# (QUICK=1 runs that block alone: about 5 minutes on an H200, from the
+# commands' times on 2026-12-04), then the levers one by one and the rest
+# (about 14 minutes in all, more than one device session's budget, which
+# then skips the end: the kernel's launch settings, L's levers).
 # DRY_RUN=1 runs nothing: it checks every command's flags (on any machine).
 # REHEARSE=1 runs every command for real at the toy workloads toyS and
 # toyL (K up to 4, a few updates) in place of S and L, so the whole suite,
@@ -54,19 +58,11 @@ else
   }
 fi
 # The workloads and group sizes; REHEARSE=1 shrinks them all.
-S=S; L=L; K=1024; WHOLE=32; SMALL=(); PROFILE_FLAGS=()
-if [[ "${QUICK:-0}" == 1 ]]; then
-  S_KS=1,1024; L_KS=256; LEVER_S_KS=1024,2048; LEVER_L_KS=256; SWEEP=0
-  AUTO_KS=1024; ROUNDS=1; PROFILE=S,L; WARPS=auto; FWD_STAGES=1,3
-else
-  S_KS=1,64,256,1024,2048; L_KS=1,64,256; LEVER_S_KS=1024,2048
-  LEVER_L_KS=256; SWEEP=8; AUTO_KS=256,1024; ROUNDS=2; PROFILE=S,L
-  WARPS=auto,4,16; FWD_STAGES=1,2,3
-fi
+S=S; L=L; K=1024; LK=256; WHOLE=32; SMALL=(); PROFILE_FLAGS=()
+S_KS=1,64,256,1024,2048; L_KS=1,64,256; SWEEP=8; AUTO_KS=256,1024; ROUNDS=2
 if [[ "${REHEARSE:-0}" == 1 ]]; then
-  S=toyS; L=toyL; K=4; WHOLE=8; S_KS=1,4; L_KS=2; LEVER_S_KS=4
-  LEVER_L_KS=2; SWEEP=$((SWEEP ? 2 : 0)); AUTO_KS=2,4
-  PROFILE=${PROFILE/S/toyS}; PROFILE=${PROFILE/L/toyL}
+  S=toyS; L=toyL; K=4; LK=2; WHOLE=8; S_KS=1,4; L_KS=1,2; SWEEP=2
+  AUTO_KS=2,4
   SMALL=(--batch=4 --hidden=16 --input=8 --window=4 --k=2 --repeats=1)
   PROFILE_FLAGS=(--updates=2)
 fi
@@ -77,22 +73,32 @@ step_limit="${STEP_TIMEOUT_S:-240}"
 budget="${BUDGET_S:-$default_budget}"
 deadline=$((SECONDS + budget))
 BF="--precision=bfloat16"
-run benchmarks/fused_check.py --num_warps=$WARPS --forward_stages=$FWD_STAGES ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out"
-run benchmarks/profile_gpu.py --workloads=$PROFILE ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --out_dir="$out"
-run benchmarks/profile_gpu.py --workloads=$PROFILE ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --recurrence=pallas --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$S_KS --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --unroll=8 --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --unroll=$WHOLE --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --unroll=8 --hoist_input --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --hoist_input --donate --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$LEVER_S_KS $BF --recurrence=pallas --out_dir="$out"
-run benchmarks/throughput.py --workload=$L --ks=$L_KS --out_dir="$out"
-run benchmarks/throughput.py --workload=$L --ks=$LEVER_L_KS $BF --unroll=8 --out_dir="$out"
-run benchmarks/throughput.py --workload=$L --ks=$LEVER_L_KS $BF --unroll=8 --hoist_input --out_dir="$out"
-run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=$SWEEP --full_sweep_trials=$K $BF --unroll=8 --out_dir="$out"
+# First what the goals table needs, at each path's best settings of the
+# last run (H200, 2026-12-04: the fused kernel in bfloat16 for S, bfloat16
+# with unroll 8 for L, where it falls back), and the profiles: QUICK=1 runs
+# this block alone (about 5 minutes on an H200: a command is 25 to 80 s,
+# mostly CUDA start-up and compiles). A budget cut skips the end.
+run benchmarks/fused_check.py --num_warps=auto --forward_stages=1 ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$K $BF --recurrence=pallas --out_dir="$out"
+run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --out_dir="$out"
 run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=0 --full_sweep_trials=$K $BF --recurrence=pallas --out_dir="$out"
-run benchmarks/group_size.py --workload=$S --trials=$K --ks=$AUTO_KS --rounds=$ROUNDS $BF --unroll=8 --out_dir="$out"
-run benchmarks/compile_at_once.py --workload=$S --trials=$K --updates=50 --rounds=$ROUNDS $BF --unroll=8 --out="$out/compile_at_once_$S.json"
+run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --out_dir="$out"
+run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --out_dir="$out"
+run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --recurrence=pallas --out_dir="$out"
+if [[ "${QUICK:-0}" != 1 ]]; then
+  # Then each lever alone against its neighbour, the XLA path's baselines,
+  # auto against fixed K, compiles at once, and the kernel's launch settings.
+  run benchmarks/throughput.py --workload=$S --ks=$S_KS --out_dir="$out"
+  run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=$WHOLE --out_dir="$out"
+  run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --hoist_input --out_dir="$out"
+  run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --donate --out_dir="$out"
+  run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=$SWEEP --full_sweep_trials=$K $BF --unroll=8 --out_dir="$out"
+  run benchmarks/group_size.py --workload=$S --trials=$K --ks=$AUTO_KS --rounds=$ROUNDS $BF --recurrence=pallas --out_dir="$out"
+  run benchmarks/compile_at_once.py --workload=$S --trials=$K --updates=50 --rounds=$ROUNDS $BF --recurrence=pallas --out="$out/compile_at_once_$S.json"
+  run benchmarks/throughput.py --workload=$L --ks=$L_KS --out_dir="$out"
+  run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --hoist_input --out_dir="$out"
+  run benchmarks/fused_check.py --num_warps=auto,4,16 --forward_stages=1,3 ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out/launch"
+fi
 # Several GPUs: throughput against the number a group is sharded over.
 if [[ "${DRY_RUN:-0}" == 1 || "$(python3 -c 'import jax; print(len(jax.devices()))' 2>/dev/null)" -gt 1 ]]; then
   run benchmarks/devices.py --workload=$S --k_per_device=$K $BF --unroll=8 --out_dir="$out"
