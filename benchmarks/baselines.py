@@ -158,7 +158,8 @@ def _full_sweep(w, task, options, out):
   updates = _FULL_SWEEP_UPDATES.value
   steady_s = n * updates / steady["trial_steps_per_s"]
   rs.engine.clear_programs()  # the sweep pays its compile
-  with tempfile.TemporaryDirectory() as workdir:
+  with tempfile.TemporaryDirectory() as workdir, \
+      rs.engine.count_compiles() as compiles:
     start = time.perf_counter()
     result = rs.run_trials(task, bench.trial_configs(w, n), steps=updates,
                            eval_every=updates // 5, max_group_size=n,
@@ -178,11 +179,23 @@ def _full_sweep(w, task, options, out):
                                         for t in result.trials),
                        "wall_s": wall, "steady_s": steady_s,
                        "steady_trial_steps_per_s": steady["trial_steps_per_s"],
-                       "ratio": wall / steady_s}
+                       "ratio": wall / steady_s,
+                       # What the sweep spent beyond training: its compiles
+                       # (one after another unless --compile_at_once).
+                       "compile_s": compiles.seconds,
+                       "compiles": compiles.count,
+                       "compile_cache_hits": compiles.cache_hits,
+                       "compile_s_by_program": dict(
+                           compiles.seconds_by_name.most_common())}
   print(f"\n3. a whole sweep of {n} trials x {updates} updates (one group; "
         f"compile, validation every {updates // 5}, test and store "
         f"included): {wall:.1f} s, {wall / steady_s:.2f}x its "
         f"{steady_s:.1f} s of steady-state training", flush=True)
+  top = ", ".join(f"{name} {sec:.1f}" for name, sec in
+                  compiles.seconds_by_name.most_common(4))
+  print(f"   of which compiling {compiles.seconds:.1f} s ({compiles.count} "
+        f"programs, {compiles.cache_hits} from the compilation cache; {top})",
+        flush=True)
   return True
 
 

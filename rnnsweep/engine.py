@@ -129,6 +129,7 @@ class CompileLog:
     seconds: time spent producing them.
     names: requests by the name of the jitted function (the engine's
       ``jit(_segment)``, ``jit(_evaluate)``...).
+    seconds_by_name: ``seconds`` by the same names.
   """
 
   def __init__(self):
@@ -136,6 +137,7 @@ class CompileLog:
     self.cache_hits = 0
     self.seconds = 0.0
     self.names: collections.Counter = collections.Counter()
+    self.seconds_by_name: collections.Counter = collections.Counter()
 
   @property
   def count(self) -> int:
@@ -147,6 +149,7 @@ class CompileLog:
       self.requests += 1
       self.seconds += duration
       self.names[kwargs.get("fun_name")] += 1
+      self.seconds_by_name[kwargs.get("fun_name")] += duration
 
   def _event(self, event: str, **_) -> None:
     if event == _CACHE_HIT_EVENT:

@@ -315,7 +315,13 @@ def test_whole_sweep_baseline_runs_the_sweep_a_user_runs(tmp_path):
   assert np.isclose(full["steady_s"],
                     2 * 5 / full["steady_trial_steps_per_s"])
   assert np.isclose(full["ratio"], full["wall_s"] / full["steady_s"])
+  # What it spent compiling, by program: the group's segment among them.
+  by_program = full["compile_s_by_program"]
+  assert 0 < full["compile_s"] < full["wall_s"] and full["compiles"] > 0
+  assert np.isclose(sum(by_program.values()), full["compile_s"])
+  assert by_program["jit(_segment)"] > 0, by_program
   assert "2 trials x 5 updates" in out.stdout
+  assert f"of which compiling {full['compile_s']:.1f} s" in out.stdout
   assert "validation every 1," in out.stdout
 
 
