@@ -78,7 +78,7 @@ def main(argv):
   header = f"workload {w}; {bench.device_header(options)}"
   print(header)
   task = bench.workload_task(w)
-  out = {"header": header}
+  out = {"header": header, "precision": options.compute_dtype}
 
   if _STEADY.value:
     _steady_state(w, task, options, out)
@@ -113,14 +113,26 @@ def _steady_state(w, task, options, out):
     print("  (PyTorch rows skipped: torch is not installed)")
   if torch_ok:
     import bench_torch  # pylint: disable=import-outside-toplevel
-    cudnn = bench_torch.measure_cudnn_sequential(w, _SEQUENTIAL_TRIALS.value)
-    out["torch_lstm_sequential"] = cudnn
-    _row(f"PyTorch nn.LSTM ({cudnn['device']}), sequential",
-         cudnn["trial_steps_per_s"], rate)
-    vm = bench_torch.measure_func_vmap(w, _K.value)
-    out["torch_func_vmap"] = vm
-    _row(f"PyTorch torch.func.vmap, K={_K.value}", vm["trial_steps_per_s"],
-         rate)
+    # At rnnsweep's precision: bfloat16 compute is torch's autocast.
+    precision = options.compute_dtype
+    shown = "" if precision == "float32" else ", bf16 autocast"
+    for key, label, measure in (
+        ("torch_lstm_sequential", f"PyTorch nn.LSTM{shown}, sequential",
+         lambda: bench_torch.measure_cudnn_sequential(
+             w, _SEQUENTIAL_TRIALS.value, precision=precision)),
+        ("torch_func_vmap", f"PyTorch torch.func.vmap, K={_K.value}{shown}",
+         lambda: bench_torch.measure_func_vmap(w, _K.value,
+                                               precision=precision))):
+      try:
+        out[key] = measure()
+      except Exception as e:  # pylint: disable=broad-except
+        # A baseline torch cannot run here (bfloat16 cuDNN on an older
+        # GPU, say) costs its row, not the run's other parts.
+        out[key] = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
+        print(f"  {label}: failed ({out[key]['error']})", flush=True)
+        continue
+      _row(f"{label} ({out[key]['device']})", out[key]["trial_steps_per_s"],
+           rate)
 
 
 def _sweep(w, task, options, out):

@@ -11,11 +11,16 @@ What a user would otherwise write, on the same workload
   hand-written LSTM step (cuDNN's ``nn.LSTM`` cannot be vmapped) and a
   per-trial Adam learning rate.
 
-Both train on random windows of the same 64-symbol text as the JAX runs.
+Both train on random windows of the same 64-symbol text as the JAX runs,
+in float32 or, with ``precision="bfloat16"``, as rnnsweep's bfloat16
+compute does: float32 parameters and optimizer, the forward pass under
+``torch.autocast`` to bfloat16 (matmuls and the cuDNN LSTM in bfloat16),
+the loss in float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -39,6 +44,16 @@ def _sync(torch, device):
     torch.cuda.synchronize()
 
 
+def _autocast(torch, device, precision: str):
+  """The forward pass's context for ``precision`` (``float32``: none)."""
+  if precision == "float32":
+    return contextlib.nullcontext()
+  if precision != "bfloat16":
+    raise ValueError(f"precision must be float32 or bfloat16, got "
+                     f"{precision!r}")
+  return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def _batches(torch, w: Workload, device, count: int, seed: int = 0):
   """``count`` token windows ``[B, W+1]`` from the benchmark text."""
   ids = np.asarray(workload_task(w).train_ids)
@@ -48,9 +63,11 @@ def _batches(torch, w: Workload, device, count: int, seed: int = 0):
   return torch.as_tensor(windows, dtype=torch.long, device=device)
 
 
-def measure_cudnn_sequential(w: Workload, trials: int = 3) -> dict[str, Any]:
+def measure_cudnn_sequential(w: Workload, trials: int = 3,
+                             precision: str = "float32") -> dict[str, Any]:
   torch = _torch()
   device = _device(torch)
+  _autocast(torch, device, precision)  # refuses an unknown precision
   data = _batches(torch, w, device, w.updates)
   lrs = np.logspace(-4, -2, max(trials, 2))[:trials]
   times = []
@@ -67,11 +84,12 @@ def measure_cudnn_sequential(w: Workload, trials: int = 3) -> dict[str, Any]:
     start = time.perf_counter()
     for step in range(w.updates):
       x, y = data[step, :, :-1], data[step, :, 1:]
-      out, state = lstm(emb(x), state)
-      state = tuple(s.detach() for s in state)  # truncated BPTT
-      logits = head(drop(out))
+      with _autocast(torch, device, precision):
+        out, state = lstm(emb(x), state)
+        logits = head(drop(out))
+      state = tuple(s.detach().float() for s in state)  # truncated BPTT
       loss = torch.nn.functional.cross_entropy(
-          logits.reshape(-1, w.vocab), y.reshape(-1))
+          logits.float().reshape(-1, w.vocab), y.reshape(-1))
       opt.zero_grad(set_to_none=True)
       loss.backward()
       opt.step()
@@ -80,14 +98,16 @@ def measure_cudnn_sequential(w: Workload, trials: int = 3) -> dict[str, Any]:
       times.append(time.perf_counter() - start)
   sec = statistics.median(times)
   return {"trials": trials, "trial_s": sec,
-          "trial_steps_per_s": w.updates / sec, "device": str(device)}
+          "trial_steps_per_s": w.updates / sec, "device": str(device),
+          "precision": precision}
 
 
-def measure_func_vmap(w: Workload, k: int, repeats: int = 3
-                      ) -> dict[str, Any]:
+def measure_func_vmap(w: Workload, k: int, repeats: int = 3,
+                      precision: str = "float32") -> dict[str, Any]:
   torch = _torch()
   from torch.func import grad, vmap  # pylint: disable=import-outside-toplevel
   device = _device(torch)
+  _autocast(torch, device, precision)
   data = _batches(torch, w, device, w.updates)
   g = torch.Generator(device="cpu").manual_seed(0)
   h, e, v = w.hidden, w.embed, w.vocab
@@ -105,17 +125,18 @@ def measure_func_vmap(w: Workload, k: int, repeats: int = 3
                         dtype=torch.float32, device=device)
 
   def loss_fn(p, x, y, c, hs):
-    xs = p["emb"][x]  # [B, W, E]
-    pre = xs @ p["w_ih"] + p["b"]  # input projection for all steps at once
-    outs = []
-    for t in range(x.shape[1]):
-      gates = pre[:, t] + hs @ p["w_hh"]
-      i, f, gg, o = gates.chunk(4, dim=-1)
-      c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
-      hs = torch.sigmoid(o) * torch.tanh(c)
-      outs.append(hs)
-    logits = torch.stack(outs, 1) @ p["w_out"] + p["b_out"]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, v),
+    with _autocast(torch, device, precision):
+      xs = p["emb"][x]  # [B, W, E]
+      pre = xs @ p["w_ih"] + p["b"]  # input projection for all steps at once
+      outs = []
+      for t in range(x.shape[1]):
+        gates = pre[:, t] + hs @ p["w_hh"]
+        i, f, gg, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        hs = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(hs)
+      logits = torch.stack(outs, 1) @ p["w_out"] + p["b_out"]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, v),
                                              y.reshape(-1))
 
   grads_of = vmap(grad(loss_fn), in_dims=(0, None, None, None, None))
@@ -148,4 +169,4 @@ def measure_func_vmap(w: Workload, k: int, repeats: int = 3
   rate = k * w.updates / sec
   return {"k": k, "segment_s": sec, "trial_steps_per_s": rate,
           "tflops": rate * w.flops_per_trial_step() / 1e12,
-          "device": str(device)}
+          "device": str(device), "precision": precision}

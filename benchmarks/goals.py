@@ -11,6 +11,7 @@ workloads that stood in for S and L; its table says it is one.
 import glob
 import json
 import os
+import re
 import sys
 
 #: (name, goal, comparison) — the issue's targets.
@@ -29,6 +30,15 @@ def _load(pattern: str, out_dir: str) -> list[tuple[str, dict]]:
     with open(path, encoding="utf-8") as f:
       found.append((os.path.basename(path), json.load(f)))
   return found
+
+
+def _precision(data: dict) -> str | None:
+  """A baselines file's compute dtype: its own field, else its header's
+  ("compute bfloat16"), else ``None``."""
+  if "precision" in data:
+    return data["precision"]
+  found = re.search(r"compute (\w+)", data.get("header", ""))
+  return found.group(1) if found else None
 
 
 def _best_row(files, key, min_k=1):
@@ -50,7 +60,11 @@ def measured(out_dir: str, s: str = "S", l: str = "L"
   for name, data in _load(f"baselines_{s}_*.json", out_dir):
     ours = data.get("rnnsweep", {}).get("trial_steps_per_s")
     cudnn = data.get("torch_lstm_sequential", {}).get("trial_steps_per_s")
-    vmap = data.get("torch_func_vmap", {}).get("trial_steps_per_s")
+    # "Same precision": a bfloat16 run against torch in float32 (all that
+    # baselines.py measured before torch's autocast) is not counted.
+    vm = data.get("torch_func_vmap", {})
+    same = _precision(data) in (None, vm.get("precision", "float32"))
+    vmap = vm.get("trial_steps_per_s") if same else None
     if ours and cudnn and (vs_cudnn is None or ours / cudnn > vs_cudnn[0]):
       vs_cudnn = (ours / cudnn, f"{name}: {ours:,.0f} / {cudnn:,.0f}")
     if ours and vmap and (vs_vmap is None or ours / vmap > vs_vmap[0]):

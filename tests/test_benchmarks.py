@@ -212,16 +212,25 @@ def test_goals_table_reads_one_run(tmp_path):
       "rnnsweep": {"trial_steps_per_s": 30_000.0},
       "torch_lstm_sequential": {"trial_steps_per_s": 150.0},
       "torch_func_vmap": {"trial_steps_per_s": 10_000.0},
-      "full_sweep": {"trials": 1024, "updates": 500, "wall_s": 14.0,
-                     "steady_s": 10.0, "ratio": 1.4}})
+      "full_sweep": {"trials": 1024, "updates": 500, "completed": 1024,
+                     "wall_s": 14.0, "steady_s": 10.0, "ratio": 1.4}})
+  # torch.func.vmap in float32 against a bfloat16 run: not the same
+  # precision, so not that goal's row (the other rows count).
+  _write(tmp_path, "baselines_S_bfloat16_u1_pallas.json", {
+      "header": "...; compute bfloat16, unroll 1", "precision": "bfloat16",
+      "rnnsweep": {"trial_steps_per_s": 40_000.0},
+      "torch_func_vmap": {"trial_steps_per_s": 1_000.0,
+                          "precision": "float32"}})
   text, met = goals["table"](str(tmp_path))
   lines = text.splitlines()
   assert met == 2
   assert "120,000.00  yes" in lines[1] and "pallas.json K=1024" in lines[1]
   assert "200.00  yes" in lines[2]  # 30,000 / 150
-  assert "3.00  NO" in lines[3]     # 30,000 / 10,000
+  assert "3.00  NO" in lines[3]     # 30,000 / 10,000, not 40,000 / 1,000
   assert "not measured" in lines[4]  # no L run
   assert "1.40  NO" in lines[5] and "1024 trials x 500 updates" in lines[5]
+  assert goals["_precision"]({"header": "x; compute bfloat16, unroll 8"}) == (
+      "bfloat16")
   # A rehearsal's table reads its toys' files only, at any K, and says so.
   _write(tmp_path, "throughput_toyS_lstm_float32_u1.json", rows((4, 50.0)))
   text, met = goals["table"](str(tmp_path), "toyS", "toyL")
