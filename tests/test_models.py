@@ -224,19 +224,31 @@ def test_engine_masks_per_sequence_trial_and_batch(tiny_lm):
   assert batches == [0, 0, 0, 0, 1, 1]
 
 
+def _row_sums(tokens, g, rows):
+  """Each table row's sum of its tokens' output gradients (np.add.at)."""
+  out = np.zeros((rows, g.shape[-1]))
+  np.add.at(out, np.asarray(tokens).reshape(-1),
+            np.asarray(g, np.float64).reshape(-1, g.shape[-1]))
+  return out
+
+
 def test_the_embedding_gradient_is_a_deterministic_sum_not_a_scatter():
   """Token rows repeat many times in a batch (a small vocabulary): the
   embedding's gradient is each row's sum of its tokens' output gradients
   (an independent np.add.at reference) with no scatter in the program
   (on a GPU, a scatter-add of atomics, slow and in no fixed order); the
-  parameter, its initial values and the outputs are flax.linen.Embed's."""
+  parameter, its initial values and the outputs are flax.linen.Embed's.
+  Past rnn.ONE_HOT_MAX_VOCAB tokens the scatter stays (the one-hot
+  operand would outgrow the table), with the same sums."""
   from rnnsweep.models import rnn  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)
   tokens = jnp.asarray(rng.integers(0, 5, (2, 4, 7)))  # 56 tokens, 5 rows
   weights = jnp.asarray(rng.normal(size=(2, 4, 7, 3)), jnp.float32)
-  for dtype in (None, jnp.bfloat16):
-    ours, theirs = (m(5, 3, dtype=dtype) for m in (rnn.TokenEmbed, nn.Embed))
+  big = rnn.ONE_HOT_MAX_VOCAB + 1
+  for vocab, dtype in ((5, None), (5, jnp.bfloat16), (big, None)):
+    ours, theirs = (m(vocab, 3, dtype=dtype)
+                    for m in (rnn.TokenEmbed, nn.Embed))
     params = ours.init(jax.random.PRNGKey(1), tokens)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(
         np.array_equal, params, theirs.init(jax.random.PRNGKey(1), tokens)))
@@ -244,14 +256,13 @@ def test_the_embedding_gradient_is_a_deterministic_sum_not_a_scatter():
         np.asarray(ours.apply(params, tokens), np.float32),
         np.asarray(theirs.apply(params, tokens), np.float32))
 
-    def loss(p):
+    def loss(p, ours=ours):
       return (ours.apply(p, tokens).astype(jnp.float32) * weights).sum()
 
-    assert "scatter" not in str(jax.make_jaxpr(jax.grad(loss))(params))
+    assert ("scatter" in str(jax.make_jaxpr(jax.grad(loss))(params))) == (
+        vocab == big)
     grad = jax.jit(jax.grad(loss))(params)["params"]["embedding"]
-    g = (np.asarray(weights.astype(jnp.bfloat16), np.float64)
-         if dtype is not None else np.asarray(weights, np.float64))
-    expected = np.zeros((5, 3))
-    np.add.at(expected, np.asarray(tokens).reshape(-1), g.reshape(-1, 3))
-    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-6,
-                               atol=1e-6)
+    g = weights.astype(dtype) if dtype is not None else weights
+    np.testing.assert_allclose(np.asarray(grad),
+                               _row_sums(tokens, g, vocab),
+                               rtol=1e-6, atol=1e-6)

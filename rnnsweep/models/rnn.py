@@ -279,17 +279,27 @@ def _embed_lookup_bwd(residuals, g):
 embed_lookup.defvjp(_embed_lookup_fwd, _embed_lookup_bwd)
 
 
+#: The largest vocabulary whose embedding gradient is :func:`embed_lookup`'s
+#: one-hot matmul; its ``[B, T, V]`` one-hot operand grows with ``V``, so a
+#: larger vocabulary (a word-level task's) keeps the scatter-add.
+ONE_HOT_MAX_VOCAB = 256
+
+
 class TokenEmbed(nn.Embed):
   """``flax.linen.Embed`` (the same parameter, initializer and outputs)
-  with :func:`embed_lookup`'s gradient: the lookup reads the float32
-  table and casts the rows to ``dtype``, so the gradient is accumulated in
-  float32 whatever the compute dtype."""
+  with :func:`embed_lookup`'s gradient up to :data:`ONE_HOT_MAX_VOCAB`
+  tokens: the lookup reads the float32 table and casts the rows to
+  ``dtype``, so the gradient is accumulated in float32 whatever the
+  compute dtype."""
 
   def __call__(self, inputs: Array) -> Array:
     if not jnp.issubdtype(inputs.dtype, jnp.integer):
       raise ValueError("TokenEmbed: inputs must be integer tokens, got "
                        f"{inputs.dtype}")
-    rows = embed_lookup(self.embedding, inputs)
+    if self.num_embeddings <= ONE_HOT_MAX_VOCAB:
+      rows = embed_lookup(self.embedding, inputs)
+    else:
+      rows = jnp.take(self.embedding, inputs, axis=0)
     return rows.astype(self.dtype) if self.dtype is not None else rows
 
 
