@@ -6,6 +6,7 @@ GPU suite's flags are tested on any machine.
   python benchmarks/check_flags.py COMMANDS_FILE   # one "script flags..." a line
 """
 
+import re
 import runpy
 import shlex
 import sys
@@ -14,8 +15,13 @@ from absl import flags
 
 
 def check(line: str) -> str | None:
-  """The error of one ``script --flag=value ...`` line, or ``None``."""
-  script, *args = shlex.split(line)
+  """The error of one ``[NAME=value ...] script --flag=value ...`` line
+  (the variables are the script's environment, not its flags), or
+  ``None``."""
+  words = shlex.split(line)
+  while words and re.match(r"[A-Z_][A-Z0-9_]*=", words[0]):
+    words.pop(0)
+  script, *args = words
   before = set(flags.FLAGS)
   try:
     runpy.run_path(script, run_name="check_flags")  # defines its flags

@@ -4,7 +4,8 @@
 # S and L throughput with each speed lever alone (bf16 + unroll, unroll of
 # the whole window, hoisted input projection, donation, the fused Pallas
 # recurrence in bfloat16: in float32 and at L's H=512 it falls back, see
-# kernel_resources.py), the baselines (PyTorch cuDNN, torch.func.vmap, a whole
+# kernel_resources.py; XLA's command buffers with while loops, while-loop
+# double buffering, no command buffers, each through XLA_FLAGS), the baselines (PyTorch cuDNN, torch.func.vmap, a whole
 # 1024-trial sweep against its steady state), max_group_size=auto against
 # fixed K, a sweep's programs compiled at once against one after another,
 # several GPUs when present, and the table of goals vs measured.
@@ -38,22 +39,33 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
 else
   nvidia-smi -L 2>/dev/null | tee "$out/device.txt" || true
   : > "$out/failed.txt"
+  # run [NAME=value ...] SCRIPT FLAGS...: the script under python3, with
+  # those variables set for it alone (XLA_FLAGS for a lever, say: added to
+  # the XLA_FLAGS the suite was started with, if any).
   run() {
-    local left=$((deadline - SECONDS)) limit=$step_limit rc why
+    local left=$((deadline - SECONDS)) limit=$step_limit rc why envs=()
+    while [[ "${1:-}" =~ ^[A-Z_][A-Z0-9_]*= ]]; do
+      if [[ "$1" == XLA_FLAGS=* && -n "${XLA_FLAGS:-}" ]]; then
+        envs+=("XLA_FLAGS=$XLA_FLAGS ${1#XLA_FLAGS=}")
+      else
+        envs+=("$1")
+      fi
+      shift
+    done
     if (( left < 30 )); then
       echo "skipped (the suite's ${budget}s budget is spent): $*" | tee -a "$out/failed.txt"
       return 0
     fi
     (( left < limit )) && limit=$left
-    echo "+ $*"
+    echo "+ ${envs[*]+${envs[*]} }$*"
     set +e
-    timeout -k 10 "$limit" python3 "$@" 2>&1 | grep --line-buffered -v "Unable to initialize backend" | tee -a "$out/suite.log"
+    timeout -k 10 "$limit" env ${envs[@]+"${envs[@]}"} python3 "$@" 2>&1 | grep --line-buffered -v "Unable to initialize backend" | tee -a "$out/suite.log"
     rc=${PIPESTATUS[0]}
     set -e
     if (( rc != 0 )); then
       why="exit $rc"
       (( rc == 124 || rc == 137 )) && why="past its ${limit}s limit"
-      echo "FAILED ($why): $*" | tee -a "$out/suite.log" "$out/failed.txt"
+      echo "FAILED ($why): ${envs[*]+${envs[*]} }$*" | tee -a "$out/suite.log" "$out/failed.txt"
     fi
   }
 fi
@@ -73,6 +85,8 @@ step_limit="${STEP_TIMEOUT_S:-240}"
 budget="${BUDGET_S:-$default_budget}"
 deadline=$((SECONDS + budget))
 BF="--precision=bfloat16"
+# XLA's command buffer kinds with loops and conditionals added to its usual.
+CMDBUF_WHILE=FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,WHILE,CONDITIONAL
 # First what the goals table needs, at each path's best settings of the
 # last run (H200, 2026-12-04: the fused kernel in bfloat16 for S, bfloat16
 # with unroll 8 for L, where it falls back), and the profiles: QUICK=1 runs
@@ -81,6 +95,9 @@ BF="--precision=bfloat16"
 run benchmarks/fused_check.py --num_warps=auto --forward_stages=1 ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out"
 run benchmarks/throughput.py --workload=$S --ks=$K $BF --recurrence=pallas --out_dir="$out"
 run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --out_dir="$out"
+# The profile of 2026-12-04 found the GPU idle 42% of a tick: XLA runs a
+# while loop's condition on the host unless its command buffers hold loops.
+run XLA_FLAGS=--xla_gpu_enable_command_buffer=$CMDBUF_WHILE benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_cmdbuf_while --out_dir="$out"
 run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=0 --full_sweep_trials=$K $BF --recurrence=pallas --out_dir="$out"
 run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --out_dir="$out"
 run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --out_dir="$out"
@@ -92,6 +109,9 @@ if [[ "${QUICK:-0}" != 1 ]]; then
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=$WHOLE --out_dir="$out"
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --hoist_input --out_dir="$out"
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --donate --out_dir="$out"
+  run XLA_FLAGS=--xla_gpu_enable_command_buffer=$CMDBUF_WHILE benchmarks/throughput.py --workload=$S --ks=$K $BF --recurrence=pallas --tag=throughput_${S}_lstm_bfloat16_pallas_cmdbuf_while --out_dir="$out"
+  run XLA_FLAGS=--xla_gpu_enable_while_loop_double_buffering=true benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_double_buffer --out_dir="$out"
+  run XLA_FLAGS=--xla_gpu_enable_command_buffer= benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_no_cmdbuf --out_dir="$out"
   run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=$SWEEP --full_sweep_trials=$K $BF --unroll=8 --out_dir="$out"
   run benchmarks/group_size.py --workload=$S --trials=$K --ks=$AUTO_KS --rounds=$ROUNDS $BF --recurrence=pallas --out_dir="$out"
   run benchmarks/compile_at_once.py --workload=$S --trials=$K --updates=50 --rounds=$ROUNDS $BF --recurrence=pallas --out="$out/compile_at_once_$S.json"

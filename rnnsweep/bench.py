@@ -22,6 +22,7 @@ for the head, G = 4 (LSTM), 3 (GRU), 1 (simple).
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -131,7 +132,9 @@ def device_header(options: engine.EngineOptions | None = None) -> str:
           f"compute {opts.compute_dtype}, unroll {opts.unroll}, donate "
           f"{opts.donate}, hoist_input {opts.hoist_input}, recurrence "
           f"{opts.recurrence}, trial_chunk {opts.trial_chunk}, "
-          f"compile_at_once {opts.compile_at_once}")
+          f"compile_at_once {opts.compile_at_once}" +
+          (f"; XLA_FLAGS {os.environ['XLA_FLAGS']}"
+           if os.environ.get("XLA_FLAGS") else ""))
 
 
 def _timed(fn: Callable[[], Any]) -> float:

@@ -41,7 +41,7 @@ def test_gpu_suite_commands_all_parse(tmp_path, quick):
     test_gpu_suite_commands_all_parse(tmp_path / "all", "0")
     everything = (tmp_path / "all" / "commands.txt").read_text().replace(
         str(tmp_path / "all"), str(tmp_path)).splitlines()
-    assert everything[:7] == commands[:7]
+    assert everything[:len(commands) - 1] == commands[:-1]  # bar devices
   scripts = {c.split()[0] for c in commands}
   assert {"benchmarks/fused_check.py", "benchmarks/profile_gpu.py",
           "benchmarks/throughput.py", "benchmarks/baselines.py"} <= scripts
@@ -84,7 +84,7 @@ case "$*" in
   benchmarks/fused_check.py*) echo "lstm differs"; exit 3;;
   *profile_gpu.py*pallas*) exec sleep 120;;
   -c*) echo 1;;
-  *) echo "ran $*";;
+  *) echo "ran ${{XLA_FLAGS:+XLA_FLAGS=$XLA_FLAGS }}$*";;
 esac
 """)
   fake.chmod(0o755)
@@ -109,8 +109,14 @@ def test_gpu_suite_goes_on_past_a_failed_or_hung_command(tmp_path):
       f"--out_dir={out_dir}"]
   # Every other command still ran, and the goals table came at the end.
   ran = [l for l in out.stdout.splitlines() if l.startswith("ran ")]
-  assert len(ran) == 5 and "baselines.py" in ran[2] and (
+  assert len(ran) == 6 and "baselines.py" in ran[3] and (
       "profile_gpu.py --workloads=S,L" in ran[-1])
+  # A lever's XLA_FLAGS reach its command alone, after the suite's own.
+  lever = ("--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUDNN,"
+           "CUSTOM_CALL,WHILE,CONDITIONAL")
+  assert ran[2].startswith(f"ran XLA_FLAGS={os.environ['XLA_FLAGS']} "
+                           f"{lever} benchmarks/throughput.py ")
+  assert sum(lever in l for l in ran) == 1
   assert "0 of 5 goals met" in out.stdout
   assert "2 commands did not finish" in out.stdout
   assert f"  {failed[0]}" in out.stdout
@@ -120,7 +126,7 @@ def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
   out, failed = _suite_with_fake_python(tmp_path, BUDGET_S="0")
   assert out.returncode == 1
   assert "ran " not in out.stdout
-  assert len(failed) == 7 and all(
+  assert len(failed) == 8 and all(
       l.startswith("skipped (the suite's 0s budget is spent): benchmarks/")
       for l in failed)
   assert f"{len(failed)} commands did not finish" in out.stdout
@@ -521,3 +527,14 @@ print(json.dumps([ns["order"](["a", "b"], 3),
   # Relative: 2e-6 on 2.0; a status or a missing row: infinitely different.
   assert diffs[0] == 0.0 and diffs[1] == pytest.approx(1e-6, rel=1e-4)
   assert diffs[2:] == [float("inf")] * 2
+
+
+def test_a_benchmark_header_names_the_xla_flags_it_ran_under(monkeypatch):
+  """A lever set through XLA_FLAGS (gpu_suite.sh's command-buffer rows)
+  is part of what a result file says it measured."""
+  from rnnsweep import bench  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_command_buffer=")
+  assert bench.device_header().endswith(
+      "compile_at_once False; XLA_FLAGS --xla_gpu_enable_command_buffer=")
+  monkeypatch.delenv("XLA_FLAGS")
+  assert bench.device_header().endswith("compile_at_once False")
