@@ -26,21 +26,26 @@ def _profile_gpu():
                         run_name="profile")
 
 
-@pytest.mark.parametrize("quick", ["0", "1"])
-def test_gpu_suite_commands_all_parse(tmp_path, quick):
+def _dry_run(out_dir, quick: str) -> list[str]:
+  """``gpu_suite.sh``'s commands with ``DRY_RUN=1``, each seen to parse."""
   env = subprocess_env(DRY_RUN="1", QUICK=quick, PATH=os.pathsep.join(
       [os.path.dirname(sys.executable), os.environ["PATH"]]))
   out = subprocess.run(["bash", os.path.join(BENCHMARKS, "gpu_suite.sh"),
-                        str(tmp_path)], env=env, capture_output=True,
+                        str(out_dir)], env=env, capture_output=True,
                        text=True, timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
-  commands = (tmp_path / "commands.txt").read_text().splitlines()
-  assert len(commands) >= (8 if quick == "1" else 17)
+  commands = (out_dir / "commands.txt").read_text().splitlines()
   assert f"{len(commands)} of {len(commands)} commands parse" in out.stdout
+  return commands
+
+
+@pytest.mark.parametrize("quick", ["0", "1"])
+def test_gpu_suite_commands_all_parse(tmp_path, quick):
+  commands = _dry_run(tmp_path, quick)
+  assert len(commands) >= (8 if quick == "1" else 17)
   if quick == "1":  # the goals' block, with which the whole suite starts
-    test_gpu_suite_commands_all_parse(tmp_path / "all", "0")
-    everything = (tmp_path / "all" / "commands.txt").read_text().replace(
-        str(tmp_path / "all"), str(tmp_path)).splitlines()
+    everything = [c.replace(str(tmp_path / "all"), str(tmp_path))
+                  for c in _dry_run(tmp_path / "all", "0")]
     assert everything[:len(commands) - 1] == commands[:-1]  # bar devices
   scripts = {c.split()[0] for c in commands}
   assert {"benchmarks/fused_check.py", "benchmarks/profile_gpu.py",
