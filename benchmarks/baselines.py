@@ -78,7 +78,7 @@ def main(argv):
   header = f"workload {w}; {bench.device_header(options)}"
   print(header)
   task = bench.workload_task(w)
-  out = {"header": header, "precision": options.compute_dtype}
+  out = {"header": header, "precision": options.resolved().compute_dtype}
 
   if _STEADY.value:
     _steady_state(w, task, options, out)
@@ -114,7 +114,7 @@ def _steady_state(w, task, options, out):
   if torch_ok:
     import bench_torch  # pylint: disable=import-outside-toplevel
     # At rnnsweep's precision: bfloat16 compute is torch's autocast.
-    precision = options.compute_dtype
+    precision = out["precision"]
     shown = "" if precision == "float32" else ", bf16 autocast"
     for key, label, measure in (
         ("torch_lstm_sequential", f"PyTorch nn.LSTM{shown}, sequential",

@@ -137,10 +137,13 @@ _SPACE = flags.DEFINE_string(
     "[\"lstm\", \"gru\"] (choice), {\"uniform\": [lo, hi]}, "
     "{\"log_uniform\": [lo, hi]}, {\"int_uniform\": [lo, hi], \"log\": true}.")
 _PRECISION = flags.DEFINE_enum(
-    "precision", "float32", ["float32", "bfloat16"], "Compute dtype of "
-    "matmuls and activations (parameters and losses stay float32).")
-_UNROLL = flags.DEFINE_integer("unroll", 1, "Time steps per iteration of the "
-                               "recurrent scan.", lower_bound=1)
+    "precision", rs.engine.AUTO, [rs.engine.AUTO, *rs.engine.COMPUTE_DTYPES],
+    "Compute dtype of matmuls and activations (parameters and losses stay "
+    "float32). auto: bfloat16 on a CUDA GPU (compute capability 8.0+), "
+    "float32 elsewhere; the log says what it chose.")
+_UNROLL = flags.DEFINE_string(
+    "unroll", rs.engine.AUTO, "Time steps per iteration of the recurrent "
+    "scan: a positive integer, or auto (8 on a CUDA GPU, 1 elsewhere).")
 _DONATE = flags.DEFINE_bool("donate", False, "Donate the group state's "
                             "buffers to each segment (less device memory).")
 _HOIST_INPUT = flags.DEFINE_bool(
@@ -148,10 +151,13 @@ _HOIST_INPUT = flags.DEFINE_bool(
     "whole window before the time loop, with fused gate matmuls (same "
     "numbers up to rounding).")
 _RECURRENCE = flags.DEFINE_enum(
-    "recurrence", "xla", list(rs.engine.RECURRENCES), "How each layer's "
-    "time loop runs: xla (lax.scan) or pallas (one fused kernel per window "
-    "with its own backward; Triton on a GPU, slow interpret mode on a CPU; "
-    "shapes it cannot take fall back to xla with a warning).")
+    "recurrence", rs.engine.AUTO, [rs.engine.AUTO, *rs.engine.RECURRENCES],
+    "How each layer's time loop runs: xla (lax.scan), pallas (one fused "
+    "kernel per window with its own backward; Triton on a GPU, slow "
+    "interpret mode on a CPU; shapes it cannot take fall back to xla with "
+    "a warning), or auto (pallas on a CUDA GPU of compute capability 9.0+ "
+    "with bfloat16 compute, for groups whose shapes fit it; xla "
+    "otherwise).")
 _TRIAL_CHUNK = flags.DEFINE_string(
     "trial_chunk", rs.engine.AUTO_CHUNK, "How many of a group's trials are "
     "vmapped together; the group runs its chunks one after another in the "
@@ -311,7 +317,8 @@ def main(argv):
                if v is not None}
     task = rs.make_task(_TASK.value, **options)
     engine_options = rs.EngineOptions(
-        compute_dtype=_PRECISION.value, unroll=_UNROLL.value,
+        compute_dtype=_PRECISION.value,
+        unroll=rs.engine.parse_unroll(_UNROLL.value, "--unroll"),
         donate=_DONATE.value, hoist_input=_HOIST_INPUT.value,
         recurrence=_RECURRENCE.value,
         trial_chunk=rs.engine.parse_trial_chunk(_TRIAL_CHUNK.value,
@@ -345,6 +352,11 @@ def main(argv):
     rs.placement.check_spans_processes(devices)
   except ValueError as e:
     fail(f"--{e}")
+  log = (None if _QUIET.value or not rs.distributed.is_leader()
+         else rs.runner.log_stderr)
+  # auto precision and unroll as chosen for these devices: what is
+  # recorded, compared on resume and named in the workdir.
+  settings = rs.runner.resolve_engine(settings, devices, log)
   try:
     # The same settings, the same folder: every setting a resume compares
     # is in the name.
@@ -354,8 +366,8 @@ def main(argv):
     result = rs.execute(task, trials, settings, workdir=workdir,
                         tuned=tuned, extend=_EXTEND.value,
                         checkpoint_seconds=_CHECKPOINT_SECONDS.value,
-                        log=None if _QUIET.value else rs.runner.log_stderr,
-                        progress=not _QUIET.value, devices=devices)
+                        log=log, progress=not _QUIET.value,
+                        devices=devices)
   except ValueError as e:
     fail(str(e))
   if not rs.distributed.is_leader():

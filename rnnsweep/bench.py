@@ -88,15 +88,20 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
   returns a function giving their :class:`~rnnsweep.engine.EngineOptions`
   once the flags are parsed."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  precision = flags.DEFINE_enum("precision", "float32",
-                                ["float32", "bfloat16"], "Compute dtype.")
-  unroll = flags.DEFINE_integer("unroll", 1, "Scan unroll.", lower_bound=1)
+  # A benchmark measures the setting it names: float32, unroll 1, XLA
+  # unless told (auto, the library's default, is one value among them).
+  precision = flags.DEFINE_enum(
+      "precision", "float32", [*engine.COMPUTE_DTYPES, engine.AUTO],
+      "Compute dtype (auto: the engine's choice for this device).")
+  unroll = flags.DEFINE_string("unroll", "1", "Scan unroll: a positive "
+                               "integer or auto.")
   donate = flags.DEFINE_bool("donate", False, "Donate the state buffers.")
   hoist = flags.DEFINE_bool("hoist_input", False, "Hoist the input "
                             "projection out of the time loop.")
   recurrence = flags.DEFINE_enum(
-      "recurrence", "xla", list(engine.RECURRENCES), "The time loop: xla "
-      "(lax.scan) or pallas (the fused kernel; interpret mode off GPU).")
+      "recurrence", "xla", [*engine.RECURRENCES, engine.AUTO], "The time "
+      "loop: xla (lax.scan), pallas (the fused kernel; interpret mode off "
+      "GPU) or auto (the kernel where the engine would choose it).")
   chunk = flags.DEFINE_string(
       "trial_chunk", engine.AUTO_CHUNK, "Slots vmapped together in a "
       "group: auto (all on an accelerator; on a CPU by matmul size), 0 "
@@ -105,7 +110,8 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
       "compile_at_once", False, "Compile a group's programs side by side "
       "in threads as it starts (EngineOptions.compile_at_once).")
   return lambda: engine.EngineOptions(
-      compute_dtype=precision.value, unroll=unroll.value,
+      compute_dtype=precision.value,
+      unroll=engine.parse_unroll(unroll.value, "--unroll"),
       donate=donate.value, hoist_input=hoist.value,
       recurrence=recurrence.value,
       trial_chunk=engine.parse_trial_chunk(chunk.value, "--trial_chunk"),
@@ -113,12 +119,16 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
 
 
 def options_tag(options: engine.EngineOptions) -> str:
-  """E.g. ``bfloat16_u8_hoist_pallas``, for output file names."""
+  """E.g. ``bfloat16_u8_hoist_pallas``, for output file names (``auto``
+  precision and unroll as chosen on this device; ``_auto``: the
+  recurrence chosen per group)."""
+  options = options.resolved()
   auto_chunk = options.trial_chunk == engine.AUTO_CHUNK
   return (f"{options.compute_dtype}_u{options.unroll}"
           f"{'_hoist' if options.hoist_input else ''}"
           f"{'_donate' if options.donate else ''}"
           f"{'_pallas' if options.recurrence == 'pallas' else ''}"
+          f"{'_auto' if options.recurrence == engine.AUTO else ''}"
           f"{'_once' if options.compile_at_once else ''}"
           f"{'' if auto_chunk else '_c' + str(options.trial_chunk)}")
 
@@ -126,6 +136,8 @@ def options_tag(options: engine.EngineOptions) -> str:
 def device_header(options: engine.EngineOptions | None = None) -> str:
   dev = jax.devices()[0]
   opts = options or engine.EngineOptions()
+  picked = opts.auto_line()
+  opts = opts.resolved()
   return (f"device {dev.platform}:{dev.device_kind} x{jax.device_count()}; "
           f"jax {jax.__version__}; matmul precision "
           f"{jax.config.jax_default_matmul_precision or 'default'}; "
@@ -133,6 +145,7 @@ def device_header(options: engine.EngineOptions | None = None) -> str:
           f"{opts.donate}, hoist_input {opts.hoist_input}, recurrence "
           f"{opts.recurrence}, trial_chunk {opts.trial_chunk}, "
           f"compile_at_once {opts.compile_at_once}" +
+          (f"; {picked}" if picked else "") +
           (f"; XLA_FLAGS {os.environ['XLA_FLAGS']}"
            if os.environ.get("XLA_FLAGS") else ""))
 
@@ -191,7 +204,7 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
           "temp_bytes": getattr(mem, "temp_size_in_bytes", None),
           "program_bytes": compiled.bytes,
           # What ran: a pallas request falls back on shapes it cannot run.
-          "recurrence": "xla" if prog.trial.fallback else options.recurrence,
+          "recurrence": prog.trial.recurrence,
           "fallback": prog.trial.fallback}
 
 

@@ -188,8 +188,11 @@ def widened_ranges(space_json: Mapping[str, Any] | None,
   return out
 
 
-#: The script's flag and default for each recorded engine option
-#: (:meth:`rnnsweep.engine.EngineOptions.record`; this module does not
+#: The script's flag for each recorded engine option and the value a
+#: command may leave out: the default's, as a sweep records it off a GPU
+#: (:meth:`rnnsweep.engine.EngineOptions.record` of the ``resolved``
+#: defaults: ``auto`` options are recorded as chosen, so a GPU sweep's
+#: bfloat16, unroll and recurrence are spelled out; this module does not
 #: import the engine, so a test holds the two together).
 ENGINE_FLAGS = {"compute_dtype": ("precision", "float32"),
                 "unroll": ("unroll", 1), "donate": ("donate", False),

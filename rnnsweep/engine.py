@@ -386,10 +386,28 @@ def carry_handoff(carry, reset: Array):
 #: loss carry no scope).
 PROFILE_SCOPES = ("recurrence", "dropout_masks", "optimizer", "divergence",
                   "data_window")
-#: ``EngineOptions.recurrence`` values.
+#: ``EngineOptions.recurrence`` values (besides :data:`AUTO`).
 RECURRENCES = ("xla", "pallas")
-#: ``EngineOptions.trial_chunk`` chosen by platform.
-AUTO_CHUNK = "auto"
+#: ``EngineOptions.compute_dtype`` values (besides :data:`AUTO`).
+COMPUTE_DTYPES = ("float32", "bfloat16")
+#: An engine option chosen by platform (and, for the recurrence, by each
+#: group's shapes): the default of ``compute_dtype``, ``unroll``,
+#: ``recurrence`` and ``trial_chunk``.
+AUTO = "auto"
+AUTO_CHUNK = AUTO
+#: What ``auto`` chooses on a CUDA GPU, the best combination measured on
+#: an H200 (benchmarks/RESULTS.md, 2026-11-28 and 2026-12-04): bfloat16
+#: compute (float32 master weights) with the scan unrolled 8 steps was
+#: faster than float32 on workloads S (1.25x) and L (1.17x), and than
+#: unrolling the whole window (S: 0.86x); the fused kernel was faster still
+#: on S (1.31x) where its shapes fit (L's H=512 does not). bfloat16 needs
+#: compute capability 8.0 (Ampere) or newer, so bfloat16 and unroll 8 are
+#: chosen from there, and the kernel, measured on 9.0 (Hopper) only, from
+#: 9.0. Anywhere else (a CPU, a TPU, an older GPU, a GPU that reports no
+#: compute capability): float32, unroll 1, the XLA recurrence.
+GPU_AUTO_UNROLL = 8
+GPU_AUTO_BF16_ARCH = (8, 0)
+GPU_AUTO_FUSED_ARCH = (9, 0)
 #: ``trial_chunk="auto"`` on a CPU vmaps as many slots together as make
 #: one batched recurrent matmul of about this many multiply-adds per time
 #: step (``chunk * batch * gates * hidden**2``), at least one: trials of
@@ -408,8 +426,11 @@ class EngineOptions:
 
   Attributes:
     compute_dtype: ``float32`` or ``bfloat16`` (matmuls and activations;
-      parameters, optimizer state, carries and losses stay float32).
-    unroll: time steps per iteration of the recurrent scan.
+      parameters, optimizer state, carries and losses stay float32), or
+      ``"auto"`` (bfloat16 on a CUDA GPU of compute capability 8.0 or
+      newer, float32 elsewhere; :data:`GPU_AUTO_UNROLL`'s note).
+    unroll: time steps per iteration of the recurrent scan, or ``"auto"``
+      (:data:`GPU_AUTO_UNROLL` on a CUDA GPU, 1 elsewhere).
     donate: donate the group state's buffers to each segment (the old state
       must not be used after the call; the runner never does).
     hoist_input: compute each layer's input projection for the whole
@@ -420,7 +441,12 @@ class EngineOptions:
       (each layer's whole window in one fused kernel with its own
       backward, :mod:`rnnsweep.models.fused`: Triton on a GPU, Pallas
       interpret mode elsewhere, which is slow and for tests; a shape the
-      kernel cannot take runs the XLA recurrence, with a warning).
+      kernel cannot take runs the XLA recurrence, with a warning), or
+      ``"auto"``: per group, the fused kernel where it is measured to pay
+      (a CUDA GPU of compute capability 9.0 or newer, bfloat16 compute)
+      and the group's shapes fit it, else XLA. A sweep records ``xla``
+      where the kernel cannot be chosen, else ``auto`` (the choice follows
+      from each group's shapes, and changes rounding only).
     trial_chunk: how many of a group's slots are vmapped together. A
       group of K runs its slots in chunks of this many, one chunk after
       another inside the same program (``lax.map``), each chunk training
@@ -442,25 +468,22 @@ class EngineOptions:
       Not part of a sweep's recorded settings (:meth:`record`).
   """
 
-  compute_dtype: str = "float32"
-  unroll: int = 1
+  compute_dtype: str = AUTO
+  unroll: int | str = AUTO
   donate: bool = False
   hoist_input: bool = False
-  recurrence: str = "xla"
-  trial_chunk: int | str = "auto"
+  recurrence: str = AUTO
+  trial_chunk: int | str = AUTO
   compile_at_once: bool = False
 
   def __post_init__(self):
-    if self.compute_dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"compute_dtype must be float32 or bfloat16, got "
-                       f"{self.compute_dtype!r}")
-    if isinstance(self.unroll, bool) or not isinstance(
-        self.unroll, int) or self.unroll < 1:
-      raise ValueError(f"unroll must be a positive integer, got "
-                       f"{self.unroll!r}")
-    if self.recurrence not in RECURRENCES:
-      raise ValueError(f"recurrence must be one of {', '.join(RECURRENCES)}, "
-                       f"got {self.recurrence!r}")
+    if self.compute_dtype not in (AUTO, *COMPUTE_DTYPES):
+      raise ValueError(f"compute_dtype must be auto, float32 or bfloat16, "
+                       f"got {self.compute_dtype!r}")
+    _check_unroll(self.unroll)
+    if self.recurrence not in (AUTO, *RECURRENCES):
+      raise ValueError(f"recurrence must be one of auto, "
+                       f"{', '.join(RECURRENCES)}, got {self.recurrence!r}")
     _check_trial_chunk(self.trial_chunk)
     if not isinstance(self.compile_at_once, bool):
       raise ValueError(f"compile_at_once must be True or False, got "
@@ -469,10 +492,60 @@ class EngineOptions:
   def record(self) -> dict[str, Any]:
     """The options a sweep stores and a resume must match: all but
     ``compile_at_once``, which changes when programs compile, not what
-    they compute."""
+    they compute (a sweep records them :meth:`resolved`)."""
     out = dataclasses.asdict(self)
     del out["compile_at_once"]
     return out
+
+  def resolved(self, platform: str | None = None, arch: str | None = None
+               ) -> "EngineOptions":
+    """These options with ``compute_dtype`` and ``unroll`` chosen for the
+    platform where they are ``auto``, and ``recurrence`` where ``auto``
+    cannot choose the kernel here (``xla``; where it can, each group
+    chooses, in :class:`OneTrial`; the trial chunk too, :meth:`chunk_for`).
+
+    Args:
+      platform: ``cpu``, ``gpu``, ``tpu`` (default: JAX's default backend).
+      arch: a CUDA GPU's compute capability, e.g. ``"9.0"`` (default: the
+        default device's; ``None`` where it has none).
+    """
+    platform, arch = _platform_arch(platform, arch)
+    measured = (platform == "gpu" and arch is not None
+                and arch >= GPU_AUTO_BF16_ARCH)
+    dtype, unroll = self.compute_dtype, self.unroll
+    if dtype == AUTO:
+      dtype = "bfloat16" if measured else "float32"
+    if unroll == AUTO:
+      unroll = GPU_AUTO_UNROLL if measured else 1
+    recurrence = self.recurrence
+    if recurrence == AUTO and not _auto_fused(platform, arch, dtype):
+      recurrence = "xla"
+    return dataclasses.replace(self, compute_dtype=dtype, unroll=unroll,
+                               recurrence=recurrence)
+
+  def auto_line(self, platform: str | None = None, arch: str | None = None
+                ) -> str | None:
+    """One line saying what ``auto`` chose here (``None``: nothing is
+    ``auto``), e.g. for a sweep's log."""
+    picked = [name for name in ("compute_dtype", "unroll", "recurrence")
+              if getattr(self, name) == AUTO]
+    if not picked:
+      return None
+    platform, arch = _platform_arch(platform, arch)
+    done = self.resolved(platform, arch)
+    where = platform + (f" (compute capability {arch[0]}.{arch[1]})"
+                        if platform == "gpu" and arch else "")
+    said = []
+    if "compute_dtype" in picked:
+      said.append(f"{done.compute_dtype} compute")
+    if "unroll" in picked:
+      said.append(f"unroll {done.unroll}")
+    if "recurrence" in picked:
+      said.append("the fused recurrence where a group's shapes fit it"
+                  if _auto_fused(platform, arch, done.compute_dtype)
+                  else "the XLA recurrence")
+    return (f"engine options on {where}, auto: {', '.join(said)} "
+            f"(set --precision, --unroll, --recurrence to choose)")
 
   def chunk_for(self, k: int, platform: str, step_macs: int = 0) -> int:
     """Slots vmapped together among ``k`` slots (a group's, or one
@@ -488,6 +561,35 @@ class EngineOptions:
     return max(d for d in range(1, chunk + 1) if k % d == 0)
 
 
+def _cuda_arch() -> str | None:
+  """The default device's compute capability (``"9.0"``; ``None`` for a
+  device that is not a CUDA GPU)."""
+  return getattr(jax.devices()[0], "compute_capability", None)
+
+
+def _platform_arch(platform: str | None, arch: str | None
+                   ) -> tuple[str, tuple[int, int] | None]:
+  """``(platform, (major, minor))``: the compute capability only for a
+  CUDA GPU (``None`` elsewhere, or for a GPU that reports none)."""
+  platform = platform or fused.target_platform()
+  if arch is None and platform == "gpu":
+    arch = _cuda_arch()
+  if platform != "gpu" or not arch:
+    return platform, None
+  if isinstance(arch, tuple):
+    return platform, arch
+  major, _, minor = str(arch).partition(".")
+  return platform, (int(major), int(minor or 0))
+
+
+def _auto_fused(platform: str, arch: tuple[int, int] | None,
+                compute_dtype: str) -> bool:
+  """Whether ``recurrence="auto"`` picks the fused kernel here (before a
+  group's shapes are asked)."""
+  return (platform == "gpu" and arch is not None and
+          arch >= GPU_AUTO_FUSED_ARCH and compute_dtype == "bfloat16")
+
+
 def _check_trial_chunk(value: Any, name: str = "trial_chunk",
                        shown: str | None = None) -> None:
   """Refuses anything but ``"auto"`` or an integer ``>= 0`` (``shown``:
@@ -499,19 +601,41 @@ def _check_trial_chunk(value: Any, name: str = "trial_chunk",
                      f"{shown if shown is not None else repr(value)}")
 
 
-def parse_trial_chunk(value: Any, name: str = "trial_chunk") -> int | str:
-  """``"auto"`` or an integer ``>= 0`` (an integer string is accepted);
-  a clear error naming ``name`` otherwise."""
+def _check_unroll(value: Any, name: str = "unroll",
+                  shown: str | None = None) -> None:
+  """Refuses anything but ``"auto"`` or an integer ``>= 1``."""
+  if value != AUTO and (isinstance(value, bool) or not isinstance(value, int)
+                        or value < 1):
+    raise ValueError(f"{name} must be 'auto' or a positive integer, got "
+                     f"{shown if shown is not None else repr(value)}")
+
+
+def _parse_auto_int(value: Any, check: Callable[..., None], name: str
+                    ) -> int | str:
+  """``value`` as ``check`` accepts it, an integer string read as its
+  integer; ``check``'s error, naming ``name``, otherwise."""
   if not isinstance(value, str):
-    _check_trial_chunk(value, name)
+    check(value, name)
     return value
   text = value.strip()
   try:
-    number = text if text == AUTO_CHUNK else int(text)
+    number = text if text == AUTO else int(text)
   except ValueError:
     number = value
-  _check_trial_chunk(number, name, shown=repr(value))
+  check(number, name, shown=repr(value))
   return number
+
+
+def parse_trial_chunk(value: Any, name: str = "trial_chunk") -> int | str:
+  """``"auto"`` or an integer ``>= 0`` (an integer string is accepted);
+  a clear error naming ``name`` otherwise."""
+  return _parse_auto_int(value, _check_trial_chunk, name)
+
+
+def parse_unroll(value: Any, name: str = "unroll") -> int | str:
+  """``"auto"`` or an integer ``>= 1`` (an integer string is accepted);
+  a clear error naming ``name`` otherwise."""
+  return _parse_auto_int(value, _check_unroll, name)
 
 
 def _input_size(static: StaticConfig, task: Task) -> int:
@@ -544,23 +668,37 @@ class OneTrial:
   """
 
   def __init__(self, static: StaticConfig, task: Task,
-               options: EngineOptions | None = None):
+               options: EngineOptions | None = None,
+               platform: str | None = None):
     self.static = static
     self.task = task
-    self.options = options or EngineOptions()
+    asked = options or EngineOptions()
+    #: The options with ``auto`` precision and unroll chosen for
+    #: ``platform`` (default: JAX's default backend).
+    self.options = asked.resolved(platform)
+    platform, arch = _platform_arch(platform, None)
     #: Why this program runs the XLA recurrence although ``pallas`` was
-    #: asked (``None``: as asked).
+    #: asked, or ``auto`` would have chosen the kernel here (``None``: as
+    #: asked, or chosen).
     self.fallback = None
     recurrence = self.options.recurrence
+    if recurrence == AUTO:
+      recurrence = ("pallas" if _auto_fused(
+          platform, arch, self.options.compute_dtype) else "xla")
     if recurrence == "pallas":
       self.fallback = fused.unsupported(
           static.cell, static.batch_size, static.hidden_size,
           dtype=self.options.compute_dtype)
       if self.fallback is not None:
         recurrence = "xla"
-        logging.getLogger("rnnsweep").warning(
-            "recurrence=pallas: %s; %s runs the XLA recurrence",
-            self.fallback, static.label())
+        # Asked for by name, the kernel's absence is worth a warning;
+        # chosen by auto, it is the group's log line's business.
+        logging.getLogger("rnnsweep").log(
+            logging.WARNING if asked.recurrence == "pallas" else logging.INFO,
+            "recurrence=%s: %s; %s runs the XLA recurrence",
+            asked.recurrence, self.fallback, static.label())
+    #: The recurrence this program runs: ``xla`` or ``pallas``.
+    self.recurrence = recurrence
     self.model = models.RecurrentModel(
         cell=static.cell, hidden_size=static.hidden_size,
         num_layers=static.num_layers, output_size=task.output_size,
@@ -757,12 +895,12 @@ class Program:
   def __init__(self, static: StaticConfig, task: Task,
                options: EngineOptions | None = None,
                devices: Sequence[Any] | None = None):
-    self.trial = OneTrial(static, task, options)
+    self.devices = tuple(devices) if devices else None
+    self.platform = (self.devices or jax.devices())[0].platform
+    self.trial = OneTrial(static, task, options, platform=self.platform)
     self.static = static
     self.task = task
     self.options = self.trial.options
-    self.devices = tuple(devices) if devices else None
-    self.platform = (self.devices or jax.devices())[0].platform
     self._compiled: dict[Any, Compiled] = {}
     # Spread over other processes' devices too (a jax.distributed job):
     # host values must become global arrays before each call.
@@ -784,8 +922,7 @@ class Program:
     self._segment_jit = jit(
         self._segment, (k, rep, rep, k, rep), k,
         donate_argnums=(0,) if self.options.donate else ())
-    self._evaluate_jit = jit(self._evaluate, (k, rep), k,
-                             static_argnums=(2,))
+    self._evaluate_jit = jit(self._evaluate, (k, rep), k)
     self._keep_best_jit = jit(self._keep_best, (k, k), k)
     self.reset_slot = jit(self._reset_slot, (k, rep, rep, rep), k)
     self.exploit = jit(self._exploit, (k, k, k), k)
@@ -890,6 +1027,8 @@ class Program:
                 "init", self._init_jit, (seeds, hp), lowered=lowered),
             "segment": lambda: self.compiled_segment(state, data.train,
                                                      data_key),
+            # The test pass waits for the validation pass's executable
+            # where the splits' shapes agree, and shares it.
             "validation": lambda: self.compiled_evaluate(state, data.val),
             "test": lambda: self.compiled_evaluate(state, data.test,
                                                    best=True),
@@ -945,9 +1084,12 @@ class Program:
   def compiled_evaluate(self, state: GroupState, data: Batch,
                         best: bool = False) -> "Compiled":
     """The evaluation executable for these shapes (``best``: of each
-    trial's best parameters, as the test split is run)."""
-    return self._executable("evaluate", self._evaluate_jit, (state, data),
-                            (best,))
+    trial's best parameters, as the test split is run). It takes the
+    parameters, not the state, so the validation pass and the test pass
+    share one executable where their splits have the same shape (every
+    built-in task's do): one compile fewer a group."""
+    return self._executable("evaluate", self._evaluate_jit,
+                            (_eval_params(state, best), data))
 
   def segment(self, state: GroupState, data_train: Any, data_key: Array, *,
               num_steps: int, stop_at: Any = None
@@ -975,7 +1117,7 @@ class Program:
     """Weighted mean metrics ``{name: [K]}`` on an evaluation set, of the
     current parameters or (``best=True``) of each trial's best ones."""
     return self.compiled_evaluate(state, data, best).executable(
-        *self._evaluate_jit.placed((state, data)))
+        *self._evaluate_jit.placed((_eval_params(state, best), data)))
 
   # -- K slots (the only vmap) ----------------------------------------------------
 
@@ -1041,10 +1183,8 @@ class Program:
     return state.replace(
         trials=jax.vmap(self.trial.keep_best)(state.trials, value))
 
-  def _evaluate(self, state: GroupState, data: Batch, best: bool = False
-                ) -> dict[str, Array]:
+  def _evaluate(self, params: Any, data: Batch) -> dict[str, Array]:
     _count_trace("evaluate")
-    params = state.trials.best_params if best else state.trials.params
     return self._over_slots(lambda d, p: self.trial.evaluate(p, d),
                             (params,), (data,))
 
@@ -1083,6 +1223,12 @@ class Program:
         carry=take(t.carry), diverged=take(t.diverged),
         diverged_step=take(t.diverged_step),
         hp={n: jnp.asarray(hp[n], jnp.float32) for n in t.hp}))
+
+
+def _eval_params(state: GroupState, best: bool) -> Any:
+  """The ``[K]`` parameters an evaluation runs: each slot's current ones,
+  or (``best``) its best so far (arrays or their shapes)."""
+  return state.trials.best_params if best else state.trials.params
 
 
 def _in_thread(name: str, job: Callable[[], Any]

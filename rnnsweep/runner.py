@@ -455,6 +455,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   if not distributed.is_leader():
     log, progress = None, False  # process 0 speaks for the job
   log = log or _quiet
+  settings = resolve_engine(settings, devices, log)
   steps = settings.steps
   store = _open_store(workdir)
   if store is not None:
@@ -511,6 +512,22 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
                      tuned=list(tuned), workdir=workdir, failed=failed)
 
 
+def resolve_engine(settings: SweepSettings, devices: Any = "all",
+                   log: Callable[[str], None] | None = None
+                   ) -> SweepSettings:
+  """``settings`` with the engine's ``auto`` precision and unroll chosen
+  for the platform of ``devices`` (as :func:`execute` takes them), saying
+  what was chosen to ``log`` (once: the result has nothing left to
+  choose but the recurrence, which each group chooses)."""
+  devices = (list(devices) if isinstance(devices, (list, tuple))
+             else placement.select_devices(devices))
+  platform = devices[0].platform
+  opts = settings.engine
+  if log is not None and engine.AUTO in (opts.compute_dtype, opts.unroll):
+    log(opts.auto_line(platform))
+  return settings.resolved(platform)
+
+
 def _open_store(workdir: str | None) -> Store | None:
   """The workdir's store; in a job of several processes, process 0's,
   which the others ask through :class:`~rnnsweep.distributed.OnLeader`."""
@@ -540,6 +557,8 @@ def execute_rounds(task: Task, settings: SweepSettings, *,
   groups / tell every result (:mod:`rnnsweep.batch_search`). The store
   grows by one batch per round; continuing a workdir continues the study
   (trials asked before an interruption are never asked again)."""
+  settings = resolve_engine(settings, devices,
+                            log if distributed.is_leader() else None)
   opts = settings.sampler_options
   rounds, batch = opts["rounds"], opts["batch_size_trials"]
   seeds = opts.get("seeds", 1)
@@ -880,9 +899,10 @@ def _train_group(task, group, shared, settings, *, store, ckpt_dir,
   spread = (f" over {len(devices)} devices "
             f"({placement.padded_size(group.size, len(devices))} slots)"
             if len(devices) > 1 else "")
-  fallback = engine.get_program(group.static, task, settings.engine,
-                                devices).trial.fallback
-  fallback = f" (XLA recurrence: {fallback})" if fallback else ""
+  trial = engine.get_program(group.static, task, settings.engine,
+                             devices).trial
+  fallback = (f" (XLA recurrence: {trial.fallback})" if trial.fallback else
+              " (fused recurrence)" if trial.recurrence == "pallas" else "")
   log(f"group {group.group_id + 1} {group.static.label()} "
       f"K={group.size}{spread} ({len(group.trials)} trials{pruned}): "
       f"{wall:.1f}s{' incl. compile' if compiled else ''}{fallback}; "

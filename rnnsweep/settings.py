@@ -96,6 +96,12 @@ class SweepSettings:
                sampler_options=json.loads(json.dumps(
                    dict(sampler_options or {}), sort_keys=True)))
 
+  def resolved(self, platform: str | None = None) -> "SweepSettings":
+    """These settings with the engine's ``auto`` precision and unroll
+    chosen for ``platform`` (:meth:`~rnnsweep.engine.EngineOptions.resolved`):
+    what a sweep records, names its workdir by and compares on resume."""
+    return dataclasses.replace(self, engine=self.engine.resolved(platform))
+
   def record(self) -> dict[str, Any]:
     """The settings as JSON-ready values (what the store saves and
     compares)."""

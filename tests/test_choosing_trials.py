@@ -609,14 +609,16 @@ def test_ofat_panel_draws_a_value_run_with_several_seeds_at_their_mean():
 
 
 def test_next_commands_train_like_the_sweep():
-  # The engine's recorded options and their defaults, as the commands read
-  # them (diagnosis does not import the engine).
-  assert {k: d for k, (_, d) in diagnosis.ENGINE_FLAGS.items()} == (
-      engine.EngineOptions().record())
-  plain = dict(ADVICE_SETTINGS, seed=0, engine=engine.EngineOptions().record())
+  # The engine's recorded options and their defaults as a sweep records
+  # them off a GPU, as the commands read them (diagnosis does not import
+  # the engine).
+  recorded = engine.EngineOptions().resolved("cpu").record()
+  assert {k: d for k, (_, d) in diagnosis.ENGINE_FLAGS.items()} == recorded
+  plain = dict(ADVICE_SETTINGS, seed=0, engine=recorded)
   assert diagnosis.sweep_flags(plain) == ["--task=adding", "--seq_len=12"]
   tuned = dict(plain, seed=7, engine=engine.EngineOptions(
-      compute_dtype="bfloat16", unroll=4, donate=True, trial_chunk=0).record())
+      compute_dtype="bfloat16", unroll=4, donate=True, trial_chunk=0
+  ).resolved("cpu").record())
   assert diagnosis.sweep_flags(tuned) == [
       "--task=adding", "--seq_len=12", "--seed=7", "--precision=bfloat16",
       "--unroll=4", "--donate", "--trial_chunk=0"]

@@ -243,9 +243,20 @@ def test_one_executable_serves_every_segment_length(tiny_lm):
   assert np.isnan(np.asarray(empty.train_loss)).all()
 
 
-#: The threads Program.prepare compiles a group's programs in, one each.
+#: The threads Program.prepare compiles a group's programs in, one each
+#: (:func:`_prepared`).
 PREPARE_THREADS = {f"rnnsweep-compile-{name}" for name in
                    ("init", "segment", "validation", "test", "keep_best")}
+#: The two passes share one program: whichever thread comes first compiles
+#: it, the other waits for it.
+EVALUATION_THREADS = {"rnnsweep-compile-validation", "rnnsweep-compile-test"}
+
+
+def _prepared(threads):
+  """Whether ``threads`` are the threads of one prepare: each program's,
+  and one of the two evaluation passes'."""
+  return (threads - EVALUATION_THREADS == PREPARE_THREADS - EVALUATION_THREADS
+          and len(threads & EVALUATION_THREADS) == 1)
 
 
 def _compile_threads():
@@ -275,9 +286,13 @@ def test_prepare_compiles_a_groups_programs_at_once_for_its_run(tiny_lm):
         future.result()
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
-  # init, segment, evaluation of the current and the best parameters, the
-  # best-parameter update: each in a thread of its own.
-  assert compiles.requests == 5 and threads == PREPARE_THREADS
+  # init, segment, evaluation (the validation split's of the current
+  # parameters and the test split's of the best ones: one program, the
+  # splits having one shape), the best-parameter update: each in a thread
+  # of its own.
+  assert np.shape(data.val.inputs) == np.shape(data.test.inputs)
+  assert compiles.requests == 4 and _prepared(threads)
+  assert compiles.names["jit(_evaluate)"] == 1
   # A group's whole run then uses them: nothing more is compiled.
   with engine.count_compiles() as again:
     state = prog.init(seeds, hp)
@@ -299,14 +314,18 @@ def test_a_run_compiles_its_groups_programs_at_once_when_told(
   options = rs.EngineOptions(compile_at_once=at_once)
   try:
     # auto: the group size's memory check compiles them (at once too).
-    r = rs.run_trials(tiny_lm, _configs("gru", VARIED[:3]), steps=16,
-                      eval_every=8, max_group_size=group_size,
-                      options=options)
+    with engine.count_compiles() as compiles:
+      r = rs.run_trials(tiny_lm, _configs("gru", VARIED[:3]), steps=16,
+                        eval_every=8, max_group_size=group_size,
+                        options=options)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert [t.status for t in r.trials] == ["completed"] * 3
   main = threading.current_thread().name
-  assert threads - {main} == (PREPARE_THREADS if at_once else set())
+  assert (_prepared(threads - {main}) if at_once else
+          threads - {main} == set())
+  # Validation and test ran one evaluation program.
+  assert compiles.names["jit(_evaluate)"] == 1
   # When programs compile is not part of the sweep a resume must match.
   record = lambda o: rs.settings.SweepSettings.make(
       tiny_lm, sampler="trials", space=None, num_trials=3, steps=16,
@@ -597,7 +616,7 @@ def test_trial_chunk_sets_how_many_trials_share_a_matmul(tiny_lm, chunk,
   segment = jax.make_jaxpr(prog._segment)(
       state, data.train, engine.data_key(0), np.zeros(6, np.int32),
       np.int32(1))
-  evaluate = jax.make_jaxpr(prog._evaluate)(state, data.val)
+  evaluate = jax.make_jaxpr(prog._evaluate)(state.trials.params, data.val)
   assert _dot_batch_sizes(segment.jaxpr) == batched
   assert _dot_batch_sizes(evaluate.jaxpr) == batched
 

@@ -252,6 +252,6 @@ def test_an_unsupported_shape_runs_the_xla_recurrence(monkeypatch, caplog):
 
 
 def test_recurrence_option_is_checked():
-  with pytest.raises(ValueError, match="recurrence must be one of xla, "
-                     "pallas, got 'cuda'"):
+  with pytest.raises(ValueError, match="recurrence must be one of auto, "
+                     "xla, pallas, got 'cuda'"):
     rs.EngineOptions(recurrence="cuda")
