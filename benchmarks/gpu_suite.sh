@@ -5,7 +5,8 @@
 # the whole window, hoisted input projection, donation, the fused Pallas
 # recurrence in bfloat16: in float32 and at L's H=512 it falls back, see
 # kernel_resources.py; XLA's command buffers with while loops, while-loop
-# double buffering, no command buffers, each through XLA_FLAGS), the baselines (PyTorch cuDNN, torch.func.vmap, a whole
+# double buffering, no command buffers, GEMM autotuning off for the
+# compiles, each through XLA_FLAGS), the baselines (PyTorch cuDNN, torch.func.vmap, a whole
 # 1024-trial sweep against its steady state), max_group_size=auto against
 # fixed K, a sweep's programs compiled at once against one after another,
 # several GPUs when present, and the table of goals vs measured.
@@ -14,7 +15,7 @@
 # what they are for: first what the goals table needs and the profiles
 # (QUICK=1 runs that block alone: about 5 minutes on an H200, from the
 # commands' times on 2026-12-04), then the levers one by one and the rest
-# (about 14 minutes in all, more than one device session's budget, which
+# (about 16 minutes in all, more than one device session's budget, which
 # then skips the end: the kernel's launch settings, L's levers).
 # DRY_RUN=1 runs nothing: it checks every command's flags (on any machine).
 # REHEARSE=1 runs every command for real at the toy workloads toyS and
@@ -112,6 +113,10 @@ if [[ "${QUICK:-0}" != 1 ]]; then
   run XLA_FLAGS=--xla_gpu_enable_command_buffer=$CMDBUF_WHILE benchmarks/throughput.py --workload=$S --ks=$K $BF --recurrence=pallas --tag=throughput_${S}_lstm_bfloat16_pallas_cmdbuf_while --out_dir="$out"
   run XLA_FLAGS=--xla_gpu_enable_while_loop_double_buffering=true benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_double_buffer --out_dir="$out"
   run XLA_FLAGS=--xla_gpu_enable_command_buffer= benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_no_cmdbuf --out_dir="$out"
+  # The whole sweep's time beyond training is mostly compiles: XLA's GEMM
+  # autotuning off (level 0), for compile time, steady speed and the
+  # whole-sweep ratio side by side with the goals block's fused row.
+  run XLA_FLAGS=--xla_gpu_autotune_level=0 benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=0 --full_sweep_trials=$K $BF --recurrence=pallas --notorch --out_dir="$out/autotune0"
   run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=$SWEEP --full_sweep_trials=$K $BF --unroll=8 --out_dir="$out"
   run benchmarks/group_size.py --workload=$S --trials=$K --ks=$AUTO_KS --rounds=$ROUNDS $BF --recurrence=pallas --out_dir="$out"
   run benchmarks/compile_at_once.py --workload=$S --trials=$K --updates=50 --rounds=$ROUNDS $BF --recurrence=pallas --out="$out/compile_at_once_$S.json"

@@ -135,9 +135,9 @@ def options_tag(options: engine.EngineOptions) -> str:
 
 def device_header(options: engine.EngineOptions | None = None) -> str:
   dev = jax.devices()[0]
-  opts = options or engine.EngineOptions()
-  picked = opts.auto_line()
-  opts = opts.resolved()
+  # Options given with auto values say what auto chose here.
+  picked = options.auto_line() if options is not None else None
+  opts = (options or engine.EngineOptions()).resolved()
   return (f"device {dev.platform}:{dev.device_kind} x{jax.device_count()}; "
           f"jax {jax.__version__}; matmul precision "
           f"{jax.config.jax_default_matmul_precision or 'default'}; "

@@ -543,3 +543,21 @@ def test_a_benchmark_header_names_the_xla_flags_it_ran_under(monkeypatch):
       "compile_at_once False; XLA_FLAGS --xla_gpu_enable_command_buffer=")
   monkeypatch.delenv("XLA_FLAGS")
   assert bench.device_header().endswith("compile_at_once False")
+
+
+def test_a_benchmark_of_auto_options_names_what_they_chose():
+  """``--precision=auto --unroll=auto --recurrence=auto``: the file name
+  and header carry the values chosen on this device (a CPU's)."""
+  from rnnsweep import bench  # pylint: disable=g-import-not-at-top
+  auto = rs.EngineOptions()
+  assert bench.options_tag(auto) == "float32_u1"
+  header = bench.device_header(auto)
+  assert "compute float32, unroll 1, donate False, hoist_input False, " \
+         "recurrence xla," in header
+  assert ("compile_at_once False; engine options on cpu, auto: float32 "
+          "compute, unroll 1, the XLA recurrence (set --precision, "
+          "--unroll, --recurrence to choose)") in header
+  named = rs.EngineOptions(compute_dtype="bfloat16", unroll=8,
+                           recurrence="pallas")
+  assert bench.options_tag(named) == "bfloat16_u8_pallas"
+  assert "engine options" not in bench.device_header(named)
