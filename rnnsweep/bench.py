@@ -185,14 +185,14 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
   data = prog.put_replicated(task.data())
   key = prog.put_replicated(engine.data_key(0))
   state = prog.init(seeds, hp)
+  # One piece's program where a CPU runs the group in pieces side by side.
   compiled = prog.compiled_segment(state, data.train, key)
   mem = compiled.executable.memory_analysis()
   box = [state]
-  no_limit = np.full((k,), engine.NO_LIMIT, np.int32)
 
   def run():
-    box[0], metrics = compiled.executable(box[0], data.train, key, no_limit,
-                                          np.int32(w.updates))
+    box[0], metrics = prog.segment(box[0], data.train, key,
+                                   num_steps=w.updates)
     return metrics
 
   sec = median_seconds(run, repeats)
@@ -205,6 +205,7 @@ def measure_group(w: Workload, k: int, *, repeats: int = 3,
           "program_bytes": compiled.bytes,
           # What ran: a pallas request falls back on shapes it cannot run.
           "recurrence": prog.trial.recurrence,
+          "parts": prog.parts(k),
           "fallback": prog.trial.fallback}
 
 

@@ -40,6 +40,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -55,6 +56,7 @@ import optax
 
 from rnnsweep import distributed
 from rnnsweep import models
+from rnnsweep import placement
 from rnnsweep.models import fused
 from rnnsweep import selection
 from rnnsweep import space as space_lib
@@ -957,6 +959,56 @@ class Program:
         k // self.num_devices, self.platform,
         step_macs=s.batch_size * models.GATES[s.cell] * s.hidden_size**2)
 
+  def parts(self, k: int) -> int:
+    """Pieces a training segment or an evaluation over ``k`` slots runs
+    as, side by side, each from a thread of its own (``1``: one call).
+
+    On one CPU device whose group trains its trials in chunks (a trial's
+    matmuls then run on one core, and XLA runs one program's chunks one
+    after another), the slots are cut into as many contiguous pieces as
+    the cores allow (a divisor of ``k``, at most one a chunk): two
+    executions on one CPU device from two threads run at once (on 2 cores
+    a segment of 8 LSTM(128) trials took 0.45-0.48 s in two pieces against
+    0.81-0.87 s in one call, benchmarks/RESULTS.md). Each piece runs the
+    same per-trial program, so the numbers are the same bit for bit. Never
+    on an accelerator, over several devices or processes.
+    """
+    if (self.platform != "cpu" or self.mesh is not None
+        or self.multi_process):
+      return 1
+    most = min(_usable_cores(), k // self.chunk(k))
+    return max(p for p in range(1, max(most, 1) + 1) if k % p == 0)
+
+  def _in_parts(self, jitted: "_Jitted", compiled: "Compiled", args: tuple,
+                slotted: tuple[int, ...], p: int) -> Any:
+    """``compiled`` (a program of ``k // p`` slots) run on the ``p``
+    pieces of ``args`` (those at ``slotted`` cut along their slot axis,
+    the rest shared), side by side from threads; its outputs joined back
+    along the slot axis."""
+    pieces = _split_slots(p)(tuple(args[i] for i in slotted))
+
+    def run(piece):
+      call = list(args)
+      for i, value in zip(slotted, piece):
+        call[i] = value
+      return jax.block_until_ready(
+          compiled.executable(*jitted.placed(tuple(call))))
+
+    with concurrent.futures.ThreadPoolExecutor(
+        p, thread_name_prefix="rnnsweep-part") as pool:
+      outs = list(pool.map(run, pieces))
+    return _join_slots(tuple(outs))
+
+  def _piece(self, tree: Any) -> tuple[Any, int]:
+    """``(shapes of one piece of tree's slots, number of pieces)``."""
+    k = np.shape(jax.tree_util.tree_leaves(tree)[0])[0]
+    p = self.parts(k)
+    if p == 1:
+      return tree, 1
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct((k // p,) + tuple(np.shape(a))[1:],
+                                       a.dtype), tree), p
+
   # -- compiled executables -----------------------------------------------------
 
   def _executable(self, name: str, jitted: Any, args: tuple,
@@ -1046,7 +1098,8 @@ class Program:
   def compiled_segment(self, state: GroupState, data_train: Any,
                        data_key: Array) -> "Compiled":
     """The training segment's executable for these shapes (every segment
-    length shares it)."""
+    length shares it; run in :meth:`parts`, one piece's)."""
+    state, _ = self._piece(state)
     return self._executable(
         "segment", self._segment_jit,
         (state, data_train, data_key, self._stop_at(state, None),
@@ -1088,8 +1141,8 @@ class Program:
     parameters, not the state, so the validation pass and the test pass
     share one executable where their splits have the same shape (every
     built-in task's do): one compile fewer a group."""
-    return self._executable("evaluate", self._evaluate_jit,
-                            (_eval_params(state, best), data))
+    params, _ = self._piece(_eval_params(state, best))
+    return self._executable("evaluate", self._evaluate_jit, (params, data))
 
   def segment(self, state: GroupState, data_train: Any, data_key: Array, *,
               num_steps: int, stop_at: Any = None
@@ -1108,16 +1161,23 @@ class Program:
         below this (an empty slot: its step; ``None``: no limit).
     """
     exe = self.compiled_segment(state, data_train, data_key)
-    return exe.executable(*self._segment_jit.placed(
-        (state, data_train, data_key, self._stop_at(state, stop_at),
-         np.int32(num_steps))))
+    args = (state, data_train, data_key, self._stop_at(state, stop_at),
+            np.int32(num_steps))
+    p = self.parts(np.shape(state.trials.step)[0])
+    if p > 1:
+      return self._in_parts(self._segment_jit, exe, args, (0, 3), p)
+    return exe.executable(*self._segment_jit.placed(args))
 
   def evaluate(self, state: GroupState, data: Batch, *, best: bool = False
                ) -> dict[str, Array]:
     """Weighted mean metrics ``{name: [K]}`` on an evaluation set, of the
     current parameters or (``best=True``) of each trial's best ones."""
-    return self.compiled_evaluate(state, data, best).executable(
-        *self._evaluate_jit.placed((_eval_params(state, best), data)))
+    exe = self.compiled_evaluate(state, data, best)
+    args = (_eval_params(state, best), data)
+    p = self.parts(np.shape(state.trials.step)[0])
+    if p > 1:
+      return self._in_parts(self._evaluate_jit, exe, args, (0,), p)
+    return exe.executable(*self._evaluate_jit.placed(args))
 
   # -- K slots (the only vmap) ----------------------------------------------------
 
@@ -1223,6 +1283,30 @@ class Program:
         carry=take(t.carry), diverged=take(t.diverged),
         diverged_step=take(t.diverged_step),
         hp={n: jnp.asarray(hp[n], jnp.float32) for n in t.hp}))
+
+
+def _usable_cores() -> int:
+  """The CPU cores this process may run on (one place, for tests)."""
+  return placement.usable_cores()
+
+
+@functools.lru_cache(maxsize=None)
+def _split_slots(p: int) -> Callable[[Any], tuple]:
+  """A jitted ``tree -> p trees``, each a contiguous piece of every leaf's
+  leading (slot) axis."""
+
+  def split(tree):
+    k = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    m = k // p
+    return tuple(jax.tree_util.tree_map(lambda a, j=j: a[j * m:(j + 1) * m],
+                                        tree) for j in range(p))
+  return jax.jit(split)
+
+
+@jax.jit
+def _join_slots(trees: tuple) -> Any:
+  """The pieces of :func:`_split_slots` joined back along the slot axis."""
+  return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees)
 
 
 def _eval_params(state: GroupState, best: bool) -> Any:

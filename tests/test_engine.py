@@ -638,6 +638,52 @@ def test_trial_chunks_train_as_the_whole_group(tiny_lm):
   assert len(finals) == len(configs)
 
 
+def test_a_cpu_group_runs_in_pieces_side_by_side_as_one_call(tiny_lm,
+                                                              monkeypatch):
+  """A group training its trials one at a time on a CPU is cut into one
+  piece a core, each run from a thread of its own: the same numbers bit
+  for bit as the whole group in one call, validation and test included."""
+  configs = _configs("lstm")  # 6 trials
+  one_at_a_time = rs.EngineOptions(trial_chunk=1)
+  static = StaticConfig.from_params(rs.make_trials(configs)[0].params)
+  monkeypatch.setattr(engine, "_usable_cores", lambda: 3)
+  prog = engine.Program(static, tiny_lm, one_at_a_time)
+  assert [prog.parts(k) for k in (6, 5, 4, 2, 1)] == [3, 1, 2, 2, 1]
+  # Vmapped whole (tiny trials' chunk) or chunks of 4 of 6 (3): no more
+  # pieces than chunks.
+  assert engine.Program(static, tiny_lm, rs.EngineOptions(
+      trial_chunk=0)).parts(6) == 1
+  assert engine.Program(static, tiny_lm, rs.EngineOptions(
+      trial_chunk=4)).parts(6) == 2
+  trials = rs.make_trials(configs)
+  state = prog.init(engine.seed_array([t.seed for t in trials]),
+                    engine.hparam_arrays([t.params for t in trials]))
+  data = tiny_lm.data()
+  exe = prog.compiled_segment(state, data.train, engine.data_key(0))
+  assert exe.executable.args_info[0][0].trials.step.shape == (2,)  # a piece
+  called = []
+
+  def runs(**patch):
+    monkeypatch.setattr(engine, "_PROGRAMS", type(engine._PROGRAMS)())  # pylint: disable=protected-access
+    for name, value in patch.items():
+      monkeypatch.setattr(engine.Program, name, value)
+    return rs.run_trials(tiny_lm, configs, steps=16, eval_every=8,
+                         max_group_size=6, options=one_at_a_time)
+
+  real_in_parts = engine.Program._in_parts  # pylint: disable=protected-access
+
+  def in_parts(self, jitted, compiled, args, slotted, p):
+    called.append(p)
+    return real_in_parts(self, jitted, compiled, args, slotted, p)
+
+  pieces = runs(_in_parts=in_parts)
+  # Both segments, both validations and the test ran in 3 pieces.
+  assert called == [3] * 5
+  whole = runs(parts=lambda self, k: 1)
+  for a, b in zip(pieces.trials, whole.trials, strict=True):
+    assert a.curves == b.curves and a.test_value == b.test_value
+
+
 def test_trial_chunk_for_a_group():
   opts = engine.EngineOptions
   assert opts(trial_chunk=0).chunk_for(6, "cpu") == 6
