@@ -966,17 +966,21 @@ class Program:
     On one CPU device whose group trains its trials in chunks (a trial's
     matmuls then run on one core, and XLA runs one program's chunks one
     after another), the slots are cut into as many contiguous pieces as
-    the cores allow (a divisor of ``k``, at most one a chunk): two
+    the cores allow (a CPU split into devices: its share of them; a
+    divisor of ``k``, at most one a chunk): two
     executions on one CPU device from two threads run at once (on 2 cores
-    a segment of 8 LSTM(128) trials took 0.45-0.48 s in two pieces against
-    0.81-0.87 s in one call, benchmarks/RESULTS.md). Each piece runs the
+    a segment of 8 LSTM(128) trials took 0.50-0.78 s in two pieces against
+    0.95-1.02 s in one call, benchmarks/RESULTS.md). Each piece runs the
     same per-trial program, so the numbers are the same bit for bit. Never
     on an accelerator, over several devices or processes.
     """
     if (self.platform != "cpu" or self.mesh is not None
         or self.multi_process):
       return 1
-    most = min(_usable_cores(), k // self.chunk(k))
+    # A CPU split into devices gives each its share of the cores (the
+    # groups of other devices train meanwhile).
+    cores = _usable_cores() // max(1, jax.local_device_count("cpu"))
+    most = min(cores, k // self.chunk(k))
     return max(p for p in range(1, max(most, 1) + 1) if k % p == 0)
 
   def _in_parts(self, jitted: "_Jitted", compiled: "Compiled", args: tuple,
@@ -999,15 +1003,16 @@ class Program:
       outs = list(pool.map(run, pieces))
     return _join_slots(tuple(outs))
 
-  def _piece(self, tree: Any) -> tuple[Any, int]:
-    """``(shapes of one piece of tree's slots, number of pieces)``."""
+  def _piece(self, tree: Any) -> Any:
+    """The shapes of one of :meth:`parts`' pieces of ``tree``'s slots
+    (``tree`` itself when it runs in one call)."""
     k = np.shape(jax.tree_util.tree_leaves(tree)[0])[0]
     p = self.parts(k)
     if p == 1:
-      return tree, 1
+      return tree
     return jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct((k // p,) + tuple(np.shape(a))[1:],
-                                       a.dtype), tree), p
+                                       a.dtype), tree)
 
   # -- compiled executables -----------------------------------------------------
 
@@ -1099,7 +1104,7 @@ class Program:
                        data_key: Array) -> "Compiled":
     """The training segment's executable for these shapes (every segment
     length shares it; run in :meth:`parts`, one piece's)."""
-    state, _ = self._piece(state)
+    state = self._piece(state)
     return self._executable(
         "segment", self._segment_jit,
         (state, data_train, data_key, self._stop_at(state, None),
@@ -1141,7 +1146,7 @@ class Program:
     parameters, not the state, so the validation pass and the test pass
     share one executable where their splits have the same shape (every
     built-in task's do): one compile fewer a group."""
-    params, _ = self._piece(_eval_params(state, best))
+    params = self._piece(_eval_params(state, best))
     return self._executable("evaluate", self._evaluate_jit, (params, data))
 
   def segment(self, state: GroupState, data_train: Any, data_key: Array, *,

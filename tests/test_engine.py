@@ -649,6 +649,15 @@ def test_a_cpu_group_runs_in_pieces_side_by_side_as_one_call(tiny_lm,
   monkeypatch.setattr(engine, "_usable_cores", lambda: 3)
   prog = engine.Program(static, tiny_lm, one_at_a_time)
   assert [prog.parts(k) for k in (6, 5, 4, 2, 1)] == [3, 1, 2, 2, 1]
+  # A CPU split into devices: each device's share of the cores.
+  real_count = jax.local_device_count
+  monkeypatch.setattr(jax, "local_device_count",
+                      lambda backend=None: 3 if backend == "cpu" else 1)
+  assert prog.parts(6) == 1
+  monkeypatch.setattr(engine, "_usable_cores", lambda: 8)
+  assert prog.parts(6) == 2
+  monkeypatch.setattr(jax, "local_device_count", real_count)
+  monkeypatch.setattr(engine, "_usable_cores", lambda: 3)
   # Vmapped whole (tiny trials' chunk) or chunks of 4 of 6 (3): no more
   # pieces than chunks.
   assert engine.Program(static, tiny_lm, rs.EngineOptions(
