@@ -77,6 +77,8 @@ def test_script_runs_end_to_end(tmp_path):
     (["--max_group_size=big"], ["--max_group_size", "'auto'", "'big'"]),
     (["--trial_chunk=-2"], ["--trial_chunk", "'auto' or an integer >= 0",
                             "'-2'"]),
+    (["--unroll=0"], ["--unroll", "'auto' or a positive integer", "'0'"]),
+    (["--precision=float16"], ["--precision", "<auto|float32|bfloat16>"]),
     (["stray"], ["unexpected arguments"]),
     (["--space=adir"], ["'adir'", "Is a directory"]),
     (["--space=latin1.json"], ["'latin1.json'", "not UTF-8"]),
