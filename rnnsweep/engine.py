@@ -563,19 +563,13 @@ class EngineOptions:
     return max(d for d in range(1, chunk + 1) if k % d == 0)
 
 
-def _cuda_arch() -> str | None:
-  """The default device's compute capability (``"9.0"``; ``None`` for a
-  device that is not a CUDA GPU)."""
-  return getattr(jax.devices()[0], "compute_capability", None)
-
-
 def _platform_arch(platform: str | None, arch: str | None
                    ) -> tuple[str, tuple[int, int] | None]:
   """``(platform, (major, minor))``: the compute capability only for a
   CUDA GPU (``None`` elsewhere, or for a GPU that reports none)."""
   platform = platform or fused.target_platform()
   if arch is None and platform == "gpu":
-    arch = _cuda_arch()
+    arch = fused.cuda_arch()
   if platform != "gpu" or not arch:
     return platform, None
   if isinstance(arch, tuple):
@@ -979,16 +973,20 @@ class Program:
       return 1
     # A CPU split into devices gives each its share of the cores (the
     # groups of other devices train meanwhile).
-    cores = _usable_cores() // max(1, jax.local_device_count("cpu"))
+    cores = placement.usable_cores() // max(1, jax.local_device_count("cpu"))
     most = min(cores, k // self.chunk(k))
     return max(p for p in range(1, max(most, 1) + 1) if k % p == 0)
 
-  def _in_parts(self, jitted: "_Jitted", compiled: "Compiled", args: tuple,
-                slotted: tuple[int, ...], p: int) -> Any:
-    """``compiled`` (a program of ``k // p`` slots) run on the ``p``
-    pieces of ``args`` (those at ``slotted`` cut along their slot axis,
-    the rest shared), side by side from threads; its outputs joined back
-    along the slot axis."""
+  def _run(self, jitted: "_Jitted", compiled: "Compiled", args: tuple,
+           slotted: tuple[int, ...]) -> Any:
+    """``compiled`` on ``args``, whose arguments at ``slotted`` have the
+    group's K slots on their leading axis (the rest are shared): in one
+    call, or (:meth:`parts`) ``compiled`` being one piece's program, on
+    each piece side by side from threads, its outputs joined back along
+    the slot axis."""
+    p = self.parts(np.shape(jax.tree_util.tree_leaves(args[slotted[0]])[0])[0])
+    if p == 1:
+      return compiled.executable(*jitted.placed(args))
     pieces = _split_slots(p)(tuple(args[i] for i in slotted))
 
     def run(piece):
@@ -1168,10 +1166,7 @@ class Program:
     exe = self.compiled_segment(state, data_train, data_key)
     args = (state, data_train, data_key, self._stop_at(state, stop_at),
             np.int32(num_steps))
-    p = self.parts(np.shape(state.trials.step)[0])
-    if p > 1:
-      return self._in_parts(self._segment_jit, exe, args, (0, 3), p)
-    return exe.executable(*self._segment_jit.placed(args))
+    return self._run(self._segment_jit, exe, args, (0, 3))
 
   def evaluate(self, state: GroupState, data: Batch, *, best: bool = False
                ) -> dict[str, Array]:
@@ -1179,10 +1174,7 @@ class Program:
     current parameters or (``best=True``) of each trial's best ones."""
     exe = self.compiled_evaluate(state, data, best)
     args = (_eval_params(state, best), data)
-    p = self.parts(np.shape(state.trials.step)[0])
-    if p > 1:
-      return self._in_parts(self._evaluate_jit, exe, args, (0,), p)
-    return exe.executable(*self._evaluate_jit.placed(args))
+    return self._run(self._evaluate_jit, exe, args, (0,))
 
   # -- K slots (the only vmap) ----------------------------------------------------
 
@@ -1288,11 +1280,6 @@ class Program:
         carry=take(t.carry), diverged=take(t.diverged),
         diverged_step=take(t.diverged_step),
         hp={n: jnp.asarray(hp[n], jnp.float32) for n in t.hp}))
-
-
-def _usable_cores() -> int:
-  """The CPU cores this process may run on (one place, for tests)."""
-  return placement.usable_cores()
 
 
 @functools.lru_cache(maxsize=None)

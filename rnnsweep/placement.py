@@ -29,12 +29,14 @@ def select_devices(spec: Any = "all") -> list[Any]:
   Args:
     spec: ``"all"`` (every device of the default backend, on every
       process), a positive integer N (the first N of them, as an ``int`` or
-      a string of digits), or ``"cpu"`` (every CPU device, also on a host
-      with accelerators).
+      a string of digits), ``"cpu"`` (every CPU device, also on a host
+      with accelerators), or a list or tuple of devices (those).
 
   Raises:
     ValueError: one line naming ``devices`` and what is wrong.
   """
+  if isinstance(spec, (list, tuple)):
+    return list(spec)
   if isinstance(spec, str) and spec.strip().isdigit():
     spec = int(spec)
   if spec == "all":

@@ -449,8 +449,7 @@ def execute(task: Task, trials: Sequence[samplers.TrialSpec] | None,
   if checkpoint_seconds < 0:
     raise ValueError(f"checkpoint_seconds must be >= 0, got "
                      f"{checkpoint_seconds!r}")
-  devices = (list(devices) if isinstance(devices, (list, tuple))
-             else placement.select_devices(devices))
+  devices = placement.select_devices(devices)
   placement.check_spans_processes(devices)
   if not distributed.is_leader():
     log, progress = None, False  # process 0 speaks for the job
@@ -519,8 +518,7 @@ def resolve_engine(settings: SweepSettings, devices: Any = "all",
   for the platform of ``devices`` (as :func:`execute` takes them), saying
   what was chosen to ``log`` (once: the result has nothing left to
   choose but the recurrence, which each group chooses)."""
-  devices = (list(devices) if isinstance(devices, (list, tuple))
-             else placement.select_devices(devices))
+  devices = placement.select_devices(devices)
   platform = devices[0].platform
   opts = settings.engine
   if log is not None and engine.AUTO in (opts.compute_dtype, opts.unroll):

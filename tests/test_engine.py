@@ -15,6 +15,7 @@ import pytest
 
 import rnnsweep as rs
 from rnnsweep import engine
+from rnnsweep import placement
 from rnnsweep.groups import StaticConfig
 from conftest import TEST_XLA_FLAGS, TINY, group_state, subprocess_env
 import reference
@@ -646,7 +647,7 @@ def test_a_cpu_group_runs_in_pieces_side_by_side_as_one_call(tiny_lm,
   configs = _configs("lstm")  # 6 trials
   one_at_a_time = rs.EngineOptions(trial_chunk=1)
   static = StaticConfig.from_params(rs.make_trials(configs)[0].params)
-  monkeypatch.setattr(engine, "_usable_cores", lambda: 3)
+  monkeypatch.setattr(placement, "usable_cores", lambda: 3)
   prog = engine.Program(static, tiny_lm, one_at_a_time)
   assert [prog.parts(k) for k in (6, 5, 4, 2, 1)] == [3, 1, 2, 2, 1]
   # A CPU split into devices: each device's share of the cores.
@@ -654,10 +655,10 @@ def test_a_cpu_group_runs_in_pieces_side_by_side_as_one_call(tiny_lm,
   monkeypatch.setattr(jax, "local_device_count",
                       lambda backend=None: 3 if backend == "cpu" else 1)
   assert prog.parts(6) == 1
-  monkeypatch.setattr(engine, "_usable_cores", lambda: 8)
+  monkeypatch.setattr(placement, "usable_cores", lambda: 8)
   assert prog.parts(6) == 2
   monkeypatch.setattr(jax, "local_device_count", real_count)
-  monkeypatch.setattr(engine, "_usable_cores", lambda: 3)
+  monkeypatch.setattr(placement, "usable_cores", lambda: 3)
   # Vmapped whole (tiny trials' chunk) or chunks of 4 of 6 (3): no more
   # pieces than chunks.
   assert engine.Program(static, tiny_lm, rs.EngineOptions(
@@ -672,23 +673,23 @@ def test_a_cpu_group_runs_in_pieces_side_by_side_as_one_call(tiny_lm,
   assert exe.executable.args_info[0][0].trials.step.shape == (2,)  # a piece
   called = []
 
-  def runs(**patch):
+  def runs():
     monkeypatch.setattr(engine, "_PROGRAMS", type(engine._PROGRAMS)())  # pylint: disable=protected-access
-    for name, value in patch.items():
-      monkeypatch.setattr(engine.Program, name, value)
     return rs.run_trials(tiny_lm, configs, steps=16, eval_every=8,
                          max_group_size=6, options=one_at_a_time)
 
-  real_in_parts = engine.Program._in_parts  # pylint: disable=protected-access
+  real_split = engine._split_slots  # pylint: disable=protected-access
 
-  def in_parts(self, jitted, compiled, args, slotted, p):
+  def split(p):
     called.append(p)
-    return real_in_parts(self, jitted, compiled, args, slotted, p)
+    return real_split(p)
 
-  pieces = runs(_in_parts=in_parts)
+  monkeypatch.setattr(engine, "_split_slots", split)
+  pieces = runs()
   # Both segments, both validations and the test ran in 3 pieces.
   assert called == [3] * 5
-  whole = runs(parts=lambda self, k: 1)
+  monkeypatch.setattr(engine.Program, "parts", lambda self, k: 1)
+  whole = runs()
   for a, b in zip(pieces.trials, whole.trials, strict=True):
     assert a.curves == b.curves and a.test_value == b.test_value
 

@@ -109,7 +109,7 @@ AUTO_CHOICES = [
 @pytest.mark.parametrize("platform, arch, chosen", AUTO_CHOICES)
 def test_auto_options_are_chosen_by_device(platform, arch, chosen,
                                            monkeypatch):
-  monkeypatch.setattr(engine, "_cuda_arch", lambda: arch)
+  monkeypatch.setattr(fused, "cuda_arch", lambda: arch)
   done = rs.EngineOptions().resolved(platform)
   assert (done.compute_dtype, done.unroll, done.recurrence) == chosen
   assert done.resolved(platform) == done  # nothing left to choose twice
@@ -133,7 +133,7 @@ def test_auto_recurrence_is_the_kernel_where_a_group_fits_it(monkeypatch,
   """On a (stood-in) Hopper GPU each group takes the fused kernel if its
   shapes fit, else the XLA scan with the reason, said quietly: auto is no
   request for the kernel."""
-  monkeypatch.setattr(engine, "_cuda_arch", lambda: "9.0")
+  monkeypatch.setattr(fused, "cuda_arch", lambda: "9.0")
   monkeypatch.setattr(fused, "target_platform", lambda: "gpu")
   task = rs.Adding(seq_len=8, num_val=8)
 

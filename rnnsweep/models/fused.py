@@ -131,10 +131,15 @@ def target_platform() -> str:
   return jax.default_backend()
 
 
+def cuda_arch() -> str | None:
+  """The default device's compute capability (``"9.0"``; ``None`` for a
+  device that is not a CUDA GPU)."""
+  return getattr(jax.devices()[0], "compute_capability", None)
+
+
 def _arch() -> str:
-  """The default device's compute capability (``"9.0"``), also where it
-  is not a CUDA GPU."""
-  return getattr(jax.devices()[0], "compute_capability", None) or _DEFAULT_ARCH
+  """:func:`cuda_arch`, also where the device is not a CUDA GPU."""
+  return cuda_arch() or _DEFAULT_ARCH
 
 
 def unsupported(cell: str, batch_size: int, hidden_size: int,
