@@ -1094,6 +1094,24 @@ def shown_names(tuned: Sequence[str], seeds: int) -> list[str]:
                         else [])
 
 
+def varied_names(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The names whose values differ between ``configs`` (a name some
+  configurations leave out varies unless all do), sorted.
+
+  One pass over the configurations: a 1,024-trial list took 3.8 s of
+  Python when each name's values were collected once per configuration
+  naming it (quadratic)."""
+  seen: dict[str, set[str]] = {}
+  for c in configs:
+    for k in c:
+      seen.setdefault(k, set())
+  for c in configs:
+    for k, values in seen.items():
+      if len(values) < 2:
+        values.add(repr(c.get(k)))
+  return sorted(k for k, values in seen.items() if len(values) > 1)
+
+
 def trials_settings(task: Task, configs: Sequence[Mapping[str, Any]], *,
                     steps: int, eval_every: int,
                     max_group_size: int | str = DEFAULT_MAX_GROUP_SIZE,
@@ -1110,8 +1128,7 @@ def trials_settings(task: Task, configs: Sequence[Mapping[str, Any]], *,
   samplers.check_seeds(seeds)
   base = task.base_params()
   trials = samplers.make_trials([{**base, **c} for c in configs], seed=seed)
-  tuned = sorted({k for c in configs for k in c
-                  if len({repr(cc.get(k)) for cc in configs}) > 1})
+  tuned = varied_names(configs)
   options_ = {} if source is None else {
       "file": os.path.basename(source),
       "configs_sha1": samplers.configs_digest(configs)}
