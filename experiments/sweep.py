@@ -152,7 +152,9 @@ _HOIST_INPUT = flags.DEFINE_bool(
     "numbers up to rounding).")
 _RECURRENCE = flags.DEFINE_enum(
     "recurrence", rs.engine.AUTO, [rs.engine.AUTO, *rs.engine.RECURRENCES],
-    "How each layer's time loop runs: xla (lax.scan), pallas (one fused "
+    "How each layer's time loop runs: xla (lax.scan), xla_vjp (lax.scan "
+    "with a hand-written backward: each recurrent kernel's gradient is "
+    "one matmul per window, not one per time step), pallas (one fused "
     "kernel per window with its own backward; Triton on a GPU, slow "
     "interpret mode on a CPU; shapes it cannot take fall back to xla with "
     "a warning), or auto (pallas on a CUDA GPU of compute capability 9.0+ "

@@ -100,8 +100,9 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
                             "projection out of the time loop.")
   recurrence = flags.DEFINE_enum(
       "recurrence", "xla", [*engine.RECURRENCES, engine.AUTO], "The time "
-      "loop: xla (lax.scan), pallas (the fused kernel; interpret mode off "
-      "GPU) or auto (the kernel where the engine would choose it).")
+      "loop: xla (lax.scan), xla_vjp (lax.scan with the fused kernels' "
+      "backward), pallas (the fused kernel; interpret mode off GPU) or "
+      "auto (the kernel where the engine would choose it).")
   chunk = flags.DEFINE_string(
       "trial_chunk", engine.AUTO_CHUNK, "Slots vmapped together in a "
       "group: auto (all on an accelerator; on a CPU by matmul size), 0 "
@@ -118,6 +119,12 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
       compile_at_once=at_once.value)
 
 
+def _recurrence_tag(recurrence: str) -> str:
+  """The file-name part of a recurrence (none for the XLA scan, the
+  default; ``auto``'s is spelt apart)."""
+  return "" if recurrence in ("xla", engine.AUTO) else f"_{recurrence}"
+
+
 def options_tag(options: engine.EngineOptions) -> str:
   """E.g. ``bfloat16_u8_hoist_pallas``, for output file names (``auto``
   precision and unroll as chosen on this device; ``_auto``: the
@@ -127,7 +134,7 @@ def options_tag(options: engine.EngineOptions) -> str:
   return (f"{options.compute_dtype}_u{options.unroll}"
           f"{'_hoist' if options.hoist_input else ''}"
           f"{'_donate' if options.donate else ''}"
-          f"{'_pallas' if options.recurrence == 'pallas' else ''}"
+          f"{_recurrence_tag(options.recurrence)}"
           f"{'_auto' if options.recurrence == engine.AUTO else ''}"
           f"{'_once' if options.compile_at_once else ''}"
           f"{'' if auto_chunk else '_c' + str(options.trial_chunk)}")

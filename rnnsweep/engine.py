@@ -389,7 +389,7 @@ def carry_handoff(carry, reset: Array):
 PROFILE_SCOPES = ("recurrence", "dropout_masks", "optimizer", "divergence",
                   "data_window")
 #: ``EngineOptions.recurrence`` values (besides :data:`AUTO`).
-RECURRENCES = ("xla", "pallas")
+RECURRENCES = models.RECURRENCES
 #: ``EngineOptions.compute_dtype`` values (besides :data:`AUTO`).
 COMPUTE_DTYPES = ("float32", "bfloat16")
 #: An engine option chosen by platform (and, for the recurrence, by each
@@ -439,7 +439,12 @@ class EngineOptions:
       window in one matmul before the time loop, with fused gate kernels
       (:func:`rnnsweep.models.layer_scan`; the same parameters and
       function, different rounding).
-    recurrence: ``xla`` (a ``lax.scan`` over time steps) or ``pallas``
+    recurrence: ``xla`` (a ``lax.scan`` over time steps, differentiated
+      by JAX), ``xla_vjp`` (the fused kernels' algorithm with XLA's time
+      loop: a forward scan, a reverse scan of the gradient carried through
+      time, and each layer's recurrent-kernel gradient as one matmul over
+      the window, :func:`rnnsweep.models.fused.scan_layer`; every shape,
+      every platform) or ``pallas``
       (each layer's whole window in one fused kernel with its own
       backward, :mod:`rnnsweep.models.fused`: Triton on a GPU, Pallas
       interpret mode elsewhere, which is slow and for tests; a shape the
@@ -693,7 +698,8 @@ class OneTrial:
             logging.WARNING if asked.recurrence == "pallas" else logging.INFO,
             "recurrence=%s: %s; %s runs the XLA recurrence",
             asked.recurrence, self.fallback, static.label())
-    #: The recurrence this program runs: ``xla`` or ``pallas``.
+    #: The recurrence this program runs: ``xla``, ``xla_vjp`` or
+    #: ``pallas``.
     self.recurrence = recurrence
     self.model = models.RecurrentModel(
         cell=static.cell, hidden_size=static.hidden_size,

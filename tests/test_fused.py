@@ -53,24 +53,26 @@ def test_fused_model_equals_independent_reference(cell, layers=2,
                for g in jax.tree_util.tree_leaves(g1)), name
 
 
+@pytest.mark.parametrize("recurrence", ["pallas", "xla_vjp"])
 def test_fused_group_training_equals_the_xla_recurrence(
-    tiny_lm, cell="lstm", dropout="variational"):
+    tiny_lm, recurrence, cell="lstm", dropout="variational"):
   """Three trials trained together (vmap over the kernel's trial grid,
   TBPTT windows with carries handed on, dropout, Adam) follow the XLA
-  recurrence's curves to 1e-5."""
+  recurrence's curves to 1e-5, with the fused kernel and with its
+  algorithm in an XLA scan (``xla_vjp``)."""
   configs = [dict(TINY, cell=cell, learning_rate=lr, recurrent_dropout=d,
                   output_dropout=d, recurrent_dropout_mode=dropout)
              for lr, d in ((3e-3, 0.0), (1e-2, 0.3), (2e-2, 0.2))]
   curves = {}
-  for recurrence in ("xla", "pallas"):
+  for name in ("xla", recurrence):
     result = rs.run_trials(
         tiny_lm, configs, steps=6, eval_every=3, max_group_size=3,
-        options=rs.EngineOptions(recurrence=recurrence))
-    curves[recurrence] = [r.curves for r in result.trials]
-  for a, b in zip(curves["pallas"], curves["xla"]):
+        options=rs.EngineOptions(recurrence=name))
+    curves[name] = [r.curves for r in result.trials]
+  for a, b in zip(curves[recurrence], curves["xla"]):
     for k in a:
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
-  finals = {round(c["val/bits_per_char"][-1], 5) for c in curves["pallas"]}
+  finals = {round(c["val/bits_per_char"][-1], 5) for c in curves[recurrence]}
   assert len(finals) == 3
 
 
@@ -255,5 +257,5 @@ def test_an_unsupported_shape_runs_the_xla_recurrence(monkeypatch, caplog):
 
 def test_recurrence_option_is_checked():
   with pytest.raises(ValueError, match="recurrence must be one of auto, "
-                     "xla, pallas, got 'cuda'"):
+                     "xla, xla_vjp, pallas, got 'cuda'"):
     rs.EngineOptions(recurrence="cuda")

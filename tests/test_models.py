@@ -64,14 +64,19 @@ def _close(a, b, tol, what=""):
 
 
 @pytest.mark.parametrize("layers, tokens", [(1, False), (2, True)])
-@pytest.mark.parametrize("hoist", [False, True], ids=["scan", "hoisted"])
+@pytest.mark.parametrize("hoist, recurrence", [
+    (False, "xla"), (True, "xla"), (False, "xla_vjp")],
+                         ids=["scan", "hoisted", "xla_vjp"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_model_equals_independent_reference(cell, hoist, layers, tokens):
+def test_model_equals_independent_reference(cell, hoist, recurrence, layers,
+                                            tokens):
   """Outputs, final carries and gradients (parameters and starting carry)
   equal the reference's to 1e-5, with each dropout on alone and all three
-  together."""
+  together; for the XLA scan differentiated by JAX (its input projection
+  in the loop or hoisted) and with its hand-written backward
+  (``xla_vjp``; the Pallas kernel: test_fused.py)."""
   model, params, carry, x, _ = _case(cell, layers, tokens, RATES["all"],
-                                     hoist=hoist)
+                                     hoist=hoist, recurrence=recurrence)
   # Masks are arguments: one compile of each side serves every rate set.
   ours = jax.jit(lambda p, c, m: _loss_and_grads(
       lambda p, c: model.apply({"params": p}, c, x, models.DropoutMasks(*m)),
@@ -102,7 +107,8 @@ def test_model_equals_independent_reference(cell, hoist, layers, tokens):
 
 
 @pytest.mark.parametrize("cell, hoist, recurrence", [
-    ("lstm", False, "xla"), ("gru", True, "xla"), ("gru", False, "pallas")])
+    ("lstm", False, "xla"), ("gru", True, "xla"), ("gru", False, "pallas"),
+    ("lstm", False, "xla_vjp"), ("gru", False, "xla_vjp")])
 def test_bfloat16_compute_is_near_the_reference(cell, hoist, recurrence):
   model, params, carry, x, masks = _case(cell, 2, True, RATES["all"],
                                          dtype=jnp.bfloat16, hoist=hoist,

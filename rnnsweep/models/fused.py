@@ -222,6 +222,82 @@ def _mask_at(m_ref, t, naive: bool) -> Array:
   return m_ref[t] if naive else m_ref[...]
 
 
+# -- one time step, forward and backward (the kernels' and the scan's) -------
+
+
+def _forward_step(cell: str, recur, a: list, bhn: Array, m: Array, h: Array,
+                  c: Array) -> tuple[Array, Array, tuple]:
+  """One step of the equations in :mod:`rnnsweep.models.rnn`, in float32.
+
+  Args:
+    recur: ``recur(m * h)``: the recurrent products, a list of ``G``
+      ``[B, H]`` float32 arrays (gate order).
+    a: the step's input projections ``x_t W_i + b``, ``G`` float32 ``[B,
+      H]``.
+    bhn: the GRU's candidate recurrent bias ``[1, H]``.
+    m: the step's recurrent mask ``[B, H]``.
+    h, c: the carried state (``c``: the LSTM's cell; unused otherwise).
+
+  Returns:
+    ``(h, c, saved)``: the new state and what the backward step needs
+    (LSTM ``i, f, g, o``; GRU ``r, z, n, u_n + b_hn``; simple: nothing).
+  """
+  u = recur(h * m)
+  pre = [a[j] + u[j] for j in range(_GATES[cell])]
+  if cell == "lstm":
+    i, f = jax.nn.sigmoid(pre[0]), jax.nn.sigmoid(pre[1])
+    g, o = jnp.tanh(pre[2]), jax.nn.sigmoid(pre[3])
+    c = f * c + i * g
+    return o * jnp.tanh(c), c, (i, f, g, o)
+  if cell == "gru":
+    r = jax.nn.sigmoid(pre[0])
+    z = jax.nn.sigmoid(pre[1])
+    un = u[2] + bhn
+    n = jnp.tanh(a[2] + r * un)
+    return (1.0 - z) * n + z * h, c, (r, z, n, un)
+  return jnp.tanh(pre[0]), c, ()
+
+
+def _backward_step(cell: str, recur_t, m: Array, h_prev: Array,
+                   c_prev: Array, h_t: Array, c_t: Array, saved: tuple,
+                   dh: Array, dc: Array) -> tuple[Array, Array, list, list]:
+  """One step of :func:`_forward_step`'s gradient, in reverse time.
+
+  Args:
+    recur_t: ``recur_t(du)``: the gradient of the recurrent products'
+      input ``m * h`` from theirs (``du``, ``G`` ``[B, H]``), ``[B, H]``.
+    m: the step's recurrent mask.
+    h_prev, c_prev: the state the step started from (GRU: ``h_prev``;
+      LSTM: ``c_prev``); h_t, c_t: the state it made (simple: ``h_t``;
+      LSTM: ``c_t``). The others are not read.
+    saved: the forward step's ``saved``.
+    dh, dc: the gradient reaching the step's outputs (``dh``: from the
+      next step and this step's output, summed).
+
+  Returns:
+    ``(dh_prev, dc_prev, da, du)``: the gradient of the state it started
+    from, of the step's ``G`` gate pre-activations on the input side
+    (``da``) and of its recurrent products (``du``; the GRU's candidate
+    differs: ``r * dn``).
+  """
+  if cell == "lstm":
+    i, f, g, o = saved
+    tc = jnp.tanh(c_t)
+    dc = dc + dh * o * (1.0 - tc * tc)
+    du = [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+          dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)]
+    return m * recur_t(du), dc * f, du, du
+  if cell == "gru":
+    r, z, n, un = saved
+    dn = dh * (1.0 - z) * (1.0 - n * n)
+    dr = dn * un * r * (1.0 - r)
+    dz = dh * (h_prev - n) * z * (1.0 - z)
+    du = [dr, dz, dn * r]
+    return dh * z + m * recur_t(du), dc, [dr, dz, dn], du
+  du = [dh * (1.0 - h_t * h_t)]
+  return m * recur_t(du), dc, du, du
+
+
 # -- forward kernel ------------------------------------------------------------
 
 
@@ -235,31 +311,17 @@ def _forward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   # Loaded once: the recurrent weights stay on chip for the whole window.
   w = [w_ref[j] for j in range(gates)]
   bhn = bhn_ref[...]
+  recur = lambda hm: [_dot(hm, w[j], compute) for j in range(gates)]
 
   def step(t, carry):
     h, c = carry
-    hm = h * _mask_at(m_ref, t, naive)
-    u = [_dot(hm, w[j], compute) for j in range(gates)]
     a = [a_ref[t, j].astype(F32) for j in range(gates)]
-    pre = [a[j] + u[j] for j in range(gates)]
+    h, c, saved = _forward_step(cell, recur, a, bhn,
+                                _mask_at(m_ref, t, naive), h, c)
+    for j, v in enumerate(saved):
+      saved_ref[t, j] = v
     if cell == "lstm":
-      i, f = jax.nn.sigmoid(pre[0]), jax.nn.sigmoid(pre[1])
-      g, o = jnp.tanh(pre[2]), jax.nn.sigmoid(pre[3])
-      c = f * c + i * g
-      h = o * jnp.tanh(c)
-      for j, v in enumerate((i, f, g, o)):
-        saved_ref[t, j] = v
       cs_ref[t] = c
-    elif cell == "gru":
-      r = jax.nn.sigmoid(pre[0])
-      z = jax.nn.sigmoid(pre[1])
-      un = u[2] + bhn
-      n = jnp.tanh(a[2] + r * un)
-      h = (1.0 - z) * n + z * h
-      for j, v in enumerate((r, z, n, un)):
-        saved_ref[t, j] = v
-    else:
-      h = jnp.tanh(pre[0])
     hs_ref[t] = h
     return h, c
 
@@ -290,38 +352,26 @@ def _backward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   gradient of ``u_n``) and of the initial carry (``dh0, dc0``)."""
   gates = _GATES[cell]
   w = [w_ref[j] for j in range(gates)]
+  recur_t = lambda du: sum(_dot_t(du[j], w[j], compute)
+                           for j in range(gates))
 
   def step(k, carry):
     dh, dc = carry
     t = steps - 1 - k
     first = t == 0
     prev = jnp.maximum(t - 1, 0)
-    h_prev = jnp.where(first, h0_ref[...], hs_ref[prev])
-    m = _mask_at(m_ref, t, naive)
-    dh = dh + dys_ref[t]
-    if cell == "lstm":
-      i, f, g, o = (saved_ref[t, j] for j in range(4))
-      c_prev = jnp.where(first, c0_ref[...], cs_ref[prev])
-      tc = jnp.tanh(cs_ref[t])
-      dc = dc + dh * o * (1.0 - tc * tc)
-      du = [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-            dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)]
-      da = du
-      dc = dc * f
-      dh = m * sum(_dot_t(du[j], w[j], compute) for j in range(4))
-    elif cell == "gru":
-      r, z, n, un = (saved_ref[t, j] for j in range(4))
-      dn = dh * (1.0 - z) * (1.0 - n * n)
-      dr = dn * un * r * (1.0 - r)
-      dz = dh * (h_prev - n) * z * (1.0 - z)
-      da = [dr, dz, dn]
-      du = [dr, dz, dn * r]
+    # Only what the cell's step reads is loaded.
+    h_prev = (jnp.where(first, h0_ref[...], hs_ref[prev])
+              if cell == "gru" else None)
+    c_prev = (jnp.where(first, c0_ref[...], cs_ref[prev])
+              if cell == "lstm" else None)
+    saved = tuple(saved_ref[t, j] for j in range(_SAVED[cell]))
+    dh, dc, da, du = _backward_step(
+        cell, recur_t, _mask_at(m_ref, t, naive), h_prev, c_prev,
+        hs_ref[t] if cell == "simple" else None,
+        cs_ref[t] if cell == "lstm" else None, saved, dh + dys_ref[t], dc)
+    if cell == "gru":
       dun_ref[t] = du[2]
-      dh = dh * z + m * sum(_dot_t(du[j], w[j], compute) for j in range(3))
-    else:
-      h_t = hs_ref[t]
-      da = du = [dh * (1.0 - h_t * h_t)]
-      dh = m * _dot_t(du[0], w[0], compute)
     for j in range(gates):
       da_ref[t, j] = da[j]
     return dh, dc
@@ -380,6 +430,144 @@ def _recurrence_bwd(cell, naive, compute, launch, residuals, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+# -- the same recurrence with an XLA time loop -------------------------------
+
+
+def _scan_forward(cell, naive, compute, unroll, a, w, bhn, h0, c0, m):
+  """The window's forward steps as a ``lax.scan``: ``a [T, B, G*H]``, ``w
+  [H, G*H]`` (fused gates, the model's layout), ``m [B, H]`` or ``[T, B,
+  H]``; returns ``hs [T, B, H]``, ``cs`` (LSTM, else ``None``), the saved
+  activations (a tuple of ``[T, B, H]``) and the final ``h, c``."""
+  gates = _GATES[cell]
+  recur = lambda hm: jnp.split(_dot(hm, w, compute), gates, axis=-1)
+
+  def step(carry, xs):
+    a_t, m_t = xs
+    h, c, saved = _forward_step(
+        cell, recur, jnp.split(a_t.astype(F32), gates, axis=-1), bhn,
+        m_t if naive else m, *carry)
+    return (h, c), (h, c if cell == "lstm" else None, saved)
+
+  (h, c), (hs, cs, saved) = jax.lax.scan(
+      step, (h0, c0), (a, m if naive else None), unroll=unroll)
+  return hs, cs, saved, h, c
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _scan_recurrence(cell, naive, compute, unroll, a, w, bhn, h0, c0, m):
+  hs, _, _, h, c = _scan_forward(cell, naive, compute, unroll, a, w, bhn, h0,
+                                 c0, m)
+  return hs, h, c
+
+
+def _scan_recurrence_fwd(cell, naive, compute, unroll, a, w, bhn, h0, c0, m):
+  hs, cs, saved, h, c = _scan_forward(cell, naive, compute, unroll, a, w,
+                                      bhn, h0, c0, m)
+  return (hs, h, c), (w, bhn, h0, c0, m, hs, cs, saved)
+
+
+def _scan_recurrence_bwd(cell, naive, compute, unroll, residuals,
+                         cotangents):
+  w, bhn, h0, c0, m, hs, cs, saved = residuals
+  dys, dh_out, dc_out = cotangents
+  hidden = hs.shape[-1]
+  recur_t = lambda du: _dot_t(jnp.concatenate(du, axis=-1), w, compute)
+  h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+
+  def step(carry, xs):
+    hp, cp, ht, ct, sv, dy, m_t = xs
+    dh, dc, da, du = _backward_step(cell, recur_t, m_t if naive else m, hp,
+                                    cp, ht, ct, sv, carry[0] + dy, carry[1])
+    return (dh, dc), (jnp.concatenate(da, axis=-1),
+                      du[2] if cell == "gru" else None)
+
+  # Only what the cell's backward step reads is scanned.
+  xs = (h_prev if cell == "gru" else None,
+        jnp.concatenate([c0[None], cs[:-1]], axis=0) if cell == "lstm"
+        else None,
+        hs if cell == "simple" else None, cs, saved, dys.astype(F32),
+        m if naive else None)
+  (dh0, dc0), (da, dun) = jax.lax.scan(
+      step, (dh_out.astype(F32), dc_out.astype(F32)), xs, reverse=True,
+      unroll=unroll)
+  # The recurrent kernel's gradient: one matmul over the whole window.
+  du = (jnp.concatenate([da[..., :2 * hidden], dun], axis=-1)
+        if cell == "gru" else da)
+  hm = (h_prev * m if naive else h_prev * m[None]).astype(compute)
+  steps, b, gh = du.shape
+  # As one [H, T*B] x [T*B, G*H] product (a two-axis contraction ran 1.3x
+  # slower on a CPU at H=512).
+  dw = jax.lax.dot_general(
+      hm.reshape(steps * b, hidden), du.astype(compute).reshape(steps * b, gh),
+      (((0,), (0,)), ((), ())), preferred_element_type=F32).astype(w.dtype)
+  dbhn = (jnp.sum(dun, axis=(0, 1))[None].astype(bhn.dtype)
+          if cell == "gru" else jnp.zeros_like(bhn))
+  return (da, dw, dbhn, dh0, dc0, jnp.zeros_like(m))
+
+
+_scan_recurrence.defvjp(_scan_recurrence_fwd, _scan_recurrence_bwd)
+
+
+# -- one layer ---------------------------------------------------------------
+
+
+def _layer_inputs(cell: str, params: Any, carry: Any, x: Array,
+                  recurrent_mask: Array, compute: Any, out: Any):
+  """What both recurrences take of a layer's call: the window's input
+  projection ``a [B, T, G*H]`` (one matmul, operands in the ``compute``
+  dtype, the bias added in the ``out`` dtype), ``b_hn [1, H]``, whether
+  the masks are per step, the masks (time-major when they are), and the
+  float32 starting ``h0, c0`` (``c0`` zeros but for an LSTM)."""
+  hidden = params["w_h"].shape[0]
+  a = (jnp.dot(x.astype(compute), params["w_i"].astype(compute),
+               preferred_element_type=out) + params["b"].astype(out))
+  bhn = params.get("b_hn", jnp.zeros((hidden,), F32)).reshape(1, hidden)
+  naive = recurrent_mask.ndim == 3
+  m = (jnp.swapaxes(recurrent_mask, 0, 1) if naive
+       else recurrent_mask).astype(F32)
+  if cell == "lstm":
+    c0, h0 = carry
+  else:
+    h0, c0 = carry, jnp.zeros_like(carry)
+  return a, bhn.astype(F32), naive, m, h0.astype(F32), c0.astype(F32)
+
+
+def _layer_outputs(cell: str, hs: Array, h: Array, c: Array, compute: Any
+                   ) -> tuple[Any, Array]:
+  """``(new_carry, outputs [B, T, H])`` from time-major ``hs``."""
+  new_carry = (c, h) if cell == "lstm" else h
+  return new_carry, jnp.swapaxes(hs, 0, 1).astype(compute)
+
+
+def scan_layer(cell: str, params: Any, carry: Any, x: Array,
+               recurrent_mask: Array, *, dtype: Any = None,
+               unroll: int = 1) -> tuple[Any, Array]:
+  """One recurrent layer over a window with the fused kernels' algorithm
+  and XLA's time loop (``recurrence="xla_vjp"``): the same contract as
+  :func:`layer`. The input projection is one matmul over the window; the
+  forward steps are a ``lax.scan`` that saves each step's gate
+  activations; the backward (``jax.custom_vjp``) is a reverse
+  ``lax.scan`` that computes only the gradient carried through time and
+  each step's gate gradients, and the recurrent kernel's gradient is one
+  matmul over the window afterwards. Differentiating the plain scan
+  (``recurrence="xla"``) instead adds every step's ``[H, G*H]`` outer
+  product into a float32 accumulator inside the reverse loop: ``T`` small
+  matmuls, each reading and writing the whole kernel-sized accumulator.
+  The step's maths is the kernels' own (:func:`_forward_step`,
+  :func:`_backward_step`), in float32 with matmul operands in the compute
+  dtype; ``unroll``: steps per iteration of both scans."""
+  compute = dtype or F32
+  # ``a`` in float32, as the step's maths: in bfloat16 compute the
+  # gradients were about half as far from float32's as the XLA
+  # recurrence's (LSTM, GRU and simple; B=32, T=32, H=16 on a CPU).
+  a, bhn, naive, m, h0, c0 = _layer_inputs(cell, params, carry, x,
+                                           recurrent_mask, compute, F32)
+  w = params["w_h"].astype(compute)
+  hs, h, c = _scan_recurrence(cell, naive, compute, unroll,
+                              jnp.swapaxes(a, 0, 1), w, bhn, h0, c0, m)
+  return _layer_outputs(cell, hs, h, c, compute)
+
+
 def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
           *, dtype: Any = None,
           warps: int | None = None,
@@ -399,28 +587,18 @@ def layer(cell: str, params: Any, carry: Any, x: Array, recurrent_mask: Array,
   gates = _GATES[cell]
   b, steps, _ = x.shape
   hidden = params["w_h"].shape[0]
-  a = (jnp.dot(x.astype(compute), params["w_i"].astype(compute)) +
-       params["b"].astype(compute))
+  a, bhn, naive, m, h0, c0 = _layer_inputs(cell, params, carry, x,
+                                           recurrent_mask, compute, compute)
   # [B, T, G*H] -> [T, G, B, H]; w_h [H, G*H] -> [G, H, H].
   a = jnp.transpose(a.reshape(b, steps, gates, hidden), (1, 2, 0, 3))
   # In the compute dtype: what stays on chip is half as big in bfloat16.
   w = jnp.transpose(params["w_h"].reshape(hidden, gates, hidden),
                     (1, 0, 2)).astype(compute)
-  bhn = params.get("b_hn", jnp.zeros((hidden,), F32)).reshape(1, hidden)
-  naive = recurrent_mask.ndim == 3
-  m = (jnp.swapaxes(recurrent_mask, 0, 1) if naive
-       else recurrent_mask).astype(F32)
-  if cell == "lstm":
-    c0, h0 = carry
-  else:
-    h0, c0 = carry, jnp.zeros_like(carry)
   launch = Launch(warps or num_warps(cell, b, hidden),
                   (stages, stages) if isinstance(stages, int) else
                   tuple(stages), interpret)
-  hs, h, c = _recurrence(cell, naive, compute, launch, a, w, bhn.astype(F32),
-                         h0.astype(F32), c0.astype(F32), m)
-  new_carry = (c, h) if cell == "lstm" else h
-  return new_carry, jnp.swapaxes(hs, 0, 1).astype(compute)
+  hs, h, c = _recurrence(cell, naive, compute, launch, a, w, bhn, h0, c0, m)
+  return _layer_outputs(cell, hs, h, c, compute)
 
 
 # -- the kernels as a GPU gets them ------------------------------------------

@@ -54,6 +54,8 @@ Carry = tuple
 
 #: Gate matmuls per cell type (the G in the FLOP count and the kernels).
 GATES = {"simple": 1, "lstm": 4, "gru": 3}
+#: How a layer's time loop is built (:func:`layer_scan`).
+RECURRENCES = ("xla", "xla_vjp", "pallas")
 
 
 class DropoutMasks(NamedTuple):
@@ -174,9 +176,14 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
     hoist_input: project the whole window's inputs in one ``[B*T, D]``
       matmul before the time loop instead of one ``[B, D]`` matmul per step
       (the same function; rounding differs).
-    recurrence: ``xla`` (a ``lax.scan``) or ``pallas`` (the whole window in
-      one fused kernel, :mod:`rnnsweep.models.fused`; hoisted input
-      projection, ``unroll`` unused). A call whose shape the kernel cannot
+    recurrence: ``xla`` (a ``lax.scan``, differentiated by JAX),
+      ``xla_vjp`` (:func:`rnnsweep.models.fused.scan_layer`: a ``lax.scan``
+      with the fused kernels' hand-written backward, the recurrent
+      kernel's gradient one matmul over the window; hoisted input
+      projection, ``unroll`` steps per iteration of both scans) or
+      ``pallas`` (the whole window in one fused kernel,
+      :mod:`rnnsweep.models.fused`; hoisted input projection, ``unroll``
+      unused). A call whose shape the kernel cannot
       take here (:func:`~rnnsweep.models.fused.unsupported`: on a GPU, an
       evaluation batch of 181 sequences, say, which is no power of two)
       runs the XLA scan, with ``hoist_input`` as given; the engine checks
@@ -185,9 +192,13 @@ def layer_scan(cell: str, params: Any, carry: Any, x: Array,
   Returns:
     ``(new_carry, outputs [B, T, H])``, outputs in the compute dtype.
   """
-  if recurrence not in ("xla", "pallas"):
-    raise ValueError(f"recurrence must be xla or pallas, got {recurrence!r}")
+  if recurrence not in RECURRENCES:
+    raise ValueError(f"recurrence must be one of {', '.join(RECURRENCES)}, "
+                     f"got {recurrence!r}")
   with jax.named_scope("recurrence"):  # named for profiles
+    if recurrence == "xla_vjp":
+      return fused.scan_layer(cell, params, carry, x, recurrent_mask,
+                              dtype=dtype, unroll=unroll)
     if recurrence == "pallas":
       why = fused.unsupported(cell, x.shape[0], params["w_h"].shape[0],
                               dtype=dtype)
