@@ -4,7 +4,7 @@
 # S and L throughput with each speed lever alone (bf16 + unroll, unroll of
 # the whole window, hoisted input projection, donation, the fused Pallas
 # recurrence in bfloat16: in float32 and at L's H=512 it falls back, see
-# kernel_resources.py; XLA's command buffers with while loops, while-loop
+# kernel_resources.py; the XLA scan with the kernels' backward; XLA's command buffers with while loops, while-loop
 # double buffering, no command buffers, GEMM autotuning off for the
 # compiles, each through XLA_FLAGS), the baselines (PyTorch cuDNN, torch.func.vmap, a whole
 # 1024-trial sweep against its steady state), max_group_size=auto against
@@ -101,6 +101,11 @@ run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --out_dir="$ou
 run XLA_FLAGS=--xla_gpu_enable_command_buffer=$CMDBUF_WHILE benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_cmdbuf_while --out_dir="$out"
 run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=0 --full_sweep_trials=$K $BF --recurrence=pallas --out_dir="$out"
 run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --out_dir="$out"
+# L cannot use the kernel (H=512): its XLA scan with the kernels' backward,
+# whose recurrent-kernel gradient is one matmul per window instead of 32
+# read-modify-writes of a float32 [K, 512, 2048] accumulator (2 GiB a
+# step at K=256).
+run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --recurrence=xla_vjp --out_dir="$out"
 run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --out_dir="$out"
 run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --recurrence=pallas --out_dir="$out"
 if [[ "${QUICK:-0}" != 1 ]]; then
@@ -110,6 +115,7 @@ if [[ "${QUICK:-0}" != 1 ]]; then
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=$WHOLE --out_dir="$out"
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --hoist_input --out_dir="$out"
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --donate --out_dir="$out"
+  run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --recurrence=xla_vjp --out_dir="$out"
   run XLA_FLAGS=--xla_gpu_enable_command_buffer=$CMDBUF_WHILE benchmarks/throughput.py --workload=$S --ks=$K $BF --recurrence=pallas --tag=throughput_${S}_lstm_bfloat16_pallas_cmdbuf_while --out_dir="$out"
   run XLA_FLAGS=--xla_gpu_enable_while_loop_double_buffering=true benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_double_buffer --out_dir="$out"
   run XLA_FLAGS=--xla_gpu_enable_command_buffer= benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_no_cmdbuf --out_dir="$out"
