@@ -225,24 +225,22 @@ def _mask_at(m_ref, t, naive: bool) -> Array:
 # -- one time step, forward and backward (the kernels' and the scan's) -------
 
 
-def _forward_step(cell: str, recur, a: list, bhn: Array, m: Array, h: Array,
+def _forward_step(cell: str, u: list, a: list, bhn: Array, h: Array,
                   c: Array) -> tuple[Array, Array, tuple]:
   """One step of the equations in :mod:`rnnsweep.models.rnn`, in float32.
 
   Args:
-    recur: ``recur(m * h)``: the recurrent products, a list of ``G``
-      ``[B, H]`` float32 arrays (gate order).
+    u: the step's recurrent products ``(m * h) W_h``, ``G`` float32 ``[B,
+      H]`` (gate order).
     a: the step's input projections ``x_t W_i + b``, ``G`` float32 ``[B,
       H]``.
     bhn: the GRU's candidate recurrent bias ``[1, H]``.
-    m: the step's recurrent mask ``[B, H]``.
     h, c: the carried state (``c``: the LSTM's cell; unused otherwise).
 
   Returns:
     ``(h, c, saved)``: the new state and what the backward step needs
     (LSTM ``i, f, g, o``; GRU ``r, z, n, u_n + b_hn``; simple: nothing).
   """
-  u = recur(h * m)
   pre = [a[j] + u[j] for j in range(_GATES[cell])]
   if cell == "lstm":
     i, f = jax.nn.sigmoid(pre[0]), jax.nn.sigmoid(pre[1])
@@ -311,13 +309,13 @@ def _forward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   # Loaded once: the recurrent weights stay on chip for the whole window.
   w = [w_ref[j] for j in range(gates)]
   bhn = bhn_ref[...]
-  recur = lambda hm: [_dot(hm, w[j], compute) for j in range(gates)]
 
   def step(t, carry):
     h, c = carry
+    hm = h * _mask_at(m_ref, t, naive)
+    u = [_dot(hm, w[j], compute) for j in range(gates)]
     a = [a_ref[t, j].astype(F32) for j in range(gates)]
-    h, c, saved = _forward_step(cell, recur, a, bhn,
-                                _mask_at(m_ref, t, naive), h, c)
+    h, c, saved = _forward_step(cell, u, a, bhn, h, c)
     for j, v in enumerate(saved):
       saved_ref[t, j] = v
     if cell == "lstm":
@@ -433,72 +431,87 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 # -- the same recurrence with an XLA time loop -------------------------------
 
 
+class _ScanResiduals(NamedTuple):
+  """What the forward scan keeps for the backward one, time-major ``[T, B,
+  H]`` each (``None`` where the cell's backward step does not read it):
+  the state each step started from (``h_prev``: GRU; ``c_prev``: LSTM) and
+  made (``hs``: simple; ``cs``: LSTM), the step's gate activations, and
+  ``m * h_prev`` in the compute dtype (the recurrent matmuls' input, for
+  the recurrent kernel's gradient)."""
+  h_prev: Array | None
+  c_prev: Array | None
+  hs: Array | None
+  cs: Array | None
+  saved: tuple
+  hm: Array
+
+
 def _scan_forward(cell, naive, compute, unroll, a, w, bhn, h0, c0, m):
   """The window's forward steps as a ``lax.scan``: ``a [T, B, G*H]``, ``w
   [H, G*H]`` (fused gates, the model's layout), ``m [B, H]`` or ``[T, B,
-  H]``; returns ``hs [T, B, H]``, ``cs`` (LSTM, else ``None``), the saved
-  activations (a tuple of ``[T, B, H]``) and the final ``h, c``."""
+  H]``; returns ``hs [T, B, H]``, the :class:`_ScanResiduals` and the
+  final ``h, c``."""
   gates = _GATES[cell]
-  recur = lambda hm: jnp.split(_dot(hm, w, compute), gates, axis=-1)
+  lstm, gru = cell == "lstm", cell == "gru"
 
   def step(carry, xs):
     a_t, m_t = xs
+    m_t = m_t if naive else m
+    h_prev, c_prev = carry
+    hm = (h_prev * m_t).astype(compute)
     h, c, saved = _forward_step(
-        cell, recur, jnp.split(a_t.astype(F32), gates, axis=-1), bhn,
-        m_t if naive else m, *carry)
-    return (h, c), (h, c if cell == "lstm" else None, saved)
+        cell, jnp.split(_dot(hm, w, compute), gates, axis=-1),
+        jnp.split(a_t.astype(F32), gates, axis=-1), bhn, h_prev, c_prev)
+    return (h, c), (h, _ScanResiduals(
+        h_prev if gru else None, c_prev if lstm else None, None,
+        c if lstm else None, saved, hm))
 
-  (h, c), (hs, cs, saved) = jax.lax.scan(
+  (h, c), (hs, res) = jax.lax.scan(
       step, (h0, c0), (a, m if naive else None), unroll=unroll)
-  return hs, cs, saved, h, c
+  return hs, res._replace(hs=hs if cell == "simple" else None), h, c
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _scan_recurrence(cell, naive, compute, unroll, a, w, bhn, h0, c0, m):
-  hs, _, _, h, c = _scan_forward(cell, naive, compute, unroll, a, w, bhn, h0,
-                                 c0, m)
+  hs, _, h, c = _scan_forward(cell, naive, compute, unroll, a, w, bhn, h0,
+                              c0, m)
   return hs, h, c
 
 
 def _scan_recurrence_fwd(cell, naive, compute, unroll, a, w, bhn, h0, c0, m):
-  hs, cs, saved, h, c = _scan_forward(cell, naive, compute, unroll, a, w,
-                                      bhn, h0, c0, m)
-  return (hs, h, c), (w, bhn, h0, c0, m, hs, cs, saved)
+  hs, res, h, c = _scan_forward(cell, naive, compute, unroll, a, w, bhn, h0,
+                                c0, m)
+  return (hs, h, c), (w, bhn, m, res)
 
 
 def _scan_recurrence_bwd(cell, naive, compute, unroll, residuals,
                          cotangents):
-  w, bhn, h0, c0, m, hs, cs, saved = residuals
+  w, bhn, m, res = residuals
   dys, dh_out, dc_out = cotangents
-  hidden = hs.shape[-1]
+  hidden = w.shape[0]
   recur_t = lambda du: _dot_t(jnp.concatenate(du, axis=-1), w, compute)
-  h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
 
   def step(carry, xs):
-    hp, cp, ht, ct, sv, dy, m_t = xs
-    dh, dc, da, du = _backward_step(cell, recur_t, m_t if naive else m, hp,
-                                    cp, ht, ct, sv, carry[0] + dy, carry[1])
+    r, dy, m_t = xs
+    dh, dc, da, du = _backward_step(cell, recur_t, m_t if naive else m,
+                                    r.h_prev, r.c_prev, r.hs, r.cs, r.saved,
+                                    carry[0] + dy, carry[1])
     return (dh, dc), (jnp.concatenate(da, axis=-1),
                       du[2] if cell == "gru" else None)
 
-  # Only what the cell's backward step reads is scanned.
-  xs = (h_prev if cell == "gru" else None,
-        jnp.concatenate([c0[None], cs[:-1]], axis=0) if cell == "lstm"
-        else None,
-        hs if cell == "simple" else None, cs, saved, dys.astype(F32),
-        m if naive else None)
   (dh0, dc0), (da, dun) = jax.lax.scan(
-      step, (dh_out.astype(F32), dc_out.astype(F32)), xs, reverse=True,
-      unroll=unroll)
+      step, (dh_out.astype(F32), dc_out.astype(F32)),
+      (res._replace(hm=None), dys.astype(F32), m if naive else None),
+      reverse=True, unroll=unroll)
   # The recurrent kernel's gradient: one matmul over the whole window.
   du = (jnp.concatenate([da[..., :2 * hidden], dun], axis=-1)
         if cell == "gru" else da)
-  hm = (h_prev * m if naive else h_prev * m[None]).astype(compute)
   steps, b, gh = du.shape
   # As one [H, T*B] x [T*B, G*H] product (a two-axis contraction ran 1.3x
   # slower on a CPU at H=512).
   dw = jax.lax.dot_general(
-      hm.reshape(steps * b, hidden), du.astype(compute).reshape(steps * b, gh),
+      res.hm.reshape(steps * b, hidden),
+      du.astype(compute).reshape(steps * b, gh),
       (((0,), (0,)), ((), ())), preferred_element_type=F32).astype(w.dtype)
   dbhn = (jnp.sum(dun, axis=(0, 1))[None].astype(bhn.dtype)
           if cell == "gru" else jnp.zeros_like(bhn))
