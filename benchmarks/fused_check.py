@@ -2,15 +2,17 @@
 shapes, on whatever device this is (on a GPU: the Triton kernels, which the
 CPU test suite cannot reach). Outputs, final carries and gradients of one
 layer over one window, per cell, compute dtype, kernel warps and forward
-kernel's pipelining stages (a shape that falls back is a row too); exits
-non-zero when one is off by more than the tolerance (1e-5 float32, 3e-2
-bfloat16, relative to the largest magnitude). Each row also times the
-forward and backward pass of K trials (median of --repeats, fenced with
-block_until_ready) against the XLA recurrence's: a first look at the
-kernel's speed before a whole training program.
+kernel's pipelining stages (a shape that falls back is a row too), and of
+the kernels' algorithm in an XLA scan (``recurrence="xla_vjp"``, a row per
+cell and dtype, at any shape); exits non-zero when one is off by more than
+the tolerance (1e-5 float32, 3e-2 bfloat16, relative to the largest
+magnitude). Each row also times the forward and backward pass of K trials
+(median of --repeats, fenced with block_until_ready) against the XLA
+recurrence's: a first look at the speed before a whole training program.
 
   python benchmarks/fused_check.py                      # S shapes
   python benchmarks/fused_check.py --num_warps=auto,4,16 --forward_stages=1,3
+  python benchmarks/fused_check.py --batch=128 --hidden=512 --dtypes=bfloat16 --k=16   # L's layer
   python benchmarks/fused_check.py --batch=4 --hidden=8 --window=6   # a CPU check
 """
 
@@ -91,11 +93,25 @@ def _inputs(cell, seed):
   return params, carry, x, mask
 
 
+def _worst(got, want) -> float:
+  """The largest difference of any leaf, relative to ``want``'s largest
+  magnitude."""
+  worst = 0.0
+  for a, b in zip(jax.tree_util.tree_leaves(got),
+                  jax.tree_util.tree_leaves(want)):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    worst = max(worst, float(np.max(np.abs(a - b))) /
+                max(float(np.max(np.abs(b))), 1e-6))
+  return worst
+
+
 def run(cell: str, dtype: str, warps: list[int | None],
-        forward_stages: list[int]) -> list[dict]:
-  """Per warps value and forward kernel's stages: the largest relative
-  difference of K vmapped trials' outputs, carries and gradients between
-  the two recurrences, and both one's forward-and-backward time."""
+        forward_stages: list[int], fallback: str | None) -> list[dict]:
+  """The XLA scan with the kernels' backward (``xla_vjp``), then per warps
+  value and forward kernel's stages the kernel (one row saying why, where
+  it falls back): the largest relative difference of K vmapped trials'
+  outputs, carries and gradients from the XLA recurrence's, and both
+  one's forward-and-backward time."""
   compute = jnp.bfloat16 if dtype == "bfloat16" else None
 
   def loss(params, carry, x, mask, layer):
@@ -112,27 +128,33 @@ def run(cell: str, dtype: str, warps: list[int | None],
                                    *[_inputs(cell, s) for s in range(_K.value)])
   xla = both(lambda p, c, x, m: models.layer_scan(
       cell, p, c, x, m, dtype=compute, recurrence="xla", hoist_input=True))
-  want = jax.tree_util.tree_leaves(xla(*batched))
+  want = xla(*batched)
   xla_s = bench.median_seconds(lambda: xla(*batched), _REPEATS.value)
-  rows = []
+  vjp = both(lambda p, c, x, m: models.layer_scan(
+      cell, p, c, x, m, dtype=compute, recurrence="xla_vjp"))
+  worst = _worst(vjp(*batched), want)
+  rows = [{"cell": cell, "dtype": dtype, "recurrence": "xla_vjp",
+           "xla_s": xla_s, "max_relative_difference": worst,
+           "ok": worst <= TOLERANCE[dtype],
+           "xla_vjp_s": bench.median_seconds(lambda: vjp(*batched),
+                                             _REPEATS.value)}]
+  if fallback:
+    # Not a failure: the engine runs the XLA recurrence here too.
+    return rows + [{"cell": cell, "dtype": dtype, "fallback": fallback}]
   for w, stages in itertools.product(warps, forward_stages):
-    row = {"cell": cell, "dtype": dtype,
+    row = {"cell": cell, "dtype": dtype, "recurrence": "pallas",
            "warps": w or fused.num_warps(cell, _BATCH.value, _HIDDEN.value),
            "auto": w is None, "forward_stages": stages, "xla_s": xla_s}
     fused_fn = both(lambda p, c, x, m, w=w, s=stages: fused.layer(
         cell, p, c, x, m, dtype=compute, warps=w,
         stages=(s, fused.NUM_STAGES)))
     try:
-      got = jax.tree_util.tree_leaves(fused_fn(*batched))
+      got = fused_fn(*batched)
     except Exception as e:  # pylint: disable=broad-except
       # One setting that does not compile (Triton's resources) is a row.
       rows.append(dict(row, ok=False, error=str(e).strip().splitlines()[0]))
       continue
-    worst = 0.0
-    for a, b in zip(got, want):
-      a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-      worst = max(worst, float(np.max(np.abs(a - b))) /
-                  max(float(np.max(np.abs(b))), 1e-6))
+    worst = _worst(got, want)
     rows.append(dict(row, max_relative_difference=worst,
                      ok=worst <= TOLERANCE[dtype],
                      fused_s=bench.median_seconds(
@@ -168,14 +190,22 @@ def main(argv):
   for cell in _CELLS.value:
     for dtype in _DTYPES.value:
       why = fused.unsupported(cell, _BATCH.value, _HIDDEN.value, dtype=dtype)
-      if why:
-        # Not a failure: the engine runs the XLA recurrence here too.
-        print(f"  {cell:<7} {dtype:<9} falls back to XLA: {why}", flush=True)
-        rows.append({"cell": cell, "dtype": dtype, "fallback": why})
-        _save(header, rows)
-        continue
-      for row in run(cell, dtype, warps, forward_stages):
+      for row in run(cell, dtype, warps, forward_stages, why):
         rows.append(row)
+        if "fallback" in row:
+          print(f"  {cell:<7} {dtype:<9} falls back to XLA: {why}",
+                flush=True)
+          continue
+        if row["recurrence"] == "xla_vjp":
+          failed += [] if row["ok"] else [f"{cell}/{dtype}/xla_vjp"]
+          print(f"  {cell:<7} {dtype:<9} xla_vjp              max relative "
+                f"difference {row['max_relative_difference']:.2e} "
+                f"(tolerance {TOLERANCE[dtype]:.0e}) "
+                f"{'ok' if row['ok'] else 'FAILED'}; forward+backward "
+                f"{row['xla_vjp_s'] * 1e3:.2f} ms, XLA "
+                f"{row['xla_s'] * 1e3:.2f} ms "
+                f"({row['xla_s'] / row['xla_vjp_s']:.2f}x)", flush=True)
+          continue
         setting = f"{row['warps']} warps" + (
             "" if row["forward_stages"] == fused.NUM_STAGES else
             f", {row['forward_stages']} forward stages")

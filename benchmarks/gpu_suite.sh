@@ -128,6 +128,8 @@ if [[ "${QUICK:-0}" != 1 ]]; then
   run benchmarks/compile_at_once.py --workload=$S --trials=$K --updates=50 --rounds=$ROUNDS $BF --recurrence=pallas --out="$out/compile_at_once_$S.json"
   run benchmarks/throughput.py --workload=$L --ks=$L_KS --out_dir="$out"
   run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --hoist_input --out_dir="$out"
+  # One layer at L's shapes: the XLA scan against its kernels' backward.
+  run benchmarks/fused_check.py --cells=lstm --dtypes=bfloat16 --batch=128 --hidden=512 --k=16 ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out/fused_check_$L"
   run benchmarks/fused_check.py --num_warps=auto,4,16 --forward_stages=1,3 ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out/launch"
 fi
 # Several GPUs: throughput against the number a group is sharded over.

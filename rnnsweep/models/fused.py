@@ -256,15 +256,15 @@ def _forward_step(cell: str, u: list, a: list, bhn: Array, h: Array,
   return jnp.tanh(pre[0]), c, ()
 
 
-def _backward_step(cell: str, recur_t, m: Array, h_prev: Array,
-                   c_prev: Array, h_t: Array, c_t: Array, saved: tuple,
-                   dh: Array, dc: Array) -> tuple[Array, Array, list, list]:
-  """One step of :func:`_forward_step`'s gradient, in reverse time.
+def _backward_step(cell: str, h_prev: Array, c_prev: Array, h_t: Array,
+                   c_t: Array, saved: tuple, dh: Array, dc: Array
+                   ) -> tuple[Array | None, Array, list, list]:
+  """One step of :func:`_forward_step`'s gradient, in reverse time, but
+  for the part through the recurrent products, which the caller adds:
+  ``dh_prev = carried + m * (du W_h^T)`` (its own matmuls; after what
+  this returns, which a kernel stores first).
 
   Args:
-    recur_t: ``recur_t(du)``: the gradient of the recurrent products'
-      input ``m * h`` from theirs (``du``, ``G`` ``[B, H]``), ``[B, H]``.
-    m: the step's recurrent mask.
     h_prev, c_prev: the state the step started from (GRU: ``h_prev``;
       LSTM: ``c_prev``); h_t, c_t: the state it made (simple: ``h_t``;
       LSTM: ``c_t``). The others are not read.
@@ -273,10 +273,12 @@ def _backward_step(cell: str, recur_t, m: Array, h_prev: Array,
       next step and this step's output, summed).
 
   Returns:
-    ``(dh_prev, dc_prev, da, du)``: the gradient of the state it started
-    from, of the step's ``G`` gate pre-activations on the input side
-    (``da``) and of its recurrent products (``du``; the GRU's candidate
-    differs: ``r * dn``).
+    ``(carried, dc_prev, da, du)``: the gradient of ``h_prev`` that does
+    not pass through the recurrent products (the GRU's ``z * h`` term;
+    ``None`` for the others), that of the cell state it started from, and
+    of the step's ``G`` gate pre-activations on the input side (``da``)
+    and of its recurrent products (``du``; the GRU's candidate differs:
+    ``r * dn``).
   """
   if cell == "lstm":
     i, f, g, o = saved
@@ -284,16 +286,22 @@ def _backward_step(cell: str, recur_t, m: Array, h_prev: Array,
     dc = dc + dh * o * (1.0 - tc * tc)
     du = [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
           dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)]
-    return m * recur_t(du), dc * f, du, du
+    return None, dc * f, du, du
   if cell == "gru":
     r, z, n, un = saved
     dn = dh * (1.0 - z) * (1.0 - n * n)
     dr = dn * un * r * (1.0 - r)
     dz = dh * (h_prev - n) * z * (1.0 - z)
     du = [dr, dz, dn * r]
-    return dh * z + m * recur_t(du), dc, [dr, dz, dn], du
+    return dh * z, dc, [dr, dz, dn], du
   du = [dh * (1.0 - h_t * h_t)]
-  return m * recur_t(du), dc, du, du
+  return None, dc, du, du
+
+
+def _through_time(carried: Array | None, recurrent: Array) -> Array:
+  """``dh_prev`` from :func:`_backward_step`'s ``carried`` and the
+  gradient through the recurrent products (``m * du W_h^T``)."""
+  return recurrent if carried is None else carried + recurrent
 
 
 # -- forward kernel ------------------------------------------------------------
@@ -350,26 +358,32 @@ def _backward_kernel(cell: str, steps: int, naive: bool, compute: Any,
   gradient of ``u_n``) and of the initial carry (``dh0, dc0``)."""
   gates = _GATES[cell]
   w = [w_ref[j] for j in range(gates)]
-  recur_t = lambda du: sum(_dot_t(du[j], w[j], compute)
-                           for j in range(gates))
+  recur_t = lambda du: (_dot_t(du[0], w[0], compute) if gates == 1 else
+                        sum(_dot_t(du[j], w[j], compute)
+                            for j in range(gates)))
 
   def step(k, carry):
     dh, dc = carry
     t = steps - 1 - k
     first = t == 0
     prev = jnp.maximum(t - 1, 0)
-    # Only what the cell's step reads is loaded.
+    # Only what the cell's step reads is loaded, in this order: Triton
+    # keeps it, and it sets the registers (loading the LSTM's states
+    # before its mask and gradient made the backward kernel spill 72
+    # bytes a thread instead of 48, sm_90, kernel_resources.py).
     h_prev = (jnp.where(first, h0_ref[...], hs_ref[prev])
               if cell == "gru" else None)
+    m = _mask_at(m_ref, t, naive)
+    dh = dh + dys_ref[t]
+    saved = tuple(saved_ref[t, j] for j in range(_SAVED[cell]))
     c_prev = (jnp.where(first, c0_ref[...], cs_ref[prev])
               if cell == "lstm" else None)
-    saved = tuple(saved_ref[t, j] for j in range(_SAVED[cell]))
-    dh, dc, da, du = _backward_step(
-        cell, recur_t, _mask_at(m_ref, t, naive), h_prev, c_prev,
-        hs_ref[t] if cell == "simple" else None,
-        cs_ref[t] if cell == "lstm" else None, saved, dh + dys_ref[t], dc)
+    carried, dc, da, du = _backward_step(
+        cell, h_prev, c_prev, hs_ref[t] if cell == "simple" else None,
+        cs_ref[t] if cell == "lstm" else None, saved, dh, dc)
     if cell == "gru":
       dun_ref[t] = du[2]
+    dh = _through_time(carried, m * recur_t(du))
     for j in range(gates):
       da_ref[t, j] = da[j]
     return dh, dc
@@ -493,9 +507,10 @@ def _scan_recurrence_bwd(cell, naive, compute, unroll, residuals,
 
   def step(carry, xs):
     r, dy, m_t = xs
-    dh, dc, da, du = _backward_step(cell, recur_t, m_t if naive else m,
-                                    r.h_prev, r.c_prev, r.hs, r.cs, r.saved,
-                                    carry[0] + dy, carry[1])
+    carried, dc, da, du = _backward_step(cell, r.h_prev, r.c_prev, r.hs,
+                                         r.cs, r.saved, carry[0] + dy,
+                                         carry[1])
+    dh = _through_time(carried, (m_t if naive else m) * recur_t(du))
     return (dh, dc), (jnp.concatenate(da, axis=-1),
                       du[2] if cell == "gru" else None)
 
