@@ -184,9 +184,11 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
   # A fresh group's steps are all 0. On an accelerator, not reading them
   # from the device lets the host compile the first segment while the
   # device still runs init (dispatch is asynchronous; reading them would
-  # wait for init first). Not on a CPU, where the two share the cores:
-  # there a 256-trial init (1.6 s) and a segment's compile (2.6 s) took
-  # 6.4 s together.
+  # wait for init first), and the best-parameter update compiles while
+  # the device trains, before the evaluation is read. Not on a CPU, where
+  # compiles and runs share the cores: there a 256-trial init (1.6 s) and
+  # a segment's compile (2.6 s) took 6.4 s together.
+  overlap = prog.platform != "cpu"
   steps_known = None
   if state is None:
     progress = _fresh_progress(group)
@@ -194,7 +196,7 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     if prog.options.compile_at_once:
       prog.prepare(seeds, hp, data, data_key)
     state = prog.init(seeds, hp)
-    if prog.platform != "cpu":
+    if overlap:
       steps_known = np.zeros(len(padded), np.int32)
   wall_before = progress["wall_s"]
   sched = schedulers.Scheduler(scheduler, steps=steps,
@@ -215,8 +217,11 @@ def run_group(task: Task, group: Group, *, steps: int, eval_every: int,
     state, seg = prog.segment(state, data.train, data_key,
                               num_steps=int(np.max(stop_at - step_now)),
                               stop_at=stop_at)
+    metrics = prog.evaluate(state, data.val)
+    if overlap:
+      prog.compiled_keep_best(state, np.zeros(len(slots), np.float32))
     metrics = {k: np.asarray(v, np.float64) for k, v in
-               prog.to_host(prog.evaluate(state, data.val)).items()}
+               prog.to_host(metrics).items()}
     held = np.array([i >= 0 for i in slots])
     state = prog.keep_best(state, np.where(held, metrics[sel], np.nan
                                            ).astype(np.float32))

@@ -338,8 +338,10 @@ def test_a_fresh_group_compiles_its_segment_while_an_accelerator_inits(
     tiny_lm, monkeypatch):
   """On an accelerator nothing reads the device between a fresh group's
   init and its first segment's dispatch, so the host compiles the segment
-  while the device runs init; on a CPU the steps are read first (the two
-  would share the cores). The numbers are the same either way."""
+  while the device runs init, and the best-parameter update is compiled
+  before the evaluation is read; on a CPU the steps are read first (the
+  compiles and runs would share the cores). The numbers are the same
+  either way."""
   calls, runs, watched = [], {}, set()
   real = engine.get_program
 
@@ -347,7 +349,7 @@ def test_a_fresh_group_compiles_its_segment_while_an_accelerator_inits(
     prog = real(*args, **kwargs)
     if id(prog) not in watched:  # the runner asks for it more than once
       watched.add(id(prog))
-      for name in ("init", "segment", "to_host"):
+      for name in ("init", "segment", "to_host", "compiled_keep_best"):
         method = getattr(prog, name)
         monkeypatch.setattr(prog, name, lambda *a, method=method, name=name,
                             **k: calls.append(name) or method(*a, **k))
@@ -359,8 +361,10 @@ def test_a_fresh_group_compiles_its_segment_while_an_accelerator_inits(
     calls.clear()
     runs[platform] = rs.run_trials(tiny_lm, _configs("gru", VARIED[:3]),
                                    steps=16, eval_every=8, max_group_size=3)
-    assert calls[:3] == (["init", "segment", "to_host"] if platform == "gpu"
-                         else ["init", "to_host", "segment"]), platform
+    assert calls[:4] == (
+        ["init", "segment", "compiled_keep_best", "to_host"]
+        if platform == "gpu" else
+        ["init", "to_host", "segment", "to_host"]), platform
     # Later segments read where each slot stands.
     assert calls.count("segment") == 2 and calls[calls.index("segment", 2)
                                                  - 1] == "to_host"
