@@ -23,6 +23,13 @@ GRU's gates) is not. The maths runs in float32; with bfloat16 compute the
 matmul operands are rounded to bfloat16 (accumulated in float32) and the
 outputs returned in bfloat16.
 
+The same algorithm runs with XLA's time loop too (:func:`scan_layer`,
+``recurrence="xla_vjp"``): a forward ``lax.scan`` keeping each step's
+gate activations, a reverse one for the gradient, the recurrent kernel's
+gradient one matmul over the window. The kernels and the scans share one
+step's maths (:func:`_forward_step`, :func:`_backward_step`) and differ
+in how they loop and hold the weights.
+
 On a GPU the kernels lower through Triton; elsewhere (a CPU) they run in
 Pallas interpret mode — slow, for tests and debugging — so the option
 works everywhere. On a GPU, Triton stages a trial's ``G x H x H``
