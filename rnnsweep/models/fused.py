@@ -374,10 +374,12 @@ def _backward_kernel(cell: str, steps: int, naive: bool, compute: Any,
     t = steps - 1 - k
     first = t == 0
     prev = jnp.maximum(t - 1, 0)
-    # Only what the cell's step reads is loaded, in this order: Triton
-    # keeps it, and it sets the registers (loading the LSTM's states
-    # before its mask and gradient made the backward kernel spill 72
-    # bytes a thread instead of 48, sm_90, kernel_resources.py).
+    # Only what the cell's step reads is loaded, in the order the kernel
+    # was first written and measured with; the gradient through the
+    # recurrent products comes after the step's own, as then (Triton keeps
+    # the order: computing those matmuls before the LSTM's ``dc * f`` made
+    # its backward kernel spill 72 bytes a thread instead of 48 on sm_90,
+    # kernel_resources.py).
     h_prev = (jnp.where(first, h0_ref[...], hs_ref[prev])
               if cell == "gru" else None)
     m = _mask_at(m_ref, t, naive)
