@@ -4,8 +4,10 @@ Runs the same sweep (--trials trials of a workload, --updates each,
 evaluation and test included) once per fixed group size and with ``auto``,
 each from a cold start (programs forgotten, no persistent compilation
 cache), so every row pays its own compiles and ``auto`` pays its probes.
-All rows run in turn, --rounds times over, and each row keeps its fastest
-round (a shared machine's noise only ever adds time). Prints wall seconds
+All rows run in turn, --rounds times over, each round starting one row
+later than the last (on 2026-12-07 the row run first, auto, was the
+slowest of every first round), and each row keeps its fastest round (a
+shared machine's noise only ever adds time). Prints wall seconds
 and ``auto``'s speed relative to the best fixed K (the goal: never below
 0.95); writes JSON.
 
@@ -83,7 +85,8 @@ def main(argv):
   groups, why = {}, {}
   for r in range(_ROUNDS.value):
     print(f"\nround {r + 1}: max_group_size  groups  wall s", flush=True)
-    for k in names:
+    shift = r % len(names)
+    for k in names[shift:] + names[:shift]:
       wall, groups[k], lines = _run(task, configs, w, k, options)
       walls[k].append(wall)
       why.setdefault(k, lines)
