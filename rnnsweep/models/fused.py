@@ -305,6 +305,13 @@ def _backward_step(cell: str, h_prev: Array, c_prev: Array, h_t: Array,
   return None, dc, du, du
 
 
+def _bhn_grad(cell: str, dun: Array, bhn: Array) -> Array:
+  """The gradient of the GRU's ``b_hn [1, H]`` from every step's ``u_n``
+  gradient (``dun [T, B, H]``); zeros for the other cells."""
+  return (jnp.sum(dun, axis=(0, 1))[None].astype(bhn.dtype)
+          if cell == "gru" else jnp.zeros_like(bhn))
+
+
 def _through_time(carried: Array | None, recurrent: Array) -> Array:
   """``dh_prev`` from :func:`_backward_step`'s ``carried`` and the
   gradient through the recurrent products (``m * du W_h^T``)."""
@@ -443,8 +450,7 @@ def _recurrence_bwd(cell, naive, compute, launch, residuals, cotangents):
   du = da.at[:, 2].set(dun) if cell == "gru" else da
   dw = jnp.einsum("tbh,tgbk->ghk", hm, du.astype(compute),
                   preferred_element_type=F32).astype(w.dtype)
-  dbhn = (jnp.sum(dun, axis=(0, 1))[None].astype(bhn.dtype)
-          if cell == "gru" else jnp.zeros_like(bhn))
+  dbhn = _bhn_grad(cell, dun, bhn)
   return (da.astype(a.dtype), dw, dbhn, dh0, dc0, jnp.zeros_like(m))
 
 
@@ -537,8 +543,7 @@ def _scan_recurrence_bwd(cell, naive, compute, unroll, residuals,
       res.hm.reshape(steps * b, hidden),
       du.astype(compute).reshape(steps * b, gh),
       (((0,), (0,)), ((), ())), preferred_element_type=F32).astype(w.dtype)
-  dbhn = (jnp.sum(dun, axis=(0, 1))[None].astype(bhn.dtype)
-          if cell == "gru" else jnp.zeros_like(bhn))
+  dbhn = _bhn_grad(cell, dun, bhn)
   return (da, dw, dbhn, dh0, dc0, jnp.zeros_like(m))
 
 
