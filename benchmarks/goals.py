@@ -1,7 +1,8 @@
 """The GPU goals against what one ``gpu_suite.sh`` run measured: reads the
 run's JSON files and prints one row per goal (goal, measured, where from,
-met), then the suite's commands that did not finish. Every ratio is
-between numbers of the same run. A rehearsal (``REHEARSE=1``) names the
+met), then the suite's commands that did not finish and each command's
+seconds (its ``times.tsv``: where the suite's own time goes). Every ratio
+is between numbers of the same run. A rehearsal (``REHEARSE=1``) names the
 workloads that stood in for S and L; its table says it is one.
 
   python benchmarks/goals.py OUT_DIR
@@ -21,7 +22,52 @@ GOALS = (
     ("S vs torch.func.vmap, same K and precision", 5, ">="),
     ("L TFLOP/s", 300, ">="),
     ("1024-trial S sweep wall / steady-state training", 1.3, "<="),
+    ("gpu_suite.sh QUICK=1 wall seconds", 180, "<="),
+    ("gpu_suite.sh whole-suite wall seconds", 480, "<="),
 )
+
+
+def suite_times(out_dir: str) -> tuple[list[tuple[int, str, str]],
+                                       tuple[int, str] | None]:
+  """A run's ``times.tsv``: each command's (seconds, status, command) in
+  the order run, and the suite's (seconds, "quick" | "whole"), ``None``
+  before it finished (or in a folder without the file)."""
+  path = os.path.join(out_dir, "times.tsv")
+  commands, suite = [], None
+  if not os.path.exists(path):
+    return commands, suite
+  with open(path, encoding="utf-8") as f:
+    for line in f.read().splitlines()[1:]:
+      kind, seconds, status, what = line.split("\t", 3)
+      if kind == "command":
+        commands.append((int(seconds), status, what))
+      elif kind == "suite":
+        suite = (int(seconds), status)
+  return commands, suite
+
+
+def _script(command: str) -> str:
+  """A suite command's script (past the variables set for it)."""
+  return next((w for w in command.split() if w.endswith(".py")), command)
+
+
+def _suite_rows(out_dir: str):
+  """The two suite-time goals' measurements (one of them ``None``: a run
+  is QUICK or whole). A suite whose commands failed or were skipped for
+  its budget ran short of itself: its time is shown, and the goal is not
+  met."""
+  commands, suite = suite_times(out_dir)
+  if suite is None:
+    return [None, None]
+  seconds, mode = suite
+  short = sum(status != "ok" for _, status, _ in commands)
+  slowest = max(commands, default=None)
+  source = f"{len(commands)} commands" + (
+      f", slowest {slowest[0]} s: {_script(slowest[2])}" if slowest else "")
+  if short:
+    source += f"; {short} failed or skipped, so not the whole suite's time"
+  row = (float(seconds), source, not short)
+  return [row, None] if mode == "quick" else [None, row]
 
 
 def _load(pattern: str, out_dir: str) -> list[tuple[str, dict]]:
@@ -50,10 +96,10 @@ def _best_row(files, key, min_k=1):
   return best
 
 
-def measured(out_dir: str, s: str = "S", l: str = "L"
-             ) -> list[tuple[float, str] | None]:
+def measured(out_dir: str, s: str = "S", l: str = "L") -> list[tuple | None]:
   """Each goal's measured value and its source (``None``: not measured),
-  from the files of workloads ``s`` and ``l``."""
+  from the files of workloads ``s`` and ``l``; a third element ``False``
+  where the value may not count as met."""
   s_files = _load(f"throughput_{s}_*.json", out_dir)
   l_files = _load(f"throughput_{l}_*.json", out_dir)
   vs_cudnn = vs_vmap = sweep = None
@@ -77,7 +123,8 @@ def measured(out_dir: str, s: str = "S", l: str = "L"
                f"{full['steady_s']:.1f} s, {full['trials']} trials x "
                f"{full.get('updates', '?')} updates")
   return [_best_row(s_files, "trial_steps_per_s", 1024 if s == "S" else 1),
-          vs_cudnn, vs_vmap, _best_row(l_files, "tflops"), sweep]
+          vs_cudnn, vs_vmap, _best_row(l_files, "tflops"), sweep,
+          *_suite_rows(out_dir)]
 
 
 def table(out_dir: str, s: str = "S", l: str = "L") -> tuple[str, int]:
@@ -91,8 +138,8 @@ def table(out_dir: str, s: str = "S", l: str = "L") -> tuple[str, int]:
     if got is None:
       lines.append(f"{name:<50} {op}{goal:>8,} {'-':>12}  -    not measured")
       continue
-    value, source = got
-    ok = value >= goal if op == ">=" else value <= goal
+    value, source, countable = (*got, True)[:3]
+    ok = countable and (value >= goal if op == ">=" else value <= goal)
     met += ok
     lines.append(f"{name:<50} {op}{goal:>8,} {value:>12,.2f}  "
                  f"{'yes' if ok else 'NO ':<4} {source}")
@@ -121,6 +168,11 @@ def main() -> None:
     print(f"{len(undone)} commands did not finish (their goals may show "
           "as not measured):")
     print("\n".join(f"  {line}" for line in undone))
+  commands, _ = suite_times(sys.argv[1])
+  if commands:
+    print("each command's seconds:")
+    print("\n".join(f"  {seconds:>4} s  {status:<8} {what}"
+                    for seconds, status, what in commands))
 
 
 if __name__ == "__main__":

@@ -40,11 +40,15 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
 else
   nvidia-smi -L 2>/dev/null | tee "$out/device.txt" || true
   : > "$out/failed.txt"
+  # Each command's seconds and how it ended, then the suite's own, a line
+  # each (goals.py reads them: the suite's time is a goal too).
+  printf 'kind\tseconds\tstatus\tcommand\n' > "$out/times.tsv"
   # run [NAME=value ...] SCRIPT FLAGS...: the script under python3, with
   # those variables set for it alone (XLA_FLAGS for a lever, say: added to
   # the XLA_FLAGS the suite was started with, if any).
   run() {
-    local left=$((deadline - SECONDS)) limit=$step_limit rc why envs=()
+    local left=$((deadline - SECONDS)) limit=$step_limit rc why=ok envs=()
+    local start=$SECONDS
     while [[ "${1:-}" =~ ^[A-Z_][A-Z0-9_]*= ]]; do
       if [[ "$1" == XLA_FLAGS=* && -n "${XLA_FLAGS:-}" ]]; then
         envs+=("XLA_FLAGS=$XLA_FLAGS ${1#XLA_FLAGS=}")
@@ -55,6 +59,7 @@ else
     done
     if (( left < 30 )); then
       echo "skipped (the suite's ${budget}s budget is spent): $*" | tee -a "$out/failed.txt"
+      printf 'command\t0\tskipped\t%s\n' "$*" >> "$out/times.tsv"
       return 0
     fi
     (( left < limit )) && limit=$left
@@ -68,6 +73,8 @@ else
       (( rc == 124 || rc == 137 )) && why="past its ${limit}s limit"
       echo "FAILED ($why): ${envs[*]+${envs[*]} }$*" | tee -a "$out/suite.log" "$out/failed.txt"
     fi
+    printf 'command\t%d\t%s\t%s\n' $((SECONDS - start)) "$why" \
+      "${envs[*]+${envs[*]} }$*" >> "$out/times.tsv"
   }
 fi
 # The workloads and group sizes; REHEARSE=1 shrinks them all.
@@ -139,6 +146,8 @@ fi
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   python3 benchmarks/check_flags.py "$out/commands.txt"
 else
+  printf 'suite\t%d\t%s\t%s\n' "$SECONDS" \
+    "$([[ "${QUICK:-0}" == 1 ]] && echo quick || echo whole)" "$0" >> "$out/times.tsv"
   goals=("$out"); [[ "${REHEARSE:-0}" == 1 ]] && goals+=("$S" "$L")
   python3 benchmarks/goals.py "${goals[@]}" | tee -a "$out/suite.log"
   if [[ -s "$out/failed.txt" ]]; then exit 1; fi

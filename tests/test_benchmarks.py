@@ -124,9 +124,27 @@ def test_gpu_suite_goes_on_past_a_failed_or_hung_command(tmp_path):
   assert ran[2].startswith(f"ran XLA_FLAGS={os.environ['XLA_FLAGS']} "
                            f"{lever} benchmarks/throughput.py ")
   assert sum(lever in l for l in ran) == 1
-  assert "0 of 5 goals met" in out.stdout
+  assert "0 of 7 goals met" in out.stdout
   assert "2 commands did not finish" in out.stdout
   assert f"  {failed[0]}" in out.stdout
+  # Each command's seconds and end, in order, then the suite's: its QUICK
+  # row shows the time, not met (two commands did not finish).
+  times = [l.split("\t") for l in
+           (out_dir / "times.tsv").read_text().splitlines()[1:]]
+  assert [t[0] for t in times] == ["command"] * 9 + ["suite"]
+  assert [t[2] for t in times[:-1]] == (
+      ["exit 3"] + ["ok"] * 7 + ["past its 2s limit"])
+  script = lambda command: command[command.index("benchmarks/"):]
+  assert [script(t[3]) for t in times[1:8]] == [script(l) for l in ran]
+  assert lever in times[3][3]
+  hung = int(times[-2][1])
+  assert 2 <= hung <= 15 and hung <= int(times[-1][1])
+  assert times[-1][2] == "quick"
+  quick = next(l for l in out.stdout.splitlines()
+               if l.startswith("gpu_suite.sh QUICK=1 wall"))
+  assert "NO" in quick and "2 failed or skipped" in quick
+  assert f"  {hung:>4} s  past its 2s limit benchmarks/profile_gpu.py" in (
+      out.stdout)
 
 
 def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
@@ -137,6 +155,7 @@ def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
       l.startswith("skipped (the suite's 0s budget is spent): benchmarks/")
       for l in failed)
   assert f"{len(failed)} commands did not finish" in out.stdout
+  assert "9 failed or skipped, so not the whole suite's time" in out.stdout
 
 
 # fused_check.py with the kernel patched: the simple cell's outputs off by
@@ -250,9 +269,18 @@ def test_goals_table_reads_one_run(tmp_path):
       "rnnsweep": {"trial_steps_per_s": 40_000.0},
       "torch_func_vmap": {"trial_steps_per_s": 1_000.0,
                           "precision": "float32"}})
+  # The whole suite, every command finished: 420 s of its 480 s goal.
+  (tmp_path / "times.tsv").write_text(
+      "kind\tseconds\tstatus\tcommand\n"
+      "command\t90\tok\tbenchmarks/fused_check.py --k=4\n"
+      "command\t130\tok\tXLA_FLAGS=--x=1 benchmarks/baselines.py --k=8\n"
+      "suite\t420\twhole\tbenchmarks/gpu_suite.sh\n")
   text, met = goals["table"](str(tmp_path))
   lines = text.splitlines()
-  assert met == 2
+  assert met == 3
+  assert "not measured" in lines[6]  # a whole run is not a QUICK one
+  assert "420.00  yes" in lines[7] and (
+      "2 commands, slowest 130 s: benchmarks/baselines.py") in lines[7]
   assert "120,000.00  yes" in lines[1] and "pallas.json K=1024" in lines[1]
   assert "200.00  yes" in lines[2]  # 30,000 / 150
   assert "3.00  NO" in lines[3]     # 30,000 / 10,000, not 40,000 / 1,000
@@ -262,11 +290,12 @@ def test_goals_table_reads_one_run(tmp_path):
       "bfloat16")
   # A rehearsal's table reads its toys' files only, at any K, and says so.
   _write(tmp_path, "throughput_toyS_lstm_float32_u1.json", rows((4, 50.0)))
+  (tmp_path / "times.tsv").unlink()
   text, met = goals["table"](str(tmp_path), "toyS", "toyL")
   lines = text.splitlines()
   assert met == 0 and lines[0].startswith("REHEARSAL: workload toyS")
   assert "50.00  NO" in lines[2] and "toyS_lstm_float32_u1.json K=4" in lines[2]
-  assert all("not measured" in l for l in lines[3:])
+  assert all("not measured" in l for l in lines[3:6])
 
 
 def test_profile_attributes_a_tick_to_the_engine_scopes(tiny_lm):
