@@ -62,6 +62,28 @@ def test_lm_metrics():
       "perplexity"] == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16])
+def test_cross_entropy_and_its_gradient_match_numpy(dtype):
+  """The loss every classifying task trains on, against the textbook
+  formulas in NumPy: -log softmax(z)[y], and its gradient softmax(z) -
+  onehot(y) (float64), at random logits and targets."""
+  rng = np.random.default_rng(0)
+  logits = (3 * rng.standard_normal((2, 3, 5))).astype(dtype)
+  targets = rng.integers(0, 5, size=(2, 3))
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  softmax = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+  onehot = np.eye(5)[targets]
+  want = -np.log((softmax * onehot).sum(-1))
+  ce = rs.tasks.base.cross_entropy
+  got = ce(jnp.asarray(logits), jnp.asarray(targets))
+  assert got.shape == (2, 3) and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  grad = jax.grad(lambda o: ce(o, jnp.asarray(targets)).sum())(
+      jnp.asarray(logits, jnp.float32))
+  np.testing.assert_allclose(grad, softmax - onehot, atol=1e-6)
+
+
 def test_lm_rejects_bad_settings():
   with pytest.raises(ValueError, match="seq_len"):
     rs.CharLM(seq_len=1)

@@ -175,9 +175,18 @@ class Task(abc.ABC):
 
 
 def cross_entropy(outputs: Array, targets: Array) -> Array:
-  """Per-step cross-entropy ``[B, T]`` of logits ``[B, T, C]``."""
+  """Per-step cross-entropy ``[B, T]`` of logits ``[B, T, C]`` and integer
+  targets ``[B, T]``.
+
+  The target's log-probability is picked by a comparison with the class
+  index, not gathered: the same numbers (one term of the sum is non-zero),
+  and the gradient is elementwise, where a gather's is a scatter-add into
+  a zero ``[K, B, T, C]`` array for a vmapped group (a scatter kernel and
+  its atomics on a GPU).
+  """
   logp = jax.nn.log_softmax(outputs.astype(jnp.float32), axis=-1)
-  return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  picked = targets[..., None] == jnp.arange(logp.shape[-1])
+  return -jnp.sum(jnp.where(picked, logp, 0.0), axis=-1)
 
 
 def classification_metrics(outputs: Array, targets: Array
