@@ -22,6 +22,7 @@ writes JSON.
   python benchmarks/baselines.py --workload=S --k=32 --sweep_trials=32
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -63,6 +64,18 @@ _STEADY = flags.DEFINE_bool("steady", True, "Run part 1 (steady state).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON goes.")
 
 
+@contextlib.contextmanager
+def _part(out, name):
+  """Adds the block's wall seconds (compiles, init and torch's start
+  included) to ``out["seconds"][name]``: where the run's own time goes."""
+  start = time.perf_counter()
+  try:
+    yield
+  finally:
+    seconds = out.setdefault("seconds", {})
+    seconds[name] = round(time.perf_counter() - start, 2)
+
+
 def _row(name, rate, base):
   ratio = "" if base is None else f"{base / rate:>10.1f}x"
   print(f"  {name:<46} {rate:>12.1f} {ratio}", flush=True)
@@ -82,8 +95,12 @@ def main(argv):
 
   if _STEADY.value:
     _steady_state(w, task, options, out)
-  _sweep(w, task, options, out)
-  swept = _full_sweep(w, task, options, out)
+  with _part(out, "sweep"):
+    _sweep(w, task, options, out)
+  with _part(out, "full_sweep"):
+    swept = _full_sweep(w, task, options, out)
+  print("\nseconds each part took: " + ", ".join(
+      f"{name} {sec:.1f}" for name, sec in out["seconds"].items()))
   if _OUT_DIR.value:
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     path = os.path.join(_OUT_DIR.value, f"baselines_{w.name}_"
@@ -99,12 +116,14 @@ def main(argv):
 def _steady_state(w, task, options, out):
   print("\n1. steady state, compile excluded       trial-steps/s   "
         "rnnsweep is")
-  ours = bench.measure_group(w, _K.value, options=options, task=task)
+  with _part(out, "rnnsweep"):
+    ours = bench.measure_group(w, _K.value, options=options, task=task)
   out["rnnsweep"] = ours
   rate = ours["trial_steps_per_s"]
   _row(f"rnnsweep, K={_K.value} in one program", rate, None)
-  seq = bench.measure_sequential(w, _SEQUENTIAL_TRIALS.value, task=task,
-                                 options=options)
+  with _part(out, "sequential_k1"):
+    seq = bench.measure_sequential(w, _SEQUENTIAL_TRIALS.value, task=task,
+                                   options=options)
   out["sequential_k1"] = seq
   _row("same program, K=1, one trial after another",
        seq["trial_steps_per_s"], rate)
@@ -124,7 +143,8 @@ def _steady_state(w, task, options, out):
          lambda: bench_torch.measure_func_vmap(w, _K.value,
                                                precision=precision))):
       try:
-        out[key] = measure()
+        with _part(out, key):
+          out[key] = measure()
       except Exception as e:  # pylint: disable=broad-except
         # A baseline torch cannot run here (bfloat16 cuDNN on an older
         # GPU, say) costs its row, not the run's other parts.

@@ -390,6 +390,14 @@ def test_whole_sweep_baseline_runs_the_sweep_a_user_runs(tmp_path):
   assert "2 trials x 5 updates" in out.stdout
   assert f"of which compiling {full['compile_s']:.1f} s" in out.stdout
   assert "validation every 1," in out.stdout
+  # Where the run's own time went, part by part: the whole sweep's part
+  # holds its wall time and its steady-state measurement (--nosteady).
+  seconds = json.loads(next(tmp_path.glob("baselines_S_*.json")).read_text(
+      ))["seconds"]
+  assert set(seconds) == {"sweep", "full_sweep"}
+  assert seconds["full_sweep"] > full["wall_s"] and seconds["sweep"] < 1
+  assert (f"seconds each part took: sweep {seconds['sweep']:.1f}, "
+          f"full_sweep {seconds['full_sweep']:.1f}") in out.stdout
 
 
 _FAILING_SWEEP = """
