@@ -103,8 +103,14 @@ def measured(out_dir: str, s: str = "S", l: str = "L") -> list[tuple | None]:
   s_files = _load(f"throughput_{s}_*.json", out_dir)
   l_files = _load(f"throughput_{l}_*.json", out_dir)
   vs_cudnn = vs_vmap = sweep = None
+  min_k = 1024 if s == "S" else 1
+  best_s = _best_row(s_files, "trial_steps_per_s", min_k)
   for name, data in _load(f"baselines_{s}_*.json", out_dir):
     ours = data.get("rnnsweep", {}).get("trial_steps_per_s")
+    # Its K-trial group is measured as throughput.py measures one.
+    k = data.get("rnnsweep", {}).get("k", 0)
+    if ours and k >= min_k and (best_s is None or ours > best_s[0]):
+      best_s = (ours, f"{name} K={k}")
     cudnn = data.get("torch_lstm_sequential", {}).get("trial_steps_per_s")
     # "Same precision": a bfloat16 run against torch in float32 (all that
     # baselines.py measured before torch's autocast) is not counted.
@@ -122,8 +128,7 @@ def measured(out_dir: str, s: str = "S", l: str = "L") -> list[tuple | None]:
       sweep = (full["ratio"], f"{name}: {full['wall_s']:.1f} s / "
                f"{full['steady_s']:.1f} s, {full['trials']} trials x "
                f"{full.get('updates', '?')} updates")
-  return [_best_row(s_files, "trial_steps_per_s", 1024 if s == "S" else 1),
-          vs_cudnn, vs_vmap, _best_row(l_files, "tflops"), sweep,
+  return [best_s, vs_cudnn, vs_vmap, _best_row(l_files, "tflops"), sweep,
           *_suite_rows(out_dir)]
 
 

@@ -12,11 +12,14 @@
 # several GPUs when present, and the table of goals vs measured.
 # Run from a checkout (PYTHONPATH=. is set here); needs jax with CUDA, flax,
 # optax and, for the PyTorch rows, torch. The commands come in order of
-# what they are for: first what the goals table needs and the profiles
-# (QUICK=1 runs that block alone: about 5 minutes on an H200, from the
-# commands' times on 2026-12-04), then the levers one by one and the rest
-# (about 16 minutes in all, more than one device session's budget, which
-# then skips the end: the kernel's launch settings, L's levers).
+# what they are for: first what the goals table needs and one profile of
+# S and L (QUICK=1 runs that block alone: five commands, about 4 minutes
+# on an H200 by the commands' times on 2026-12-04), then the XLA path at
+# S and its profile, the levers one by one and the rest (about 16 minutes
+# in all, more than one device session's budget, which then skips the
+# end: the kernel's launch settings, L's levers). Each command's seconds
+# go to OUT/times.tsv, and the suite's own time is a row of the goals
+# table.
 # DRY_RUN=1 runs nothing: it checks every command's flags (on any machine).
 # REHEARSE=1 runs every command for real at the toy workloads toyS and
 # toyL (K up to 4, a few updates) in place of S and L, so the whole suite,
@@ -97,15 +100,13 @@ BF="--precision=bfloat16"
 CMDBUF_WHILE=FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,WHILE,CONDITIONAL
 # First what the goals table needs, at each path's best settings of the
 # last run (H200, 2026-12-04: the fused kernel in bfloat16 for S, bfloat16
-# with unroll 8 for L, where it falls back), and the profiles: QUICK=1 runs
-# this block alone (about 5 minutes on an H200: a command is 25 to 80 s,
-# mostly CUDA start-up and compiles). A budget cut skips the end.
+# with unroll 8 for L, where it falls back), and one profile of both:
+# QUICK=1 runs this block alone. Five commands, each paying CUDA's
+# start-up and its compiles (23 to 115 s each on 2026-12-04: about 4
+# minutes in all by those times; OUT/times.tsv has each one's). A budget
+# cut skips the end.
 run benchmarks/fused_check.py --num_warps=auto --forward_stages=1 ${SMALL[@]+"${SMALL[@]}"} --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$K $BF --recurrence=pallas --out_dir="$out"
-run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --out_dir="$out"
-# The profile of 2026-12-04 found the GPU idle 42% of a tick: XLA runs a
-# while loop's condition on the host unless its command buffers hold loops.
-run XLA_FLAGS=--xla_gpu_enable_command_buffer=$CMDBUF_WHILE benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_cmdbuf_while --out_dir="$out"
+# S's trial-steps/s (its K-trial group), PyTorch, the whole sweep.
 run benchmarks/baselines.py --workload=$S --k=$K --sweep_trials=0 --full_sweep_trials=$K $BF --recurrence=pallas --out_dir="$out"
 run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --out_dir="$out"
 # L cannot use the kernel (H=512): its XLA scan with the kernels' backward,
@@ -113,11 +114,18 @@ run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --out_dir="$o
 # read-modify-writes of a float32 [K, 512, 2048] accumulator (2 GiB a
 # step at K=256).
 run benchmarks/throughput.py --workload=$L --ks=$LK $BF --unroll=8 --recurrence=xla_vjp --out_dir="$out"
-run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --out_dir="$out"
-run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --recurrence=pallas --out_dir="$out"
+# S through the kernel, L through its fallback (the XLA scan, unroll 8).
+run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --recurrence=pallas --out_dir="$out"
 if [[ "${QUICK:-0}" != 1 ]]; then
-  # Then each lever alone against its neighbour, the XLA path's baselines,
-  # auto against fixed K, compiles at once, and the kernel's launch settings.
+  # Then the XLA path against the kernel at S and its profile, each lever
+  # alone against its neighbour, the XLA path's baselines, auto against
+  # fixed K, compiles at once, and the kernel's launch settings.
+  run benchmarks/throughput.py --workload=$S --ks=$K $BF --recurrence=pallas --out_dir="$out"
+  run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --out_dir="$out"
+  # The profile of 2026-12-04 found the GPU idle 42% of a tick: XLA runs a
+  # while loop's condition on the host unless its command buffers hold loops.
+  run XLA_FLAGS=--xla_gpu_enable_command_buffer=$CMDBUF_WHILE benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --tag=throughput_${S}_lstm_bfloat16_u8_cmdbuf_while --out_dir="$out"
+  run benchmarks/profile_gpu.py --workloads=$S,$L ${PROFILE_FLAGS[@]+"${PROFILE_FLAGS[@]}"} $BF --unroll=8 --out_dir="$out"
   run benchmarks/throughput.py --workload=$S --ks=$S_KS --out_dir="$out"
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=$WHOLE --out_dir="$out"
   run benchmarks/throughput.py --workload=$S --ks=$K $BF --unroll=8 --hoist_input --out_dir="$out"

@@ -42,7 +42,7 @@ def _dry_run(out_dir, quick: str) -> list[str]:
 @pytest.mark.parametrize("quick", ["0", "1"])
 def test_gpu_suite_commands_all_parse(tmp_path, quick):
   commands = _dry_run(tmp_path, quick)
-  assert len(commands) >= (8 if quick == "1" else 17)
+  assert len(commands) >= (6 if quick == "1" else 17)
   if quick == "1":  # the goals' block, with which the whole suite starts
     everything = [c.replace(str(tmp_path / "all"), str(tmp_path))
                   for c in _dry_run(tmp_path / "all", "0")]
@@ -76,17 +76,18 @@ def test_gpu_suite_rehearsal_runs_every_command_at_toy_sizes(tmp_path):
   assert "--hidden=16" in fused and "--batch=4" in fused
 
 
-def _suite_with_fake_python(tmp_path, **env):
+def _suite_with_fake_python(tmp_path, quick="1", **env):
   """``gpu_suite.sh`` run (not dry) with a ``python3`` that only echoes
-  its command: fused_check.py fails, the fused profile hangs, goals.py is
-  the real one."""
+  its command: the first fused_check.py fails, the fused profile hangs,
+  goals.py is the real one."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   fake = bin_dir / "python3"
   fake.write_text(f"""#!/bin/sh
 case "$*" in
   benchmarks/goals.py*) exec {sys.executable} "$@";;
-  benchmarks/fused_check.py*) echo "lstm differs"; exit 3;;
+  "benchmarks/fused_check.py --num_warps=auto --forward_stages=1 "*)
+    echo "lstm differs"; exit 3;;
   *profile_gpu.py*pallas*) exec sleep 120;;
   -c*) echo 1;;
   *) echo "ran ${{XLA_FLAGS:+XLA_FLAGS=$XLA_FLAGS }}$*";;
@@ -96,66 +97,74 @@ esac
   out_dir = tmp_path / "out"
   out = subprocess.run(
       ["bash", os.path.join(BENCHMARKS, "gpu_suite.sh"), str(out_dir)],
-      env=subprocess_env(QUICK="1", PATH=os.pathsep.join(
+      env=subprocess_env(QUICK=quick, PATH=os.pathsep.join(
           [str(bin_dir), os.environ["PATH"]]), **env),
       capture_output=True, text=True, timeout=120, check=False)
   return out, (out_dir / "failed.txt").read_text().splitlines()
 
 
 def test_gpu_suite_goes_on_past_a_failed_or_hung_command(tmp_path):
-  out, failed = _suite_with_fake_python(tmp_path, STEP_TIMEOUT_S="2")
+  out, failed = _suite_with_fake_python(tmp_path, quick="0",
+                                        STEP_TIMEOUT_S="2")
   assert out.returncode == 1, out.stderr[-3000:]
   out_dir = tmp_path / "out"
   assert failed == [
       f"FAILED (exit 3): benchmarks/fused_check.py --num_warps=auto "
       f"--forward_stages=1 --out_dir={out_dir}",
       f"FAILED (past its 2s limit): benchmarks/profile_gpu.py "
-      f"--workloads=S,L --precision=bfloat16 --recurrence=pallas "
-      f"--out_dir={out_dir}"]
+      f"--workloads=S,L --precision=bfloat16 --unroll=8 "
+      f"--recurrence=pallas --out_dir={out_dir}"]
   # Every other command still ran, and the goals table came at the end.
   ran = [l for l in out.stdout.splitlines() if l.startswith("ran ")]
-  assert len(ran) == 7 and "baselines.py" in ran[3] and (
-      "profile_gpu.py --workloads=S,L" in ran[-1])
+  assert len(ran) >= 20 and "baselines.py" in ran[0] and (
+      "--recurrence=pallas" in ran[0])
   # L, which the kernel cannot take, with the kernels' backward in XLA.
-  assert "--workload=L" in ran[5] and "--recurrence=xla_vjp" in ran[5]
+  assert "--workload=L" in ran[1] and "--recurrence=xla_vjp" in ran[2]
   # A lever's XLA_FLAGS reach its command alone, after the suite's own.
   lever = ("--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUDNN,"
            "CUSTOM_CALL,WHILE,CONDITIONAL")
-  assert ran[2].startswith(f"ran XLA_FLAGS={os.environ['XLA_FLAGS']} "
-                           f"{lever} benchmarks/throughput.py ")
-  assert sum(lever in l for l in ran) == 1
+  levered = [l for l in ran if lever in l]
+  assert len(levered) == 2 and all(
+      l.startswith(f"ran XLA_FLAGS={os.environ['XLA_FLAGS']} {lever} "
+                   "benchmarks/throughput.py ") for l in levered)
   assert "0 of 7 goals met" in out.stdout
   assert "2 commands did not finish" in out.stdout
   assert f"  {failed[0]}" in out.stdout
-  # Each command's seconds and end, in order, then the suite's: its QUICK
-  # row shows the time, not met (two commands did not finish).
+  # Each command's seconds and end, in order, then the suite's: its
+  # whole-suite row shows the time, not met (two commands did not finish).
   times = [l.split("\t") for l in
            (out_dir / "times.tsv").read_text().splitlines()[1:]]
-  assert [t[0] for t in times] == ["command"] * 9 + ["suite"]
+  assert [t[0] for t in times] == ["command"] * (len(ran) + 2) + ["suite"]
+  hung = 4  # the fused profile, the QUICK block's last command
   assert [t[2] for t in times[:-1]] == (
-      ["exit 3"] + ["ok"] * 7 + ["past its 2s limit"])
+      ["exit 3"] + ["ok"] * 3 + ["past its 2s limit"] +
+      ["ok"] * (len(ran) - 3))
   script = lambda command: command[command.index("benchmarks/"):]
-  assert [script(t[3]) for t in times[1:8]] == [script(l) for l in ran]
-  assert lever in times[3][3]
-  hung = int(times[-2][1])
-  assert 2 <= hung <= 15 and hung <= int(times[-1][1])
-  assert times[-1][2] == "quick"
-  quick = next(l for l in out.stdout.splitlines()
-               if l.startswith("gpu_suite.sh QUICK=1 wall"))
-  assert "NO" in quick and "2 failed or skipped" in quick
-  assert f"  {hung:>4} s  past its 2s limit benchmarks/profile_gpu.py" in (
-      out.stdout)
+  assert [script(t[3]) for t in times[1:hung] + times[hung + 1:-1]] == [
+      script(l) for l in ran]
+  assert sum(lever in t[3] for t in times) == 2
+  seconds = int(times[hung][1])
+  assert 2 <= seconds <= 15 and seconds <= int(times[-1][1])
+  assert times[-1][2] == "whole"
+  whole = next(l for l in out.stdout.splitlines()
+               if l.startswith("gpu_suite.sh whole-suite wall"))
+  assert "NO" in whole and "2 failed or skipped" in whole
+  assert (f"  {seconds:>4} s  past its 2s limit benchmarks/profile_gpu.py"
+          in out.stdout)
 
 
 def test_gpu_suite_skips_what_its_budget_leaves_no_time_for(tmp_path):
   out, failed = _suite_with_fake_python(tmp_path, BUDGET_S="0")
   assert out.returncode == 1
   assert "ran " not in out.stdout
-  assert len(failed) == 9 and all(
+  assert len(failed) == 5 and all(
       l.startswith("skipped (the suite's 0s budget is spent): benchmarks/")
       for l in failed)
   assert f"{len(failed)} commands did not finish" in out.stdout
-  assert "9 failed or skipped, so not the whole suite's time" in out.stdout
+  assert "5 failed or skipped, so not the whole suite's time" in out.stdout
+  quick = next(l for l in out.stdout.splitlines()
+               if l.startswith("gpu_suite.sh QUICK=1 wall"))
+  assert "NO" in quick
 
 
 # fused_check.py with the kernel patched: the simple cell's outputs off by
@@ -269,6 +278,12 @@ def test_goals_table_reads_one_run(tmp_path):
       "rnnsweep": {"trial_steps_per_s": 40_000.0},
       "torch_func_vmap": {"trial_steps_per_s": 1_000.0,
                           "precision": "float32"}})
+  # baselines.py's own K-trial group counts for the S row too (QUICK=1
+  # runs no throughput.py at S), at K >= 1024 only.
+  _write(tmp_path, "baselines_S_bfloat16_u8_pallas.json",
+         {"rnnsweep": {"k": 1024, "trial_steps_per_s": 130_000.0}})
+  _write(tmp_path, "baselines_S_float32_u1.json",
+         {"rnnsweep": {"k": 512, "trial_steps_per_s": 500_000.0}})
   # The whole suite, every command finished: 420 s of its 480 s goal.
   (tmp_path / "times.tsv").write_text(
       "kind\tseconds\tstatus\tcommand\n"
@@ -281,7 +296,8 @@ def test_goals_table_reads_one_run(tmp_path):
   assert "not measured" in lines[6]  # a whole run is not a QUICK one
   assert "420.00  yes" in lines[7] and (
       "2 commands, slowest 130 s: benchmarks/baselines.py") in lines[7]
-  assert "120,000.00  yes" in lines[1] and "pallas.json K=1024" in lines[1]
+  assert "130,000.00  yes" in lines[1] and (
+      "baselines_S_bfloat16_u8_pallas.json K=1024") in lines[1]
   assert "200.00  yes" in lines[2]  # 30,000 / 150
   assert "3.00  NO" in lines[3]     # 30,000 / 10,000, not 40,000 / 1,000
   assert "not measured" in lines[4]  # no L run
