@@ -119,12 +119,6 @@ def define_engine_flags() -> Callable[[], engine.EngineOptions]:
       compile_at_once=at_once.value)
 
 
-def _recurrence_tag(recurrence: str) -> str:
-  """The file-name part of a recurrence (none for the XLA scan, the
-  default; ``auto``'s is spelt apart)."""
-  return "" if recurrence in ("xla", engine.AUTO) else f"_{recurrence}"
-
-
 def options_tag(options: engine.EngineOptions) -> str:
   """E.g. ``bfloat16_u8_hoist_pallas``, for output file names (``auto``
   precision and unroll as chosen on this device; ``_auto``: the
@@ -134,8 +128,8 @@ def options_tag(options: engine.EngineOptions) -> str:
   return (f"{options.compute_dtype}_u{options.unroll}"
           f"{'_hoist' if options.hoist_input else ''}"
           f"{'_donate' if options.donate else ''}"
-          f"{_recurrence_tag(options.recurrence)}"
-          f"{'_auto' if options.recurrence == engine.AUTO else ''}"
+          # None for the XLA scan, the default.
+          f"{'' if options.recurrence == 'xla' else '_' + options.recurrence}"
           f"{'_once' if options.compile_at_once else ''}"
           f"{'' if auto_chunk else '_c' + str(options.trial_chunk)}")
 

@@ -6,7 +6,7 @@ from rnnsweep.models.rnn import (GATES, RECURRENCES, Carry, DropoutMasks,
                                  zero_carry)
 
 __all__ = [
-    "GATES", "RECURRENCES", "Carry", "DropoutMasks", "RecurrentLayer", "RecurrentModel",
-    "dropout_masks", "layer_scan", "no_dropout",
+    "GATES", "RECURRENCES", "Carry", "DropoutMasks", "RecurrentLayer",
+    "RecurrentModel", "dropout_masks", "layer_scan", "no_dropout",
     "training_flops", "zero_carry",
 ]
